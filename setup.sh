@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# setup.sh — install the Debian 12 packages mailkeep builds and tests with, then
+# build build/mailkeep. Idempotent: re-running only rebuilds what changed.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+BUILD_PACKAGES=(build-essential cmake ninja-build pkg-config libboost1.81-dev libssl-dev
+  libc-ares-dev libsqlite3-dev libinih-dev libcli11-dev libfmt-dev libspdlog-dev
+  libgtest-dev libgmock-dev)
+# Real peers for the end-to-end tests and benchmarks.
+TEST_PACKAGES=(postfix swaks python3-aiosmtpd python3-dnslib python3-pytest dovecot-imapd
+  wrk bogofilter nodejs procps)
+
+missing=()
+for p in "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  # postfix asks a debconf question; answer it so the install never blocks.
+  echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j 2

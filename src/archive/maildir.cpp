@@ -1,0 +1,141 @@
+// maildir.cpp — see maildir.h.
+#include "archive/maildir.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+namespace mk::archive {
+namespace {
+
+std::string errno_text(const std::string& what) { return what + ": " + std::strerror(errno); }
+
+bool fsync_dir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return false;
+  bool ok = ::fsync(fd) == 0;
+  ::close(fd);
+  return ok;
+}
+
+bool make_dir(const std::string& path) { return ::mkdir(path.c_str(), 0700) == 0 || errno == EEXIST; }
+
+// Host part of a Maildir name: '/' and ':' are replaced as the Maildir spec asks.
+std::string maildir_host() {
+  char buf[256] = {};
+  gethostname(buf, sizeof buf - 1);
+  std::string out;
+  for (char* p = buf; *p; ++p) {
+    if (*p == '/') out += "\\057";
+    else if (*p == ':') out += "\\072";
+    else out += *p;
+  }
+  return out.empty() ? "localhost" : out;
+}
+
+std::string unique_name(uint64_t size) {
+  static std::atomic<uint64_t> sequence{0};
+  static const std::string host = maildir_host();
+  timeval tv{};
+  gettimeofday(&tv, nullptr);
+  return std::to_string(tv.tv_sec) + ".M" + std::to_string(tv.tv_usec) + "P" + std::to_string(getpid()) + "Q" +
+         std::to_string(++sequence) + "." + host + ",S=" + std::to_string(size);
+}
+
+bool write_fully(int fd, const char* p, size_t n) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+}  // namespace
+
+PendingMaildirFile& PendingMaildirFile::operator=(PendingMaildirFile&& o) noexcept {
+  if (this != &o) {
+    abort();
+    folder_ = std::move(o.folder_);
+    name_ = std::move(o.name_);
+    o.name_.clear();
+  }
+  return *this;
+}
+
+PendingMaildirFile::~PendingMaildirFile() { abort(); }
+
+MaildirResult PendingMaildirFile::commit() {
+  if (name_.empty()) return {Outcome::TempFail, "nothing to commit"};
+  auto from = folder_ + "/tmp/" + name_;
+  auto to = folder_ + "/new/" + name_;
+  if (::rename(from.c_str(), to.c_str()) != 0) return {Outcome::TempFail, errno_text("rename " + from)};
+  auto name = std::move(name_);
+  name_.clear();
+  if (!fsync_dir(folder_ + "/new")) return {Outcome::TempFail, errno_text("fsync " + folder_ + "/new")};
+  return {Outcome::Ok, name};
+}
+
+void PendingMaildirFile::abort() {
+  if (name_.empty()) return;
+  ::unlink((folder_ + "/tmp/" + name_).c_str());
+  name_.clear();
+}
+
+MaildirResult ensure_maildir(const std::string& folder) {
+  // Create parents one level at a time (archive/<domain>/<user>/.Sent ...).
+  for (size_t pos = folder.find('/', 1); pos != std::string::npos; pos = folder.find('/', pos + 1))
+    if (!make_dir(folder.substr(0, pos))) return {Outcome::TempFail, errno_text("mkdir " + folder.substr(0, pos))};
+  for (auto sub : {"", "/tmp", "/new", "/cur"})
+    if (!make_dir(folder + sub)) return {Outcome::TempFail, errno_text("mkdir " + folder + sub)};
+  return {};
+}
+
+MaildirResult prepare_maildir_file(const std::string& folder, std::string_view header, const ContentSource& content,
+                                   PendingMaildirFile& out) {
+  if (auto r = ensure_maildir(folder); r.outcome != Outcome::Ok) return r;
+  uint64_t size = header.size() + content.size();
+  auto name = unique_name(size);
+  auto path = folder + "/tmp/" + name;
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return {Outcome::TempFail, errno_text("create " + path)};
+  PendingMaildirFile pending(folder, name);  // removes the file on any failure below
+  bool ok = write_fully(fd, header.data(), header.size());
+  std::vector<char> buf(64 * 1024);
+  for (uint64_t off = 0; ok && off < content.size();) {
+    size_t n = content.read_at(off, buf.data(), buf.size());
+    if (n == 0) {
+      errno = EIO;
+      ok = false;
+      break;
+    }
+    ok = write_fully(fd, buf.data(), n);
+    off += n;
+  }
+  if (ok && ::fsync(fd) != 0) ok = false;
+  int saved = errno;
+  ::close(fd);
+  if (!ok) {
+    errno = saved;
+    return {Outcome::TempFail, errno_text("write " + path)};
+  }
+  out = std::move(pending);
+  return {Outcome::Ok, name};
+}
+
+MaildirResult deliver_to_maildir(const std::string& folder, std::string_view header, const ContentSource& content) {
+  PendingMaildirFile pending;
+  auto r = prepare_maildir_file(folder, header, content, pending);
+  if (r.outcome != Outcome::Ok) return r;
+  return pending.commit();
+}
+
+}  // namespace mk::archive

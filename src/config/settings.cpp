@@ -1,0 +1,324 @@
+// settings.cpp — the one table of configuration keys, and the INI loader.
+//
+// inih does the INI syntax (sections, `;` comments, continuation lines); we
+// wrap its reader to count lines, so that every error names its own line.
+#include "config/settings.h"
+
+#include <ini.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <sstream>
+
+#include "core/strings.h"
+
+namespace mk {
+namespace {
+
+// One configuration key: where it lives, its default, how to parse and show it.
+struct Key {
+  const char* section;
+  const char* name;
+  const char* default_text;  // parsed like file input; "" = empty / computed
+  const char* help;
+  // Parses `value` into the settings; returns an error text or "".
+  std::function<std::string(Settings&, std::string_view)> apply;
+  std::function<std::string(const Settings&)> show;
+};
+
+template <class Get>
+Key uint_key(const char* sec, const char* name, const char* def, uint64_t min, uint64_t max,
+             const char* help, Get get) {
+  return Key{sec, name, def, help,
+             [=](Settings& s, std::string_view v) -> std::string {
+               uint64_t n = 0;
+               auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+               if (ec != std::errc() || p != v.data() + v.size() || v.empty())
+                 return "expected a non-negative integer, got '" + std::string(v) + "'";
+               if (n < min || n > max)
+                 return "value " + std::string(v) + " out of range [" + std::to_string(min) + ".." +
+                        std::to_string(max) + "]";
+               get(s) = static_cast<std::remove_reference_t<decltype(get(s))>>(n);
+               return "";
+             },
+             [=](const Settings& s) { return std::to_string(get(const_cast<Settings&>(s))); }};
+}
+
+template <class Get>
+Key string_key(const char* sec, const char* name, const char* def, const char* help, Get get,
+               std::vector<std::string> allowed = {}) {
+  return Key{sec, name, def, help,
+             [=](Settings& s, std::string_view v) -> std::string {
+               if (!allowed.empty()) {
+                 bool found = false;
+                 for (auto& a : allowed) found = found || a == v;
+                 if (!found) {
+                   std::string list;
+                   for (auto& a : allowed) list += (list.empty() ? "" : " | ") + a;
+                   return "expected one of " + list + ", got '" + std::string(v) + "'";
+                 }
+               }
+               get(s) = std::string(v);
+               return "";
+             },
+             [=](const Settings& s) { return get(const_cast<Settings&>(s)); }};
+}
+
+template <class Get>
+Key endpoints_key(const char* sec, const char* name, const char* def, uint16_t default_port,
+                  const char* help, Get get) {
+  return Key{sec, name, def, help,
+             [=](Settings& s, std::string_view v) -> std::string {
+               std::vector<HostPort> out;
+               for (auto& item : split_list(v)) {
+                 std::string err;
+                 auto hp = parse_host_port(item, default_port, &err);
+                 if (!hp) return "'" + item + "': " + err;
+                 out.push_back(*hp);
+               }
+               get(s) = std::move(out);
+               return "";
+             },
+             [=](const Settings& s) {
+               std::string out;
+               for (auto& hp : get(const_cast<Settings&>(s))) out += (out.empty() ? "" : ", ") + hp.to_string();
+               return out;
+             }};
+}
+
+template <class Get>
+Key domains_key(const char* sec, const char* name, const char* def, const char* help, Get get) {
+  return Key{sec, name, def, help,
+             [=](Settings& s, std::string_view v) -> std::string {
+               std::vector<std::string> out;
+               for (auto& d : split_list(v)) {
+                 for (char c : d)
+                   if (!(isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.'))
+                     return "invalid domain '" + d + "'";
+                 out.push_back(to_lower(d));
+               }
+               get(s) = std::move(out);
+               return "";
+             },
+             [=](const Settings& s) {
+               std::string out;
+               for (auto& d : get(const_cast<Settings&>(s))) out += (out.empty() ? "" : ", ") + d;
+               return out;
+             }};
+}
+
+template <class Get>
+Key networks_key(const char* sec, const char* name, const char* def, const char* help, Get get) {
+  return Key{sec, name, def, help,
+             [=](Settings& s, std::string_view v) -> std::string {
+               std::vector<Cidr> out;
+               for (auto& item : split_list(v)) {
+                 std::string err;
+                 auto c = Cidr::parse(item, &err);
+                 if (!c) return "'" + item + "': " + err;
+                 out.push_back(*c);
+               }
+               get(s) = std::move(out);
+               return "";
+             },
+             [=](const Settings& s) {
+               std::string out;
+               for (auto& c : get(const_cast<Settings&>(s))) out += (out.empty() ? "" : ", ") + c.to_string();
+               return out;
+             }};
+}
+
+// THE table. Later issues add their sections here.
+const std::vector<Key>& key_table() {
+  static const std::vector<Key> table = {
+      string_key("general", "log_level", "info", "debug | info | warn | error",
+                 [](Settings& s) -> auto& { return s.general.log_level; },
+                 {"debug", "info", "warn", "error"}),
+
+      endpoints_key("smtp", "listen", "127.0.0.1:2525", 25, "comma-separated host:port list, IPv6 as [::1]:2525",
+                    [](Settings& s) -> auto& { return s.smtp.listen; }),
+      string_key("smtp", "hostname", "", "banner and Received; default: the machine's name",
+                 [](Settings& s) -> auto& { return s.smtp.hostname; }),
+      uint_key("smtp", "max_message_size", "52428800", 1024, 1ull << 40, "bytes; advertised in SIZE",
+               [](Settings& s) -> auto& { return s.smtp.max_message_size; }),
+      uint_key("smtp", "max_recipients", "100", 1, 100000, "recipients per transaction",
+               [](Settings& s) -> auto& { return s.smtp.max_recipients; }),
+      uint_key("smtp", "max_connections", "1000", 1, 1000000, "simultaneous SMTP sessions",
+               [](Settings& s) -> auto& { return s.smtp.max_connections; }),
+      uint_key("smtp", "timeout", "300", 1, 3600, "seconds per read; RFC 5321 4.5.3.2",
+               [](Settings& s) -> auto& { return s.smtp.timeout; }),
+      uint_key("smtp", "shutdown_timeout", "30", 0, 3600, "seconds transfers in flight get after SIGTERM",
+               [](Settings& s) -> auto& { return s.smtp.shutdown_timeout; }),
+      uint_key("smtp", "max_errors", "20", 1, 1000, "bad commands per session before 421",
+               [](Settings& s) -> auto& { return s.smtp.max_errors; }),
+      uint_key("smtp", "threads", "0", 0, 256, "I/O threads; 0 = one per core",
+               [](Settings& s) -> auto& { return s.smtp.threads; }),
+      string_key("smtp", "spool_dir", "data/spool", "where large messages wait (unlinked temporary files)",
+                 [](Settings& s) -> auto& { return s.smtp.spool_dir; }),
+
+      endpoints_key("delivery", "smarthost", "", 25, "upstream host:port list, tried in order like an MX list",
+                    [](Settings& s) -> auto& { return s.delivery.smarthost; }),
+      string_key("delivery", "outbox", "data/outbox", "Maildir for relayed mail when no smarthost is set",
+                 [](Settings& s) -> auto& { return s.delivery.outbox; }),
+      uint_key("delivery", "connect_timeout", "30", 1, 600, "seconds to connect and read the upstream's banner",
+               [](Settings& s) -> auto& { return s.delivery.connect_timeout; }),
+      uint_key("delivery", "timeout", "600", 1, 3600, "seconds per upstream reply; RFC 5321 4.5.3.2",
+               [](Settings& s) -> auto& { return s.delivery.timeout; }),
+      string_key("delivery", "helo_name", "", "EHLO name sent upstream; default: [smtp] hostname",
+                 [](Settings& s) -> auto& { return s.delivery.helo_name; }),
+
+      domains_key("relay", "domains", "", "recipient domains accepted from anyone",
+                  [](Settings& s) -> auto& { return s.relay.domains; }),
+      networks_key("relay", "relay_from", "127.0.0.0/8", "client networks allowed to relay to any domain",
+                   [](Settings& s) -> auto& { return s.relay.relay_from; }),
+  };
+  return table;
+}
+
+const Key* find_key(std::string_view section, std::string_view name) {
+  for (auto& k : key_table())
+    if (section == k.section && name == k.name) return &k;
+  return nullptr;
+}
+
+bool known_section(std::string_view section) {
+  for (auto& k : key_table())
+    if (section == k.section) return true;
+  return false;
+}
+
+std::string machine_hostname() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof buf - 1) != 0 || !buf[0]) return "localhost";
+  return buf;
+}
+
+// Fills in values whose default depends on other keys or on the machine.
+void finish(Settings& s) {
+  if (s.smtp.hostname.empty()) s.smtp.hostname = machine_hostname();
+  if (s.delivery.helo_name.empty()) s.delivery.helo_name = s.smtp.hostname;
+}
+
+// State shared with inih's C callbacks while one file is parsed.
+struct ParseState {
+  std::string name;
+  ConfigResult* result = nullptr;
+  int line = 0;
+  std::map<std::string, int> seen;  // "section.key" -> line
+  // For text input:
+  std::string_view text;
+  FILE* file = nullptr;
+};
+
+char* read_line(char* buf, int size, void* stream) {
+  auto* st = static_cast<ParseState*>(stream);
+  char* got = nullptr;
+  if (st->file) {
+    got = fgets(buf, size, st->file);
+  } else if (!st->text.empty()) {
+    size_t newline = st->text.find('\n');
+    size_t n = newline == std::string_view::npos ? st->text.size() : newline + 1;
+    n = std::min<size_t>(n, static_cast<size_t>(size - 1));
+    std::memcpy(buf, st->text.data(), n);
+    buf[n] = '\0';
+    st->text.remove_prefix(n);
+    got = buf;
+  }
+  if (got) ++st->line;
+  return got;
+}
+
+int on_key(void* user, const char* section, const char* name, const char* value) {
+  auto* st = static_cast<ParseState*>(user);
+  if (!name) return 1;  // section header without keys (INI_CALL_HANDLER_ON_NEW_SECTION)
+  auto where = st->name + ":" + std::to_string(st->line) + ": [" + section + "] " + name + ": ";
+  if (!known_section(section)) {
+    st->result->errors.push_back(st->name + ":" + std::to_string(st->line) + ": unknown section [" + section + "]");
+    return 1;
+  }
+  const Key* key = find_key(section, name);
+  if (!key) {
+    st->result->errors.push_back(where + "unknown key");
+    return 1;
+  }
+  auto id = std::string(section) + "." + name;
+  if (auto it = st->seen.find(id); it != st->seen.end()) {
+    st->result->errors.push_back(where + "set twice (first on line " + std::to_string(it->second) + ")");
+    return 1;
+  }
+  st->seen[id] = st->line;
+  auto err = key->apply(st->result->settings, trim(value));
+  if (!err.empty()) st->result->errors.push_back(where + err);
+  return 1;
+}
+
+void parse_into(ParseState& st) {
+  int rc = ini_parse_stream(read_line, &st, on_key, &st);
+  // Our handler never fails, so a positive rc is inih's own syntax error.
+  if (rc > 0) st.result->errors.push_back(st.name + ":" + std::to_string(rc) + ": syntax error (expected [section] or key = value)");
+  finish(st.result->settings);
+}
+
+}  // namespace
+
+Settings default_settings() {
+  Settings s;
+  for (auto& k : key_table()) {
+    auto err = k.apply(s, k.default_text);
+    if (!err.empty()) throw std::logic_error(std::string("bad default for ") + k.section + "." + k.name + ": " + err);
+  }
+  finish(s);
+  return s;
+}
+
+ConfigResult load_settings_text(const std::string& text, const std::string& name) {
+  ConfigResult r;
+  r.settings = default_settings();
+  r.settings.smtp.hostname.clear();
+  r.settings.delivery.helo_name.clear();
+  ParseState st;
+  st.name = name;
+  st.result = &r;
+  st.text = text;
+  parse_into(st);
+  return r;
+}
+
+ConfigResult load_settings_file(const std::string& path) {
+  ConfigResult r;
+  r.settings = default_settings();
+  r.settings.smtp.hostname.clear();
+  r.settings.delivery.helo_name.clear();
+  FILE* f = fopen(path.c_str(), "r");
+  if (!f) {
+    r.errors.push_back(path + ":0: cannot read file: " + std::strerror(errno));
+    return r;
+  }
+  ParseState st;
+  st.name = path;
+  st.result = &r;
+  st.file = f;
+  parse_into(st);
+  fclose(f);
+  return r;
+}
+
+std::string format_settings(const Settings& s) {
+  std::ostringstream out;
+  std::string section;
+  for (auto& k : key_table()) {
+    if (section != k.section) {
+      if (!section.empty()) out << "\n";
+      section = k.section;
+      out << "[" << section << "]\n";
+    }
+    out << k.name << " = " << k.show(s) << "\n";
+  }
+  return out.str();
+}
+
+}  // namespace mk

@@ -1,0 +1,63 @@
+// settings.h — mailkeep's configuration: typed settings, and the loader for
+// the INI file (`mailkeep serve -c FILE`).
+//
+// Every key is declared once, in the table in settings.cpp, with its default
+// and bounds; the loader, `check-config` and the docs all come from that table.
+// Unknown sections/keys, malformed values and unreadable files are errors
+// naming file, line and key.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/net.h"
+
+namespace mk {
+
+struct Settings {
+  struct General {
+    std::string log_level;
+  } general;
+  struct Smtp {
+    std::vector<HostPort> listen;
+    std::string hostname;  // banner and Received
+    uint64_t max_message_size = 0;
+    uint32_t max_recipients = 0;
+    uint32_t max_connections = 0;
+    uint32_t timeout = 0;           // seconds per read, RFC 5321 4.5.3.2
+    uint32_t shutdown_timeout = 0;  // seconds transfers in flight get after SIGTERM
+    uint32_t max_errors = 0;        // bad commands before 421
+    uint32_t threads = 0;           // I/O threads; 0 = one per core
+    std::string spool_dir;          // messages larger than memory wait here (unlinked files)
+  } smtp;
+  struct Delivery {
+    std::vector<HostPort> smarthost;  // tried in order
+    std::string outbox;               // Maildir used when no smarthost is set
+    uint32_t connect_timeout = 0;
+    uint32_t timeout = 0;
+    std::string helo_name;  // EHLO name towards upstream; default smtp.hostname
+  } delivery;
+  struct Relay {
+    std::vector<std::string> domains;  // lower-cased
+    std::vector<Cidr> relay_from;
+  } relay;
+};
+
+struct ConfigResult {
+  Settings settings;
+  std::vector<std::string> errors;  // "FILE:LINE: [section] key: message"
+  bool ok() const { return errors.empty(); }
+};
+
+// The embedded defaults: what `mailkeep serve` runs without -c.
+Settings default_settings();
+
+// Loads `path` over the defaults.
+ConfigResult load_settings_file(const std::string& path);
+// Loads INI text (for tests); `name` stands in for the file name in errors.
+ConfigResult load_settings_text(const std::string& text, const std::string& name);
+
+// The effective settings as INI text, one key per line, every key shown.
+std::string format_settings(const Settings& s);
+
+}  // namespace mk

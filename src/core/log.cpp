@@ -1,0 +1,17 @@
+// log.cpp — see log.h.
+#include "core/log.h"
+
+#include <spdlog/sinks/stdout_sinks.h>
+
+namespace mk::log {
+
+void init(std::string_view level) {
+  auto logger = spdlog::stderr_logger_mt("mailkeep");
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e mailkeep[%P]: %l: %v");
+  logger->set_level(spdlog::level::from_str(std::string(level)));
+  // A crash must not lose the explanation of the last rejection.
+  logger->flush_on(spdlog::level::info);
+  spdlog::set_default_logger(logger);
+}
+
+}  // namespace mk::log

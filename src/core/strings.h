@@ -1,0 +1,17 @@
+// strings.h — small string helpers shared by every component (ASCII only:
+// mail protocol keywords and domains are compared case-insensitively, RFC 5321 2.4).
+#pragma once
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace mk {
+
+std::string to_lower(std::string_view s);
+bool iequals(std::string_view a, std::string_view b);
+bool istarts_with(std::string_view s, std::string_view prefix);
+std::string_view trim(std::string_view s);
+// Splits on `sep`, trims each piece and drops empty pieces.
+std::vector<std::string> split_list(std::string_view s, char sep = ',');
+
+}  // namespace mk

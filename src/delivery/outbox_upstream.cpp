@@ -1,0 +1,76 @@
+// outbox_upstream.cpp — see outbox_upstream.h.
+#include "delivery/outbox_upstream.h"
+
+#include "archive/maildir.h"
+
+namespace mk::delivery {
+namespace {
+
+// The outbox file = our header lines + the message as received.
+class PrefixedContent final : public ContentSource {
+ public:
+  PrefixedContent(std::string prefix, const MessageBody& body) : prefix_(std::move(prefix) + body.prefix), body_(body) {}
+  uint64_t size() const override { return prefix_.size() + (body_.content ? body_.content->size() : 0); }
+  size_t read_at(uint64_t off, char* buf, size_t n) const override {
+    if (off < prefix_.size()) {
+      size_t k = std::min<size_t>(n, prefix_.size() - off);
+      std::copy_n(prefix_.data() + off, k, buf);
+      return k;
+    }
+    return body_.content ? body_.content->read_at(off - prefix_.size(), buf, n) : 0;
+  }
+
+ private:
+  std::string prefix_;
+  const MessageBody& body_;
+};
+
+class OutboxUpstream final : public Upstream {
+ public:
+  explicit OutboxUpstream(std::string maildir) : maildir_(std::move(maildir)) {}
+
+  awaitable<Reply> mail(const smtp::Mailbox& sender, const smtp::MailParams&) override {
+    envelope_ = "Return-Path: <" + sender.address() + ">\r\n";
+    co_return Reply{250, "2.1.0", "Ok"};
+  }
+  awaitable<Reply> rcpt(const smtp::Mailbox& recipient) override {
+    envelope_ += "X-Original-To: <" + recipient.address() + ">\r\n";
+    co_return Reply{250, "2.1.5", "Ok"};
+  }
+  awaitable<Reply> data(const MessageBody& body) override {
+    PrefixedContent content(envelope_, body);
+    auto r = archive::deliver_to_maildir(maildir_, "", content);
+    if (r.outcome != Outcome::Ok) co_return Reply{451, "4.3.0", "Outbox write failed: " + r.detail};
+    co_return Reply{250, "2.0.0", "Ok: stored in outbox as " + r.detail};
+  }
+  awaitable<bool> reset() override {
+    envelope_.clear();
+    co_return true;
+  }
+  awaitable<void> quit() override { co_return; }
+  void abort() override {}
+  std::string peer_name() const override { return "outbox:" + maildir_; }
+
+ private:
+  std::string maildir_;
+  std::string envelope_;
+};
+
+class OutboxFactory final : public UpstreamFactory {
+ public:
+  explicit OutboxFactory(std::string maildir) : maildir_(std::move(maildir)) {}
+  std::unique_ptr<Upstream> create(boost::asio::any_io_executor) override {
+    return std::make_unique<OutboxUpstream>(maildir_);
+  }
+
+ private:
+  std::string maildir_;
+};
+
+}  // namespace
+
+std::unique_ptr<UpstreamFactory> make_outbox_upstream_factory(std::string maildir) {
+  return std::make_unique<OutboxFactory>(std::move(maildir));
+}
+
+}  // namespace mk::delivery

@@ -1,0 +1,26 @@
+// smtp_upstream.h — the SMTP client side: relays one transaction to a list
+// of hosts tried in order (like an MX list).
+//
+// Standards: RFC 5321 (client side: 4.5.3.2 timeouts, 3.8 connection
+// failures), RFC 1870 SIZE, RFC 6152 8BITMIME, RFC 6531 SMTPUTF8 (only
+// offered where the next hop advertises it), RFC 2920 is not used upstream:
+// each command waits for its reply, so each reply can be relayed live.
+#pragma once
+#include <chrono>
+#include <vector>
+
+#include "core/net.h"
+#include "delivery/upstream.h"
+
+namespace mk::delivery {
+
+struct SmtpUpstreamConfig {
+  std::vector<HostPort> hosts;
+  std::string helo_name;
+  std::chrono::seconds connect_timeout{30};
+  std::chrono::seconds timeout{600};
+};
+
+std::unique_ptr<UpstreamFactory> make_smtp_upstream_factory(SmtpUpstreamConfig config);
+
+}  // namespace mk::delivery

@@ -1,0 +1,162 @@
+// server.cpp — see server.h.
+#include "smtp/server.h"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/asio/ip/v6_only.hpp>
+
+#include "core/log.h"
+#include "smtp/tcp_transport.h"
+
+namespace mk::smtp {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+Server::Server(asio::io_context& io, SessionEnvironment env) : io_(io), env_(std::move(env)) {}
+
+Server::~Server() = default;
+
+void Server::bind() {
+  for (auto& hp : env_.settings->smtp.listen) {
+    error_code ec;
+    auto address = asio::ip::make_address(hp.host, ec);
+    if (ec) throw std::runtime_error("listen address " + hp.to_string() + ": not an IP address");
+    tcp::endpoint ep(address, hp.port);
+    auto acceptor = std::make_unique<tcp::acceptor>(io_);
+    acceptor->open(ep.protocol(), ec);
+    if (!ec) acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec && ep.address().is_v6()) acceptor->set_option(asio::ip::v6_only(true), ec);
+    if (!ec) acceptor->bind(ep, ec);
+    if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) throw std::runtime_error("cannot listen on " + hp.to_string() + ": " + ec.message());
+    spdlog::info("listening on {}", hp.to_string());
+    acceptors_.push_back(std::move(acceptor));
+  }
+}
+
+void Server::start() {
+  for (auto& a : acceptors_)
+    asio::co_spawn(a->get_executor(), accept_loop(*a), [](std::exception_ptr e) {
+      if (e) {
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+          spdlog::critical("accept loop failed: {}", ex.what());
+        }
+      }
+    });
+}
+
+awaitable<void> Server::accept_loop(tcp::acceptor& acceptor) {
+  while (!stopping_) {
+    auto [ec, socket] = co_await acceptor.async_accept(asio::make_strand(io_), asio::as_tuple(asio::use_awaitable));
+    if (ec) {
+      if (ec == asio::error::operation_aborted || stopping_) break;
+      // EMFILE and friends: log, pause briefly, go on (Postfix does the same).
+      spdlog::error("accept failed: {}", ec.message());
+      asio::steady_timer pause(io_, std::chrono::milliseconds(100));
+      co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+      continue;
+    }
+    error_code ignored;
+    auto remote = socket.remote_endpoint(ignored);
+    socket.set_option(tcp::no_delay(true), ignored);
+    auto address = remote.address().is_v6() && remote.address().to_v6().is_v4_mapped()
+                       ? asio::ip::make_address_v4(asio::ip::v4_mapped, remote.address().to_v6()).to_string()
+                       : remote.address().to_string();
+
+    if (sessions_active_.load() >= env_.settings->smtp.max_connections) {
+      spdlog::warn("reject: connect from [{}]:{}: 421 4.7.0 too many connections ({})", address, remote.port(),
+                   env_.settings->smtp.max_connections);
+      auto ex = socket.get_executor();
+      asio::co_spawn(
+          ex,
+          [s = std::move(socket), text = replies::too_many_connections(env_.settings->smtp.hostname).wire()]() mutable
+          -> awaitable<void> {
+            co_await asio::async_write(s, asio::buffer(text), asio::as_tuple(asio::use_awaitable));
+            error_code e;
+            s.shutdown(tcp::socket::shutdown_both, e);
+          },
+          asio::detached);
+      continue;
+    }
+
+    auto ex = socket.get_executor();
+    auto session = std::make_shared<Session>(env_, make_tcp_transport(std::move(socket)), address, remote.port());
+    uint64_t key;
+    {
+      std::lock_guard lock(mutex_);
+      key = next_key_++;
+      sessions_[key] = session;
+      ++sessions_active_;
+    }
+    asio::co_spawn(ex, session->run(), [this, key, session](std::exception_ptr e) {
+      if (e) {
+        // "Can't happen": a bug in a session must not take the server down.
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+          spdlog::error("{}: session failed: {}", session->id(), ex.what());
+        }
+      }
+      on_session_end(key);
+    });
+  }
+}
+
+void Server::on_session_end(uint64_t key) {
+  std::function<void()> done;
+  {
+    std::lock_guard lock(mutex_);
+    sessions_.erase(key);
+    --sessions_active_;
+    if (stopping_ && sessions_.empty()) done = std::move(on_idle_);
+  }
+  if (done) done();
+}
+
+void Server::stop(std::function<void()> done) {
+  stopping_ = true;
+  for (auto& a : acceptors_) {
+    asio::post(a->get_executor(), [&acc = *a] {
+      error_code ignored;
+      acc.close(ignored);
+    });
+  }
+  std::vector<std::shared_ptr<Session>> live;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& [k, w] : sessions_)
+      if (auto s = w.lock()) live.push_back(std::move(s));
+    if (sessions_.empty()) {
+      asio::post(io_, std::move(done));
+      return;
+    }
+    on_idle_ = std::move(done);
+  }
+  spdlog::info("shutting down: {} sessions open, transfers get {}s", live.size(),
+               env_.settings->smtp.shutdown_timeout);
+  // Each session is told on its own strand.
+  // (Session::shutdown answers 421 to idle sessions; transfers finish.)
+  for (auto& s : live) asio::post(s->executor(), [s] { s->shutdown(); });
+  hard_stop_timer_ = std::make_unique<asio::steady_timer>(io_, std::chrono::seconds(env_.settings->smtp.shutdown_timeout));
+  hard_stop_timer_->async_wait([this](error_code ec) {
+    if (ec) return;
+    std::vector<std::shared_ptr<Session>> left;
+    {
+      std::lock_guard lock(mutex_);
+      for (auto& [k, w] : sessions_)
+        if (auto s = w.lock()) left.push_back(std::move(s));
+    }
+    if (!left.empty()) spdlog::warn("shutdown timeout: closing {} sessions", left.size());
+    for (auto& s : left) asio::post(s->executor(), [s] { s->abort(); });
+  });
+}
+
+}  // namespace mk::smtp

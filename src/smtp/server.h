@@ -1,0 +1,50 @@
+// server.h — the SMTP listener: accepts connections on every [smtp] listen
+// address, enforces max_connections (421 4.7.0), runs one Session coroutine
+// per connection on its own strand, and shuts down gracefully (stop
+// accepting, 421 to idle sessions, transfers in flight get
+// shutdown_timeout, then everything is closed).
+// Threading: start()/stop() from any thread; sessions run on strands of the
+// io_context, which may be run by several threads.
+#pragma once
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "smtp/session.h"
+
+namespace mk::smtp {
+
+class Server {
+ public:
+  Server(boost::asio::io_context& io, SessionEnvironment env);
+  ~Server();
+  // Binds every listen address; throws std::runtime_error naming the address on failure.
+  void bind();
+  // Starts accepting.
+  void start();
+  // Graceful shutdown; `done` is called (on some io thread) when the last session has ended.
+  void stop(std::function<void()> done);
+  size_t session_count() const { return sessions_active_.load(); }
+
+ private:
+  awaitable<void> accept_loop(boost::asio::ip::tcp::acceptor& acceptor);
+  void on_session_end(uint64_t key);
+
+  boost::asio::io_context& io_;
+  SessionEnvironment env_;
+  std::vector<std::unique_ptr<boost::asio::ip::tcp::acceptor>> acceptors_;
+  std::atomic<size_t> sessions_active_{0};
+  std::atomic<bool> stopping_{false};
+  std::mutex mutex_;  // guards sessions_, on_idle_
+  std::unordered_map<uint64_t, std::weak_ptr<Session>> sessions_;
+  uint64_t next_key_ = 0;
+  std::function<void()> on_idle_;
+  std::unique_ptr<boost::asio::steady_timer> hard_stop_timer_;
+};
+
+}  // namespace mk::smtp

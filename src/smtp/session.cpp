@@ -1,0 +1,510 @@
+// session.cpp — see session.h. Reading order: run(), the command table, then
+// one handler per command, then the I/O helpers.
+#include "smtp/session.h"
+
+#include <fmt/format.h>
+
+#include <boost/asio/error.hpp>
+
+#include <atomic>
+#include <ctime>
+
+#include "core/log.h"
+#include "core/strings.h"
+
+namespace mk::smtp {
+namespace {
+
+constexpr size_t kMaxCommandLine = 2048;  // RFC 5321 4.5.3.1.4 says 512; extensions need more (Postfix: 2048)
+constexpr size_t kReadChunk = 1024;       // idle sessions keep only this much
+constexpr size_t kDataChunk = 64 * 1024;
+
+std::string make_session_id() {
+  static std::atomic<uint32_t> counter{0};
+  return fmt::format("{:05X}{:05X}", static_cast<uint32_t>(std::time(nullptr)) & 0xFFFFF,
+                     counter.fetch_add(1) & 0xFFFFF);
+}
+
+// Text from the client placed in a header or a log: printable ASCII only.
+std::string printable(std::string_view s, size_t max = 255) {
+  std::string out;
+  for (unsigned char c : s.substr(0, max)) out += (c >= 32 && c < 127 && c != '(' && c != ')') ? char(c) : '?';
+  return out;
+}
+
+std::string rfc5322_date() {
+  std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  localtime_r(&now, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S %z", &tm);
+  return buf;
+}
+
+}  // namespace
+
+// The command table (Postfix smtpd_cmd_table): name, handler, and the rules
+// RFC 5321 / 2920 attach to each command.
+struct Session::CommandSpec {
+  Verb verb;
+  awaitable<void> (Session::*handler)(std::string_view);
+  bool needs_hello;  // 503 before HELO/EHLO
+};
+
+const Session::CommandSpec* Session::find_command(Verb verb) {
+  static const CommandSpec table[] = {
+      {Verb::Helo, &Session::handle_helo, false}, {Verb::Ehlo, &Session::handle_ehlo, false},
+      {Verb::Mail, &Session::handle_mail, true},  {Verb::Rcpt, &Session::handle_rcpt, true},
+      {Verb::Data, &Session::handle_data, true},  {Verb::Rset, &Session::handle_rset, false},
+      {Verb::Noop, &Session::handle_noop, false}, {Verb::Quit, &Session::handle_quit, false},
+      {Verb::Vrfy, &Session::handle_vrfy, false}, {Verb::Expn, &Session::handle_expn, false},
+      {Verb::Help, &Session::handle_help, false},
+  };
+  for (auto& c : table)
+    if (c.verb == verb) return &c;
+  return nullptr;
+}
+
+Session::Session(const SessionEnvironment& env, std::unique_ptr<Transport> transport, std::string client_address,
+                 uint16_t client_port)
+    : env_(env),
+      settings_(*env.settings),
+      client_(std::move(transport)),
+      client_address_(std::move(client_address)),
+      client_port_(client_port),
+      id_(make_session_id()) {
+  if (auto ip = IpAddress::parse(client_address_)) client_info_ = env_.router->classify_client(*ip);
+}
+
+Session::~Session() = default;
+
+awaitable<void> Session::run() {
+  spdlog::debug("{}: connect from [{}]:{}", id_, client_address_, client_port_);
+  reply(Reply{220, "", settings_.smtp.hostname + " ESMTP mailkeep"});
+  std::string line;
+  while (!quit_ && !too_many_errors_) {
+    bool flushed = co_await flush();
+    if (!flushed) break;
+    if (draining_) {
+      reply(replies::shutting_down(settings_.smtp.hostname));
+      co_await flush();
+      break;
+    }
+    auto status = co_await read_line(line);
+    if (status == LineStatus::TooLong) {
+      reply_error(replies::line_too_long());
+      continue;
+    }
+    if (status == LineStatus::TimedOut) {
+      spdlog::info("{}: timeout after {} from [{}]:{}", id_, tx_.active ? "MAIL" : "command", client_address_, client_port_);
+      reply(replies::timeout(settings_.smtp.hostname));
+      co_await flush();
+      break;
+    }
+    if (status == LineStatus::Aborted && draining_) continue;  // answered 421 at the top of the loop
+    if (status != LineStatus::Ok) break;
+
+    if (line.find('\0') != std::string::npos) {
+      reply_error(Reply{500, "5.5.2", "Error: NUL character in command"});
+      continue;
+    }
+    auto cmd = parse_command(line);
+    const CommandSpec* spec = find_command(cmd.verb);
+    if (!spec) {
+      log_reject(printable(cmd.name, 16), replies::unknown_command(), "unknown command");
+      reply_error(replies::unknown_command());
+      continue;
+    }
+    if (spec->needs_hello && helo_.empty()) {
+      reply_error(replies::bad_sequence("Error: send HELO/EHLO first"));
+      continue;
+    }
+    co_await (this->*spec->handler)(cmd.arg);
+  }
+  if (too_many_errors_) {
+    spdlog::info("{}: too many errors from [{}]:{}, disconnecting", id_, client_address_, client_port_);
+    reply(replies::too_many_errors());
+  }
+  co_await flush();
+  if (upstream_) co_await upstream_->quit();
+  client_->close();
+  spdlog::debug("{}: disconnect from [{}]:{}", id_, client_address_, client_port_);
+}
+
+void Session::shutdown() {
+  draining_ = true;
+  if (waiting_for_command_) client_->cancel();
+}
+
+void Session::abort() {
+  draining_ = true;
+  client_->close();
+  if (upstream_) upstream_->abort();
+}
+
+// ---- Commands -------------------------------------------------------------
+
+awaitable<void> Session::handle_helo(std::string_view arg) {
+  if (arg.empty()) {
+    reply_error(replies::bad_syntax("Syntax: HELO hostname"));
+    co_return;
+  }
+  co_await reset_transaction();
+  helo_ = printable(arg);
+  esmtp_ = false;
+  reply(Reply{250, "", settings_.smtp.hostname});
+}
+
+awaitable<void> Session::handle_ehlo(std::string_view arg) {
+  if (arg.empty()) {
+    reply_error(replies::bad_syntax("Syntax: EHLO hostname"));
+    co_return;
+  }
+  co_await reset_transaction();
+  helo_ = printable(arg);
+  esmtp_ = true;
+  Reply r{250, "", settings_.smtp.hostname};
+  r.lines.push_back("PIPELINING");
+  r.lines.push_back("SIZE " + std::to_string(settings_.smtp.max_message_size));
+  r.lines.push_back("8BITMIME");
+  r.lines.push_back("ENHANCEDSTATUSCODES");
+  r.lines.push_back("SMTPUTF8");
+  r.lines.push_back("HELP");
+  reply(r);
+}
+
+awaitable<void> Session::handle_mail(std::string_view arg) {
+  if (tx_.active) {
+    reply_error(replies::bad_sequence("Error: nested MAIL command"));
+    co_return;
+  }
+  auto path = parse_path_argument(arg, "FROM", /*allow_null=*/true);
+  if (!path.ok()) {
+    reply_error(Reply{501, path.status, path.error});
+    co_return;
+  }
+  MailParams params;
+  std::string error;
+  if (!parse_mail_params(path.params, params, error)) {
+    reply_error(Reply{555, "5.5.4", error});
+    co_return;
+  }
+  if (!esmtp_ && !path.params.empty()) {
+    reply_error(Reply{555, "5.5.4", "Error: parameters need EHLO"});
+    co_return;
+  }
+  if (path.mailbox.non_ascii && !params.smtputf8) {
+    reply_error(Reply{553, "5.6.7", "Error: non-ASCII address requires SMTPUTF8"});
+    co_return;
+  }
+  if (params.size && *params.size > settings_.smtp.max_message_size) {
+    auto r = replies::message_too_big();
+    log_reject("MAIL", r, "SIZE=" + std::to_string(*params.size));
+    reply(r);
+    co_return;
+  }
+  tx_ = Transaction{};
+  tx_.active = true;
+  tx_.sender = std::move(path.mailbox);
+  tx_.params = params;
+  tx_started_ = std::chrono::steady_clock::now();
+  reply(Reply{250, "2.1.0", "Ok"});
+}
+
+awaitable<void> Session::handle_rcpt(std::string_view arg) {
+  if (!tx_.active) {
+    reply_error(replies::bad_sequence("Error: need MAIL command"));
+    co_return;
+  }
+  if (tx_.recipients.size() >= settings_.smtp.max_recipients) {
+    auto r = Reply{452, "4.5.3", "Error: too many recipients"};
+    log_reject("RCPT", r, "too many recipients");
+    reply(r);
+    co_return;
+  }
+  auto path = parse_path_argument(arg, "TO", /*allow_null=*/false);
+  if (!path.ok()) {
+    reply_error(Reply{501, path.status, path.error});
+    co_return;
+  }
+  if (!path.params.empty()) {
+    reply_error(Reply{555, "5.5.4", "Error: unsupported RCPT parameter"});
+    co_return;
+  }
+  if (path.mailbox.non_ascii && !tx_.params.smtputf8) {
+    reply_error(Reply{553, "5.6.7", "Error: non-ASCII address requires SMTPUTF8"});
+    co_return;
+  }
+  auto route = env_.router->route(client_info_, path.mailbox);
+  if (route.outcome != Outcome::Ok) {
+    log_reject("RCPT", route.reply, route.reason, path.mailbox.address());
+    ++tx_.rejected;
+    reply(route.reply);
+    co_return;
+  }
+  if (tx_.destination && *tx_.destination != route.destination) {
+    // RFC 5321 3.3: the client sends the remaining recipients in another transaction.
+    reply(Reply{452, "4.5.3", "Error: recipient uses another upstream; send it in a separate transaction"});
+    co_return;
+  }
+
+  // Open the upstream for this destination (or reuse the session's).
+  if (!upstream_ || upstream_destination_ != route.destination) {
+    if (upstream_) co_await upstream_->quit();
+    upstream_ = env_.upstream_for(route.destination)->create(client_->get_executor());
+    upstream_destination_ = route.destination;
+  }
+  if (!tx_.upstream_mail_reply) {
+    tx_.upstream_mail_reply = co_await upstream_->mail(tx_.sender, tx_.params);
+    if (!tx_.upstream_mail_reply->positive())
+      spdlog::warn("{}: upstream {} refused MAIL FROM:<{}>: {}", id_, upstream_->peer_name(),
+                   printable(tx_.sender.address()), tx_.upstream_mail_reply->summary());
+  }
+  Reply r = *tx_.upstream_mail_reply;
+  if (r.positive()) r = co_await upstream_->rcpt(route.recipient);
+  if (!r.positive()) {
+    log_reject("RCPT", r, "upstream " + upstream_->peer_name(), path.mailbox.address());
+    ++tx_.rejected;
+    reply(r);
+    co_return;
+  }
+  tx_.destination = route.destination;
+  tx_.recipients.push_back(route.recipient);
+  reply(r);
+}
+
+awaitable<void> Session::handle_data(std::string_view arg) {
+  if (!arg.empty()) {
+    reply_error(replies::bad_syntax("Syntax: DATA"));
+    co_return;
+  }
+  if (!tx_.active) {
+    reply_error(replies::bad_sequence("Error: need MAIL command"));
+    co_return;
+  }
+  if (tx_.recipients.empty()) {
+    reply_error(Reply{554, "5.5.1", "Error: no valid recipients"});
+    co_return;
+  }
+  reply(Reply{354, "", "End data with <CR><LF>.<CR><LF>"});
+  bool flushed = co_await flush();
+  if (!flushed) co_return;
+
+  Spool spool(env_.spool_dir, env_.spool_memory_limit);
+  auto data = co_await read_message(spool);
+  if (data.connection != LineStatus::Ok) {
+    spdlog::info("{}: lost connection with [{}]:{} during DATA after {} bytes; nothing was acknowledged", id_,
+                 client_address_, client_port_, data.size);
+    quit_ = true;
+    co_return;
+  }
+
+  Reply result;
+  bool sent_upstream = false;
+  if (data.defect != DataDecoder::Defect::None) {
+    const char* what = data.defect == DataDecoder::Defect::BareLineFeed   ? "bare <LF>"
+                       : data.defect == DataDecoder::Defect::BareCarriageReturn ? "bare <CR>"
+                                                                                : "NUL character";
+    result = Reply{554, "5.6.0", fmt::format("Error: message contains a {}; lines must end with <CR><LF> (RFC 5321 2.3.8)", what)};
+    log_reject("DATA", result, what);
+  } else if (data.too_big) {
+    result = replies::message_too_big();
+    log_reject("DATA", result, "size " + std::to_string(data.size));
+  } else if (!spool.error().empty()) {
+    spdlog::error("{}: spool failure: {}", id_, spool.error());
+    result = Reply{451, "4.3.0", "Error: local problem storing the message; try again later"};
+  } else {
+    delivery::MessageBody body{received_header(), &spool};
+    result = co_await upstream_->data(body);
+    sent_upstream = true;
+    log_transaction(result, body.size());
+  }
+  if (!sent_upstream) co_await reset_transaction();
+  tx_ = Transaction{};  // after DATA the upstream's transaction is over whatever it answered
+  reply(result);
+}
+
+awaitable<void> Session::handle_rset(std::string_view) {
+  co_await reset_transaction();
+  reply(replies::ok());
+}
+
+awaitable<void> Session::handle_noop(std::string_view) {
+  reply(replies::ok());
+  co_return;
+}
+
+awaitable<void> Session::handle_quit(std::string_view) {
+  reply(Reply{221, "2.0.0", "Bye"});
+  quit_ = true;
+  co_return;
+}
+
+awaitable<void> Session::handle_vrfy(std::string_view arg) {
+  if (arg.empty()) {
+    reply_error(replies::bad_syntax("Syntax: VRFY address"));
+    co_return;
+  }
+  // RFC 5321 3.5.3: 252 when we will accept but cannot verify.
+  reply(Reply{252, "2.5.2", "Cannot VRFY user, but will accept message and attempt delivery"});
+}
+
+awaitable<void> Session::handle_expn(std::string_view) {
+  reply_error(Reply{502, "5.5.1", "Error: EXPN not available"});
+  co_return;
+}
+
+awaitable<void> Session::handle_help(std::string_view) {
+  Reply r{214, "2.0.0", "mailkeep: commands HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP"};
+  r.lines.push_back("See RFC 5321");
+  reply(r);
+  co_return;
+}
+
+// ---- Transaction helpers --------------------------------------------------
+
+awaitable<void> Session::reset_transaction() {
+  bool upstream_in_transaction = tx_.upstream_mail_reply && tx_.upstream_mail_reply->positive() && upstream_;
+  tx_ = Transaction{};
+  if (upstream_in_transaction) {
+    bool usable = co_await upstream_->reset();
+    if (!usable) upstream_.reset();
+  }
+}
+
+awaitable<Session::DataResult> Session::read_message(Spool& spool) {
+  DataResult result;
+  DataDecoder decoder;
+  const uint64_t limit = settings_.smtp.max_message_size;
+  auto sink = [&](std::string_view bytes) {
+    if (result.too_big) return;
+    if (decoder.content_size() + bytes.size() > limit) {
+      result.too_big = true;
+      return;
+    }
+    spool.append(bytes);  // a failure is kept in spool.error()
+  };
+  // Bytes the client sent after DATA in the same packet come first.
+  std::string_view pending(inbuf_);
+  pending.remove_prefix(inpos_);
+  inpos_ += decoder.feed(pending, sink);
+  std::string chunk;
+  while (!decoder.finished()) {
+    if (chunk.empty()) chunk.resize(kDataChunk);
+    error_code ec;
+    client_->expires_after(std::chrono::seconds(settings_.smtp.timeout));
+    size_t n = co_await client_->read_some(boost::asio::buffer(chunk), ec);
+    if (ec) {
+      result.connection = ec == boost::asio::error::timed_out ? LineStatus::TimedOut : LineStatus::Closed;
+      result.size = decoder.content_size();
+      co_return result;
+    }
+    std::string_view got(chunk.data(), n);
+    size_t used = decoder.feed(got, sink);
+    if (decoder.finished()) {
+      // Whatever follows the end of data is the next command (pipelining).
+      inbuf_.erase(0, inpos_);
+      inpos_ = 0;
+      inbuf_.append(got.substr(used));
+    }
+  }
+  result.defect = decoder.defect();
+  result.size = decoder.content_size();
+  co_return result;
+}
+
+std::string Session::received_header() const {
+  // RFC 5321 4.4; RFC 6531 4.3 names the protocol UTF8SMTP when SMTPUTF8 was used.
+  const char* protocol = !esmtp_ ? "SMTP" : tx_.params.smtputf8 ? "UTF8SMTP" : "ESMTP";
+  std::string for_clause;
+  if (tx_.recipients.size() == 1) for_clause = "\r\n\tfor <" + printable(tx_.recipients[0].address(), 512) + ">";
+  return fmt::format("Received: from {} ([{}])\r\n\tby {} (mailkeep) with {} id {}.{}{};\r\n\t{}\r\n", helo_,
+                     client_address_, settings_.smtp.hostname, protocol, id_, transactions_ + 1, for_clause,
+                     rfc5322_date());
+}
+
+void Session::log_transaction(const Reply& final_reply, uint64_t size) {
+  ++transactions_;
+  std::string to;
+  for (auto& r : tx_.recipients) to += (to.empty() ? "<" : ",<") + printable(r.address(), 512) + ">";
+  auto elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - tx_started_).count();
+  const char* status = final_reply.positive() ? "sent" : final_reply.code < 500 ? "deferred" : "bounced";
+  spdlog::info("{}.{}: client=[{}]:{}, from=<{}>, to={}, size={}, relay={}, status={} ({}), duration={:.3f}s", id_,
+               transactions_, client_address_, client_port_, printable(tx_.sender.address(), 512), to, size,
+               upstream_ ? upstream_->peer_name() : "none", status, printable(final_reply.summary(), 512), elapsed);
+}
+
+void Session::log_reject(std::string_view command, const Reply& r, std::string_view reason,
+                         std::string_view recipient) {
+  spdlog::info("{}: reject: {} from [{}]:{}: {}; reason={}; from=<{}>{}{}{} helo=<{}>", id_, command, client_address_,
+               client_port_, r.summary(), reason, printable(tx_.sender.address(), 512),
+               recipient.empty() ? "" : " to=<", printable(recipient, 512), recipient.empty() ? "" : ">", helo_);
+}
+
+// ---- I/O helpers ----------------------------------------------------------
+
+void Session::reply(const Reply& r) { outbuf_ += r.wire(); }
+
+void Session::reply_error(const Reply& r) {
+  reply(r);
+  if (++errors_ >= settings_.smtp.max_errors) too_many_errors_ = true;
+}
+
+awaitable<bool> Session::flush() {
+  if (outbuf_.empty()) co_return true;
+  error_code ec;
+  client_->expires_after(std::chrono::seconds(settings_.smtp.timeout));
+  co_await client_->write_all(outbuf_, ec);
+  outbuf_.clear();
+  co_return !ec;
+}
+
+// Reads one command line (without CRLF). Replies buffered so far are sent
+// first whenever the client's input has no complete line (RFC 2920 3.2).
+awaitable<Session::LineStatus> Session::read_line(std::string& line) {
+  bool discarding = false;  // inside an over-long line: skip to its end
+  size_t scanned = inpos_;
+  while (true) {
+    auto eol = inbuf_.find('\n', scanned);
+    if (eol != std::string::npos) {
+      if (discarding) {
+        inpos_ = eol + 1;
+        co_return LineStatus::TooLong;
+      }
+      size_t end = eol > inpos_ && inbuf_[eol - 1] == '\r' ? eol - 1 : eol;
+      if (end - inpos_ > kMaxCommandLine) {
+        inpos_ = eol + 1;
+        co_return LineStatus::TooLong;
+      }
+      line.assign(inbuf_, inpos_, end - inpos_);
+      inpos_ = eol + 1;
+      co_return LineStatus::Ok;
+    }
+    // No complete line buffered.
+    if (inbuf_.size() - inpos_ > kMaxCommandLine) {
+      discarding = true;
+      inbuf_.clear();
+      inpos_ = 0;
+    } else if (inpos_ > 0) {
+      inbuf_.erase(0, inpos_);
+      inpos_ = 0;
+    }
+    scanned = inbuf_.size();
+    bool flushed = co_await flush();
+    if (!flushed) co_return LineStatus::Closed;
+    size_t old = inbuf_.size();
+    inbuf_.resize(old + kReadChunk);
+    error_code ec;
+    client_->expires_after(std::chrono::seconds(settings_.smtp.timeout));
+    waiting_for_command_ = true;
+    size_t n = draining_ ? 0 : co_await client_->read_some(boost::asio::buffer(inbuf_.data() + old, kReadChunk), ec);
+    waiting_for_command_ = false;
+    inbuf_.resize(old + n);
+    if (draining_) co_return LineStatus::Aborted;
+    if (ec == boost::asio::error::timed_out) co_return LineStatus::TimedOut;
+    if (ec == boost::asio::error::operation_aborted) co_return LineStatus::Aborted;
+    if (ec) co_return LineStatus::Closed;
+  }
+}
+
+}  // namespace mk::smtp

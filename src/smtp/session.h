@@ -1,0 +1,131 @@
+// session.h — one SMTP server session: a straight-line coroutine that owns
+// its client connection and, while a transaction needs one, an upstream.
+//
+// Standards: RFC 5321 (commands, replies, 4.5.3 limits and timeouts),
+// RFC 2920 PIPELINING (replies are buffered until the client's input runs
+// dry; DATA flushes), RFC 1870 SIZE, RFC 6152 8BITMIME, RFC 2034/3463
+// enhanced status codes, RFC 6531 SMTPUTF8.
+// The acknowledgement rule: the client gets 250 for DATA only after the
+// upstream's 250 for the same bytes; every failure that might pass is 4xx.
+// Threading: all members are used on the session's strand; shutdown() and
+// abort() are posted there by the server.
+#pragma once
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config/settings.h"
+#include "delivery/upstream.h"
+#include "route/router.h"
+#include "smtp/command.h"
+#include "smtp/data_reader.h"
+#include "smtp/reply.h"
+#include "smtp/spool.h"
+#include "smtp/transport.h"
+
+namespace mk::smtp {
+
+// What every session of a server shares. Immutable while sessions run.
+struct SessionEnvironment {
+  const Settings* settings = nullptr;
+  const route::Router* router = nullptr;
+  // The upstream for each route destination.
+  std::function<delivery::UpstreamFactory*(route::Destination)> upstream_for;
+  std::string spool_dir;
+  size_t spool_memory_limit = 256 * 1024;
+};
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(const SessionEnvironment& env, std::unique_ptr<Transport> transport, std::string client_address,
+          uint16_t client_port);
+  ~Session();
+
+  // Runs the whole session; returns when the client is gone. Never throws for
+  // expected endings (EOF, timeout); unexpected exceptions escape to the caller.
+  awaitable<void> run();
+
+  // Graceful shutdown: an idle session answers 421 and ends; a transfer in flight finishes.
+  void shutdown();
+  // Hard shutdown: closes both connections now.
+  void abort();
+  const std::string& id() const { return id_; }
+  boost::asio::any_io_executor executor() { return client_->get_executor(); }
+
+ private:
+  struct CommandSpec;
+  static const CommandSpec* find_command(Verb verb);
+
+  // Transaction state, reset by RSET, HELO/EHLO and after DATA (RFC 5321 4.1.4).
+  struct Transaction {
+    bool active = false;
+    Mailbox sender;
+    MailParams params;
+    std::vector<Mailbox> recipients;           // accepted by the upstream
+    std::optional<route::Destination> destination;
+    std::optional<Reply> upstream_mail_reply;  // set once MAIL went upstream
+    int rejected = 0;
+  };
+
+  awaitable<void> handle_helo(std::string_view arg);
+  awaitable<void> handle_ehlo(std::string_view arg);
+  awaitable<void> handle_mail(std::string_view arg);
+  awaitable<void> handle_rcpt(std::string_view arg);
+  awaitable<void> handle_data(std::string_view arg);
+  awaitable<void> handle_rset(std::string_view arg);
+  awaitable<void> handle_noop(std::string_view arg);
+  awaitable<void> handle_quit(std::string_view arg);
+  awaitable<void> handle_vrfy(std::string_view arg);
+  awaitable<void> handle_expn(std::string_view arg);
+  awaitable<void> handle_help(std::string_view arg);
+
+  // I/O helpers.
+  enum class LineStatus { Ok, TooLong, Closed, TimedOut, Aborted };
+  awaitable<LineStatus> read_line(std::string& line);
+  awaitable<bool> flush();
+  void reply(const Reply& r);
+  // Replies with an error and counts it towards [smtp] max_errors.
+  void reply_error(const Reply& r);
+  void log_reject(std::string_view command, const Reply& r, std::string_view reason,
+                  std::string_view recipient = {});
+
+  // Transaction helpers.
+  awaitable<void> reset_transaction();
+  struct DataResult {
+    DataDecoder::Defect defect = DataDecoder::Defect::None;
+    uint64_t size = 0;        // content size as received, even past the limit
+    bool too_big = false;
+    LineStatus connection = LineStatus::Ok;  // not Ok: the client is gone mid-DATA
+  };
+  awaitable<DataResult> read_message(Spool& spool);
+  std::string received_header() const;
+  void log_transaction(const Reply& final_reply, uint64_t size);
+
+  const SessionEnvironment& env_;
+  const Settings& settings_;
+  std::unique_ptr<Transport> client_;
+  std::string client_address_;  // "127.0.0.1"
+  uint16_t client_port_;
+  route::ClientInfo client_info_;
+  std::string id_;
+  std::string inbuf_;  // unread client bytes
+  size_t inpos_ = 0;
+  std::string outbuf_;  // replies not yet sent (pipelining)
+  std::string helo_;
+  bool esmtp_ = false;
+  bool quit_ = false;
+  bool draining_ = false;
+  bool waiting_for_command_ = false;
+  bool too_many_errors_ = false;
+  unsigned errors_ = 0;
+  unsigned transactions_ = 0;
+  Transaction tx_;
+  std::chrono::steady_clock::time_point tx_started_;
+  std::unique_ptr<delivery::Upstream> upstream_;
+  std::optional<route::Destination> upstream_destination_;
+};
+
+}  // namespace mk::smtp
