@@ -59,8 +59,16 @@ int serve(const mk::Settings& settings) {
   env.upstream_for = [&](mk::route::Destination) { return relay.get(); };
   env.spool_dir = settings.smtp.spool_dir;
 
-  boost::asio::io_context io;
-  mk::smtp::Server server(io, env);
+  // One io_context per thread (see server.h).
+  unsigned threads = settings.smtp.threads ? settings.smtp.threads : std::max(1u, std::thread::hardware_concurrency());
+  std::vector<std::unique_ptr<boost::asio::io_context>> workers;
+  std::vector<boost::asio::io_context*> worker_ptrs;
+  for (unsigned i = 0; i < threads; ++i) {
+    workers.push_back(std::make_unique<boost::asio::io_context>(1));
+    worker_ptrs.push_back(workers.back().get());
+  }
+  auto& main_io = *workers.front();
+  mk::smtp::Server server(worker_ptrs, env);
   try {
     server.bind();
   } catch (const std::exception& e) {
@@ -69,18 +77,20 @@ int serve(const mk::Settings& settings) {
   }
   server.start();
 
-  boost::asio::signal_set signals(io, SIGTERM, SIGINT);
+  auto stop_all = [&workers] {
+    for (auto& w : workers) w->stop();
+  };
+  boost::asio::signal_set signals(main_io, SIGTERM, SIGINT);
   signals.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) return;
     spdlog::info("signal {}: stopping", sig);
-    server.stop([&io] { io.stop(); });
+    server.stop(stop_all);
   });
 
-  unsigned threads = settings.smtp.threads ? settings.smtp.threads : std::max(1u, std::thread::hardware_concurrency());
-  spdlog::info("mailkeep {} started: {} I/O threads, hostname {}", MAILKEEP_VERSION, threads, settings.smtp.hostname);
+  spdlog::info("mailkeep {} started: {} workers, hostname {}", MAILKEEP_VERSION, threads, settings.smtp.hostname);
   std::vector<std::thread> pool;
-  for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&io] { io.run(); });
-  io.run();
+  for (unsigned i = 1; i < threads; ++i) pool.emplace_back([w = workers[i].get()] { w->run(); });
+  main_io.run();
   for (auto& t : pool) t.join();
   spdlog::info("mailkeep stopped");
   return 0;

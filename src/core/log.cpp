@@ -2,12 +2,14 @@
 #include "core/log.h"
 
 #include <spdlog/sinks/stdout_sinks.h>
+#include <unistd.h>
 
 namespace mk::log {
 
 void init(std::string_view level) {
   auto logger = spdlog::stderr_logger_mt("mailkeep");
-  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e mailkeep[%P]: %l: %v");
+  // The pid is fixed text: spdlog's %P would call getpid() for every line.
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e mailkeep[" + std::to_string(getpid()) + "]: %l: %v");
   logger->set_level(spdlog::level::from_str(std::string(level)));
   // A crash must not lose the explanation of the last rejection.
   logger->flush_on(spdlog::level::info);

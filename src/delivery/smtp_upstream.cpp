@@ -1,9 +1,23 @@
 // smtp_upstream.cpp — see smtp_upstream.h.
+//
+// Two things make the relay cheap without changing what the client sees:
+//  - Connection reuse (as Postfix's scache): after a finished transaction the
+//    connection goes back to a small pool of idle connections instead of QUIT,
+//    and the next session's MAIL skips connect, banner and EHLO. A pooled
+//    connection the upstream has meanwhile closed is detected on its first
+//    reply and replaced by a fresh one, once. There is one pool per worker
+//    (io_context), so a connection never changes threads.
+//  - PIPELINING (RFC 2920) where the upstream offers it: MAIL is held back
+//    and sent in one packet with the first RCPT. The client still gets both
+//    verdicts live: MAIL's failure is returned as the RCPT reply.
 #include "delivery/smtp_upstream.h"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <cstring>
+#include <mutex>
+#include <unordered_map>
 
 #include "core/log.h"
 #include "core/strings.h"
@@ -14,22 +28,76 @@ namespace {
 
 namespace asio = boost::asio;
 using smtp::error_code;
+using Clock = std::chrono::steady_clock;
 
-constexpr size_t kMaxReplyLine = 4096;   // longer upstream lines are a protocol error
+constexpr size_t kMaxReplyLine = 4096;  // longer upstream lines are a protocol error
 constexpr size_t kMaxReplyLines = 100;
 constexpr size_t kBodyChunk = 64 * 1024;
+constexpr size_t kMaxIdleConnections = 64;
+constexpr auto kMaxIdleTime = std::chrono::seconds(5);  // below common server idle timeouts
 
 struct Capabilities {
   bool size = false, eight_bit = false, smtputf8 = false, pipelining = false;
 };
 
+struct IdleConnection {
+  std::unique_ptr<smtp::Transport> conn;
+  Capabilities caps;
+  std::string peer;
+  Clock::time_point since;
+};
+
+// Idle upstream connections shared by the sessions of one worker.
+// Threading: used from that worker's thread only.
+class ConnectionPool {
+ public:
+  std::optional<IdleConnection> take() {
+    while (!idle_.empty()) {
+      auto c = std::move(idle_.back());
+      idle_.pop_back();
+      if (Clock::now() - c.since < kMaxIdleTime) return c;
+      c.conn->close();
+    }
+    return std::nullopt;
+  }
+  bool put(IdleConnection c) {
+    // Drop the oldest ones past their time first.
+    while (!idle_.empty() && Clock::now() - idle_.front().since >= kMaxIdleTime) {
+      idle_.front().conn->close();
+      idle_.erase(idle_.begin());
+    }
+    if (idle_.size() >= kMaxIdleConnections) return false;
+    c.since = Clock::now();
+    idle_.push_back(std::move(c));
+    return true;
+  }
+
+ private:
+  std::vector<IdleConnection> idle_;
+};
+
+// Appends `in` to `out` with a dot doubled at the start of every line (RFC 5321 4.5.2).
+// The content is canonical CRLF text, so a line starts after every LF.
+void dot_stuff(std::string_view in, bool& line_start, std::string& out) {
+  while (!in.empty()) {
+    if (line_start && in.front() == '.') out += '.';
+    const void* lf = std::memchr(in.data(), '\n', in.size());
+    size_t n = lf ? static_cast<const char*>(lf) - in.data() + 1 : in.size();
+    out.append(in.data(), n);
+    line_start = lf != nullptr;
+    in.remove_prefix(n);
+  }
+}
+
 class SmtpUpstream final : public Upstream {
  public:
-  SmtpUpstream(asio::any_io_executor ex, const SmtpUpstreamConfig& cfg) : ex_(std::move(ex)), cfg_(cfg) {}
+  SmtpUpstream(asio::any_io_executor ex, const SmtpUpstreamConfig& cfg, std::shared_ptr<ConnectionPool> pool)
+      : ex_(std::move(ex)), cfg_(cfg), pool_(std::move(pool)) {}
 
   awaitable<Reply> mail(const smtp::Mailbox& sender, const smtp::MailParams& params) override {
+    mail_failure_.reset();
     if (!conn_) {
-      auto r = co_await connect();
+      auto r = co_await open();
       if (!r.positive()) co_return r;
     }
     if (params.smtputf8 && !caps_.smtputf8)
@@ -38,36 +106,46 @@ class SmtpUpstream final : public Upstream {
     if (params.size && caps_.size) cmd += " SIZE=" + std::to_string(*params.size);
     if (params.body == smtp::BodyType::EightBitMime && caps_.eight_bit) cmd += " BODY=8BITMIME";
     if (params.smtputf8) cmd += " SMTPUTF8";
-    co_return co_await command(cmd + "\r\n");
+    cmd += "\r\n";
+    if (caps_.pipelining) {
+      pending_mail_ = std::move(cmd);  // goes out with the first RCPT
+      co_return Reply{250, "2.1.0", "Ok"};
+    }
+    auto replies = co_await exchange_with_retry(cmd, 1);
+    in_transaction_ = replies[0].positive();
+    co_return replies[0];
   }
 
   awaitable<Reply> rcpt(const smtp::Mailbox& recipient) override {
+    if (mail_failure_) co_return *mail_failure_;
     if (!conn_) co_return lost();
-    co_return co_await command("RCPT TO:<" + recipient.address() + ">\r\n");
+    std::string cmd = "RCPT TO:<" + recipient.address() + ">\r\n";
+    if (!pending_mail_.empty()) {
+      auto replies = co_await exchange_with_retry(std::exchange(pending_mail_, {}) + cmd, 2);
+      in_transaction_ = replies[0].positive();
+      if (!in_transaction_) {
+        mail_failure_ = replies[0];
+        spdlog::warn("upstream {} refused MAIL: {}", peer_name(), replies[0].summary());
+        co_return replies[0];
+      }
+      co_return replies[1];
+    }
+    co_return co_await command(cmd);
   }
 
   awaitable<Reply> data(const MessageBody& body) override {
     if (!conn_) co_return lost();
     auto r = co_await command("DATA\r\n");
     if (r.code != 354) {
-      if (r.positive()) co_return Reply{451, "4.5.0", "Upstream " + peer_ + " answered DATA with " + r.summary()};
+      if (r.positive()) r = Reply{451, "4.5.0", "Upstream " + peer_ + " answered DATA with " + r.summary()};
       co_return r;
     }
-    // Dot-stuff the content on its way out (RFC 5321 4.5.2); the content is
-    // canonical CRLF text, so a line starts after every LF.
     std::string out;
     out.reserve(std::min<uint64_t>(body.size() + 64, kBodyChunk + 1024));
     bool line_start = true;
-    auto stuff = [&](std::string_view in) {
-      for (char c : in) {
-        if (line_start && c == '.') out += '.';
-        out += c;
-        line_start = c == '\n';
-      }
-    };
-    stuff(body.prefix);
-    std::vector<char> buf(body.content && body.content->size() > 0 ? kBodyChunk : 0);
+    dot_stuff(body.prefix, line_start, out);
     uint64_t total = body.content ? body.content->size() : 0;
+    std::vector<char> buf(total > 0 ? std::min<uint64_t>(total, kBodyChunk) : 0);
     for (uint64_t off = 0; off < total;) {
       size_t n = body.content->read_at(off, buf.data(), buf.size());
       if (n == 0) {
@@ -75,29 +153,40 @@ class SmtpUpstream final : public Upstream {
         co_return Reply{451, "4.3.0", "Local error reading the spooled message"};
       }
       off += n;
-      stuff(std::string_view(buf.data(), n));
+      dot_stuff(std::string_view(buf.data(), n), line_start, out);
       if (out.size() >= kBodyChunk) {
         bool sent = co_await send(out);
         if (!sent) co_return lost();
         out.clear();
       }
     }
-    if (!line_start) out += "\r\n";  // cannot happen with DataDecoder output, but never send a broken end
+    if (!line_start) out += "\r\n";  // DataDecoder output always ends in CRLF; never send a broken end
     out += ".\r\n";
     bool sent = co_await send(out);
     if (!sent) co_return lost();
-    co_return co_await read_reply();
+    auto final_reply = co_await read_reply();
+    in_transaction_ = false;  // whatever the verdict, the upstream's transaction is over
+    co_return final_reply;
   }
 
   awaitable<bool> reset() override {
+    pending_mail_.clear();
+    mail_failure_.reset();
     if (!conn_) co_return false;
+    if (!in_transaction_) co_return true;
     auto r = co_await command("RSET\r\n");
+    in_transaction_ = false;
     if (r.code != 250) drop();
     co_return conn_ != nullptr;
   }
 
   awaitable<void> quit() override {
     if (!conn_) co_return;
+    pending_mail_.clear();
+    if (!in_transaction_ && inbuf_.empty() &&
+        pool_->put(IdleConnection{std::move(conn_), caps_, peer_, Clock::now()})) {
+      co_return;
+    }
     error_code ec;
     conn_->expires_after(std::chrono::seconds(10));
     co_await conn_->write_all("QUIT\r\n", ec);
@@ -105,22 +194,60 @@ class SmtpUpstream final : public Upstream {
     drop();
   }
 
-  std::string peer_name() const override { return peer_.empty() ? "none" : peer_; }
-
   // Closing (not destroying) the transport makes a pending read or write fail;
   // the coroutine using it then drops the connection itself.
   void abort() override {
     if (conn_) conn_->close();
   }
 
+  std::string peer_name() const override { return peer_.empty() ? "none" : peer_; }
+
  private:
   Reply lost() const {
-    return Reply{451, "4.4.2", "Lost connection with upstream " + peer_name() + (last_error_.empty() ? "" : ": " + last_error_)};
+    return Reply{451, "4.4.2",
+                 "Lost connection with upstream " + peer_name() + (last_error_.empty() ? "" : ": " + last_error_)};
   }
 
   void drop() {
     if (conn_) conn_->close();
     conn_.reset();
+    inbuf_.clear();
+    in_transaction_ = false;
+  }
+
+  // An idle pooled connection if there is one, else a new one.
+  awaitable<Reply> open() {
+    if (auto idle = pool_->take()) {
+      conn_ = std::move(idle->conn);
+      caps_ = idle->caps;
+      peer_ = idle->peer;
+      reused_ = true;
+      co_return Reply{250, "", "reused"};
+    }
+    reused_ = false;
+    co_return co_await connect();
+  }
+
+  // Sends `commands` (pipelined) and reads `count` replies. A reused
+  // connection that turns out to be dead, or answers 421, is replaced by a
+  // fresh one and the commands sent again, once.
+  awaitable<std::vector<Reply>> exchange_with_retry(const std::string& commands, size_t count) {
+    for (int attempt = 0;; ++attempt) {
+      std::vector<Reply> replies;
+      bool sent = co_await send(commands);
+      for (size_t i = 0; i < count; ++i) {
+        Reply r = lost();
+        if (sent && conn_) r = co_await read_reply();
+        replies.push_back(std::move(r));
+      }
+      bool stale = reused_ && (replies[0].code == 421 || !conn_);  // lost() always drops conn_
+      reused_ = false;
+      if (!stale || attempt > 0) co_return replies;
+      spdlog::debug("upstream {}: pooled connection was closed; reconnecting", peer_name());
+      drop();
+      auto r = co_await connect();
+      if (!r.positive()) co_return std::vector<Reply>(count, r);
+    }
   }
 
   // Tries each host (and each of its addresses) in order until one greets with 220
@@ -135,8 +262,8 @@ class SmtpUpstream final : public Upstream {
         endpoints.emplace_back(literal, hp.port);
       } else {
         asio::ip::tcp::resolver resolver(ex_);
-        auto [rec, results] = co_await resolver.async_resolve(hp.host, std::to_string(hp.port),
-                                                               asio::as_tuple(asio::use_awaitable));
+        auto [rec, results] =
+            co_await resolver.async_resolve(hp.host, std::to_string(hp.port), asio::as_tuple(asio::use_awaitable));
         if (rec) {
           failures += " " + hp.to_string() + ": " + rec.message() + ";";
           continue;
@@ -144,7 +271,9 @@ class SmtpUpstream final : public Upstream {
         for (auto& e : results) endpoints.push_back(e.endpoint());
       }
       for (auto& ep : endpoints) {
-        peer_ = hp.host == ep.address().to_string() ? hp.to_string() : hp.host + "[" + ep.address().to_string() + "]:" + std::to_string(ep.port());
+        peer_ = hp.host == ep.address().to_string()
+                    ? hp.to_string()
+                    : hp.host + "[" + ep.address().to_string() + "]:" + std::to_string(ep.port());
         conn_ = co_await smtp::connect_tcp(ex_, ep, cfg_.connect_timeout, ec);
         if (!conn_) {
           failures += " " + peer_ + ": " + ec.message() + ";";
@@ -174,7 +303,8 @@ class SmtpUpstream final : public Upstream {
       }
     }
     if (!failures.empty()) failures.pop_back();
-    co_return smtp::replies::upstream_unavailable(failures.empty() ? "no upstream hosts" : std::string(trim(failures)));
+    co_return smtp::replies::upstream_unavailable(failures.empty() ? "no upstream hosts"
+                                                                   : std::string(trim(failures)));
   }
 
   void parse_capabilities(const Reply& ehlo) {
@@ -191,6 +321,7 @@ class SmtpUpstream final : public Upstream {
   }
 
   awaitable<bool> send(std::string_view bytes) {
+    if (!conn_) co_return false;
     error_code ec;
     conn_->expires_after(cfg_.timeout);
     co_await conn_->write_all(bytes, ec);
@@ -214,7 +345,10 @@ class SmtpUpstream final : public Upstream {
     while (conn_) {
       auto eol = inbuf_.find('\n');
       if (eol == std::string::npos) {
-        if (inbuf_.size() > kMaxReplyLine) break;
+        if (inbuf_.size() > kMaxReplyLine) {
+          last_error_ = "reply line too long";
+          break;
+        }
         char buf[4096];
         error_code ec;
         conn_->expires_after(timeout.value_or(cfg_.timeout));
@@ -239,7 +373,10 @@ class SmtpUpstream final : public Upstream {
         }
         co_return r;
       }
-      if (lines.size() > kMaxReplyLines) break;
+      if (lines.size() > kMaxReplyLines) {
+        last_error_ = "reply too long";
+        break;
+      }
     }
     drop();
     co_return lost();
@@ -247,22 +384,38 @@ class SmtpUpstream final : public Upstream {
 
   asio::any_io_executor ex_;
   const SmtpUpstreamConfig& cfg_;
+  std::shared_ptr<ConnectionPool> pool_;
   std::unique_ptr<smtp::Transport> conn_;
   std::string inbuf_;
   std::string peer_;
   std::string last_error_;
   Capabilities caps_;
+  bool reused_ = false;          // conn_ came from the pool and has not answered yet
+  bool in_transaction_ = false;  // MAIL accepted, transaction not finished
+  std::string pending_mail_;     // MAIL held back to go with the first RCPT
+  std::optional<Reply> mail_failure_;
 };
 
 class SmtpUpstreamFactory final : public UpstreamFactory {
  public:
   explicit SmtpUpstreamFactory(SmtpUpstreamConfig cfg) : cfg_(std::move(cfg)) {}
   std::unique_ptr<Upstream> create(asio::any_io_executor ex) override {
-    return std::make_unique<SmtpUpstream>(std::move(ex), cfg_);
+    return std::make_unique<SmtpUpstream>(ex, cfg_, pool_for(ex));
   }
 
  private:
+  // The pool of the worker whose executor this is.
+  std::shared_ptr<ConnectionPool> pool_for(const asio::any_io_executor& ex) {
+    void* worker = &asio::query(ex, asio::execution::context);
+    std::lock_guard lock(mutex_);
+    auto& pool = pools_[worker];
+    if (!pool) pool = std::make_shared<ConnectionPool>();
+    return pool;
+  }
+
   SmtpUpstreamConfig cfg_;
+  std::mutex mutex_;
+  std::unordered_map<void*, std::shared_ptr<ConnectionPool>> pools_;
 };
 
 }  // namespace

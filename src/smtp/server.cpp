@@ -5,7 +5,6 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/asio/ip/v6_only.hpp>
@@ -18,25 +17,30 @@ namespace mk::smtp {
 namespace asio = boost::asio;
 using asio::ip::tcp;
 
-Server::Server(asio::io_context& io, SessionEnvironment env) : io_(io), env_(std::move(env)) {}
+Server::Server(std::vector<asio::io_context*> workers, SessionEnvironment env)
+    : workers_(std::move(workers)), env_(std::move(env)) {}
 
 Server::~Server() = default;
 
 void Server::bind() {
+  using reuse_port = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
   for (auto& hp : env_.settings->smtp.listen) {
     error_code ec;
     auto address = asio::ip::make_address(hp.host, ec);
     if (ec) throw std::runtime_error("listen address " + hp.to_string() + ": not an IP address");
     tcp::endpoint ep(address, hp.port);
-    auto acceptor = std::make_unique<tcp::acceptor>(io_);
-    acceptor->open(ep.protocol(), ec);
-    if (!ec) acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
-    if (!ec && ep.address().is_v6()) acceptor->set_option(asio::ip::v6_only(true), ec);
-    if (!ec) acceptor->bind(ep, ec);
-    if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) throw std::runtime_error("cannot listen on " + hp.to_string() + ": " + ec.message());
+    for (auto* worker : workers_) {
+      auto acceptor = std::make_unique<tcp::acceptor>(*worker);
+      acceptor->open(ep.protocol(), ec);
+      if (!ec) acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
+      if (!ec && workers_.size() > 1) acceptor->set_option(reuse_port(true), ec);
+      if (!ec && ep.address().is_v6()) acceptor->set_option(asio::ip::v6_only(true), ec);
+      if (!ec) acceptor->bind(ep, ec);
+      if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+      if (ec) throw std::runtime_error("cannot listen on " + hp.to_string() + ": " + ec.message());
+      acceptors_.push_back(std::move(acceptor));
+    }
     spdlog::info("listening on {}", hp.to_string());
-    acceptors_.push_back(std::move(acceptor));
   }
 }
 
@@ -55,12 +59,12 @@ void Server::start() {
 
 awaitable<void> Server::accept_loop(tcp::acceptor& acceptor) {
   while (!stopping_) {
-    auto [ec, socket] = co_await acceptor.async_accept(asio::make_strand(io_), asio::as_tuple(asio::use_awaitable));
+    auto [ec, socket] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
     if (ec) {
       if (ec == asio::error::operation_aborted || stopping_) break;
       // EMFILE and friends: log, pause briefly, go on (Postfix does the same).
       spdlog::error("accept failed: {}", ec.message());
-      asio::steady_timer pause(io_, std::chrono::milliseconds(100));
+      asio::steady_timer pause(acceptor.get_executor(), std::chrono::milliseconds(100));
       co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
       continue;
     }
@@ -135,17 +139,18 @@ void Server::stop(std::function<void()> done) {
     for (auto& [k, w] : sessions_)
       if (auto s = w.lock()) live.push_back(std::move(s));
     if (sessions_.empty()) {
-      asio::post(io_, std::move(done));
+      asio::post(*workers_.front(), std::move(done));
       return;
     }
     on_idle_ = std::move(done);
   }
   spdlog::info("shutting down: {} sessions open, transfers get {}s", live.size(),
                env_.settings->smtp.shutdown_timeout);
-  // Each session is told on its own strand.
-  // (Session::shutdown answers 421 to idle sessions; transfers finish.)
+  // Each session is told on its own worker. Session::shutdown answers 421 to
+  // idle sessions; transfers in flight finish.
   for (auto& s : live) asio::post(s->executor(), [s] { s->shutdown(); });
-  hard_stop_timer_ = std::make_unique<asio::steady_timer>(io_, std::chrono::seconds(env_.settings->smtp.shutdown_timeout));
+  hard_stop_timer_ = std::make_unique<asio::steady_timer>(*workers_.front(),
+                                                         std::chrono::seconds(env_.settings->smtp.shutdown_timeout));
   hard_stop_timer_->async_wait([this](error_code ec) {
     if (ec) return;
     std::vector<std::shared_ptr<Session>> left;

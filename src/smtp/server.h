@@ -3,8 +3,10 @@
 // per connection on its own strand, and shuts down gracefully (stop
 // accepting, 421 to idle sessions, transfers in flight get
 // shutdown_timeout, then everything is closed).
-// Threading: start()/stop() from any thread; sessions run on strands of the
-// io_context, which may be run by several threads.
+// Threading (Envoy's worker model): each worker is an io_context run by one
+// thread, with its own acceptor on every listen address (SO_REUSEPORT lets
+// the kernel spread connections). A session lives on the worker that
+// accepted it, so session code needs no locks. start()/stop() from any thread.
 #pragma once
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -21,7 +23,7 @@ namespace mk::smtp {
 
 class Server {
  public:
-  Server(boost::asio::io_context& io, SessionEnvironment env);
+  Server(std::vector<boost::asio::io_context*> workers, SessionEnvironment env);
   ~Server();
   // Binds every listen address; throws std::runtime_error naming the address on failure.
   void bind();
@@ -35,7 +37,7 @@ class Server {
   awaitable<void> accept_loop(boost::asio::ip::tcp::acceptor& acceptor);
   void on_session_end(uint64_t key);
 
-  boost::asio::io_context& io_;
+  std::vector<boost::asio::io_context*> workers_;
   SessionEnvironment env_;
   std::vector<std::unique_ptr<boost::asio::ip::tcp::acceptor>> acceptors_;
   std::atomic<size_t> sessions_active_{0};

@@ -388,18 +388,18 @@ awaitable<Session::DataResult> Session::read_message(Spool& spool) {
   std::string_view pending(inbuf_);
   pending.remove_prefix(inpos_);
   inpos_ += decoder.feed(pending, sink);
-  std::string chunk;
+  std::unique_ptr<char[]> chunk;  // uninitialised: a memset per message costs more than it protects
   while (!decoder.finished()) {
-    if (chunk.empty()) chunk.resize(kDataChunk);
+    if (!chunk) chunk.reset(new char[kDataChunk]);
     error_code ec;
     client_->expires_after(std::chrono::seconds(settings_.smtp.timeout));
-    size_t n = co_await client_->read_some(boost::asio::buffer(chunk), ec);
+    size_t n = co_await client_->read_some(boost::asio::buffer(chunk.get(), kDataChunk), ec);
     if (ec) {
       result.connection = ec == boost::asio::error::timed_out ? LineStatus::TimedOut : LineStatus::Closed;
       result.size = decoder.content_size();
       co_return result;
     }
-    std::string_view got(chunk.data(), n);
+    std::string_view got(chunk.get(), n);
     size_t used = decoder.feed(got, sink);
     if (decoder.finished()) {
       // Whatever follows the end of data is the next command (pipelining).

@@ -33,11 +33,7 @@ class TcpTransport final : public Transport {
   }
   void expires_after(std::chrono::steady_clock::duration d) override { stream_.expires_after(d); }
   void cancel() override { stream_.cancel(); }
-  void close() override {
-    error_code ignored;
-    stream_.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-    stream_.close();
-  }
+  void close() override { stream_.close(); }
   asio::any_io_executor get_executor() override { return stream_.get_executor(); }
 
  private:

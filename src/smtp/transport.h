@@ -3,8 +3,8 @@
 // An interface so that the session code runs unchanged over TCP, (later) TLS,
 // and Beast's in-memory test stream with its fail counter. Expected endings
 // (EOF, timeout, cancellation) come back as error codes, never exceptions.
-// Threading: a Transport is used from its owner's strand only; cancel() and
-// close() must be called on that strand too.
+// Threading: a Transport belongs to one worker's io_context (one thread) and
+// is used from that thread only; cancel() and close() too.
 #pragma once
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
