@@ -21,6 +21,7 @@
 
 #include "core/log.h"
 #include "core/strings.h"
+#include "smtp/dot_stuff.h"
 #include "smtp/tcp_transport.h"
 
 namespace mk::delivery {
@@ -76,19 +77,6 @@ class ConnectionPool {
   std::vector<IdleConnection> idle_;
 };
 
-// Appends `in` to `out` with a dot doubled at the start of every line (RFC 5321 4.5.2).
-// The content is canonical CRLF text, so a line starts after every LF.
-void dot_stuff(std::string_view in, bool& line_start, std::string& out) {
-  while (!in.empty()) {
-    if (line_start && in.front() == '.') out += '.';
-    const void* lf = std::memchr(in.data(), '\n', in.size());
-    size_t n = lf ? static_cast<const char*>(lf) - in.data() + 1 : in.size();
-    out.append(in.data(), n);
-    line_start = lf != nullptr;
-    in.remove_prefix(n);
-  }
-}
-
 class SmtpUpstream final : public Upstream {
  public:
   SmtpUpstream(asio::any_io_executor ex, const SmtpUpstreamConfig& cfg, std::shared_ptr<ConnectionPool> pool)
@@ -143,7 +131,7 @@ class SmtpUpstream final : public Upstream {
     std::string out;
     out.reserve(std::min<uint64_t>(body.size() + 64, kBodyChunk + 1024));
     bool line_start = true;
-    dot_stuff(body.prefix, line_start, out);
+    smtp::dot_stuff(body.prefix, line_start, out);
     uint64_t total = body.content ? body.content->size() : 0;
     std::vector<char> buf(total > 0 ? std::min<uint64_t>(total, kBodyChunk) : 0);
     for (uint64_t off = 0; off < total;) {
@@ -153,7 +141,7 @@ class SmtpUpstream final : public Upstream {
         co_return Reply{451, "4.3.0", "Local error reading the spooled message"};
       }
       off += n;
-      dot_stuff(std::string_view(buf.data(), n), line_start, out);
+      smtp::dot_stuff(std::string_view(buf.data(), n), line_start, out);
       if (out.size() >= kBodyChunk) {
         bool sent = co_await send(out);
         if (!sent) co_return lost();

@@ -49,6 +49,7 @@ size_t DataDecoder::feed(std::string_view in, Out&& out) {
     if (end > run) {
       out(in.substr(run, end - run));
       size_ += end - run;
+      run = end;
     }
   };
   while (i < in.size() && state_ != State::Done) {
@@ -113,9 +114,10 @@ size_t DataDecoder::feed(std::string_view in, Out&& out) {
         break;
     }
   }
-  // Bytes of an unfinished ".\r" are held back until we know what follows.
-  if (state_ == State::DotCr) flush(i - 1);
-  else if (state_ != State::Dot) flush(i);
+  // The CR of an unfinished ".\r" is held back until we know what follows;
+  // it is this chunk's last byte, unless the chunk was empty.
+  if (state_ == State::DotCr) flush(i > 0 ? i - 1 : 0);
+  else flush(i);
   return i;
 }
 

@@ -288,7 +288,10 @@ awaitable<void> Session::handle_data(std::string_view arg) {
   }
   reply(Reply{354, "", "End data with <CR><LF>.<CR><LF>"});
   bool flushed = co_await flush();
-  if (!flushed) co_return;
+  if (!flushed) {
+    quit_ = true;  // the client is gone: never read its message as commands
+    co_return;
+  }
 
   Spool spool(env_.spool_dir, env_.spool_memory_limit);
   auto data = co_await read_message(spool);

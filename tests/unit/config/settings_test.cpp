@@ -1,0 +1,101 @@
+// settings_test.cpp — the INI loader: defaults, every error names file, line, key.
+#include "config/settings.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+namespace mk {
+namespace {
+
+TEST(Settings, EmbeddedDefaults) {
+  auto s = default_settings();
+  ASSERT_EQ(s.smtp.listen.size(), 1u);
+  EXPECT_EQ(s.smtp.listen[0].to_string(), "127.0.0.1:2525");
+  EXPECT_EQ(s.smtp.max_message_size, 52428800u);
+  EXPECT_EQ(s.smtp.max_recipients, 100u);
+  EXPECT_EQ(s.smtp.max_connections, 1000u);
+  EXPECT_EQ(s.smtp.timeout, 300u);
+  EXPECT_TRUE(s.delivery.smarthost.empty());
+  EXPECT_EQ(s.delivery.outbox, "data/outbox");
+  EXPECT_FALSE(s.smtp.hostname.empty());
+}
+
+TEST(Settings, ParsesIssueExample) {
+  auto r = load_settings_text(
+      "[smtp]\n"
+      "listen = 127.0.0.1:2525, [::1]:2525   ; comment\n"
+      "hostname = mx.example.org\n"
+      "max_message_size = 1048576\n"
+      "[delivery]\n"
+      "smarthost = 127.0.0.1:25, relay2.example.org:25 ; tried in order\n"
+      "  ; an indented comment line\n"
+      "[relay]\n"
+      "domains = Example.ORG, example.net\n"
+      "relay_from = 127.0.0.0/8, 2001:db8::/32\n",
+      "mk.ini");
+  ASSERT_TRUE(r.ok()) << r.errors[0];
+  auto& s = r.settings;
+  ASSERT_EQ(s.smtp.listen.size(), 2u);
+  EXPECT_EQ(s.smtp.listen[1].host, "::1");
+  EXPECT_EQ(s.smtp.hostname, "mx.example.org");
+  EXPECT_EQ(s.delivery.helo_name, "mx.example.org");  // follows hostname
+  EXPECT_EQ(s.smtp.max_message_size, 1048576u);
+  ASSERT_EQ(s.delivery.smarthost.size(), 2u);
+  EXPECT_EQ(s.delivery.smarthost[1].host, "relay2.example.org");
+  EXPECT_EQ(s.relay.domains, (std::vector<std::string>{"example.org", "example.net"}));
+  EXPECT_EQ(s.relay.relay_from.size(), 2u);
+}
+
+TEST(Settings, ErrorsNameFileLineAndKey) {
+  struct Case {
+    const char* text;
+    const char* expected;  // substring of the first error
+  } cases[] = {
+      {"[smtp]\nmax_recipients = abc\n", "mk.ini:2: [smtp] max_recipients: expected a non-negative integer"},
+      {"[smtp]\n\nmax_recipients = 0\n", "mk.ini:3: [smtp] max_recipients: value 0 out of range"},
+      {"[smtp]\nlisten = 127.0.0.1:99999\n", "mk.ini:2: [smtp] listen:"},
+      {"[smtp]\nfrobnicate = 1\n", "mk.ini:2: [smtp] frobnicate: unknown key"},
+      {"[nonsense]\nx = 1\n", "mk.ini:2: unknown section [nonsense]"},
+      {"[relay]\nrelay_from = 10.0.0.0/40\n", "mk.ini:2: [relay] relay_from:"},
+      {"[relay]\ndomains = exa mple.org\n", "mk.ini:2: [relay] domains: invalid domain"},
+      {"[general]\nlog_level = loud\n", "mk.ini:2: [general] log_level: expected one of"},
+      {"[smtp]\ntimeout = 5\ntimeout = 6\n", "mk.ini:3: [smtp] timeout: set twice (first on line 2)"},
+      {"[smtp\n", "mk.ini:1: syntax error"},
+      {"[smtp]\njust words\n", "mk.ini:2: syntax error"},
+  };
+  for (auto& c : cases) {
+    auto r = load_settings_text(c.text, "mk.ini");
+    ASSERT_FALSE(r.ok()) << c.text;
+    EXPECT_NE(r.errors[0].find(c.expected), std::string::npos) << "got:  " << r.errors[0] << "\nwant: " << c.expected;
+  }
+}
+
+TEST(Settings, UnreadableFileIsAnError) {
+  auto r = load_settings_file("/nonexistent/mailkeep.ini");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.errors[0].find("/nonexistent/mailkeep.ini"), std::string::npos);
+  EXPECT_NE(r.errors[0].find("cannot read"), std::string::npos);
+}
+
+TEST(Settings, FileLoadCountsLines) {
+  auto path = ::testing::TempDir() + "/mk_settings_test.ini";
+  std::ofstream(path) << "; header comment\n[smtp]\nhostname = a.b\n\n[delivery]\nbogus = 1\n";
+  auto r = load_settings_file(path);
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_EQ(r.errors[0], path + ":6: [delivery] bogus: unknown key");
+}
+
+TEST(Settings, FormatShowsEveryKeyAndRoundTrips) {
+  auto r = load_settings_text("[relay]\ndomains = a.example, b.example\n", "x");
+  ASSERT_TRUE(r.ok());
+  auto text = format_settings(r.settings);
+  EXPECT_NE(text.find("domains = a.example, b.example"), std::string::npos) << text;
+  EXPECT_NE(text.find("max_connections = 1000"), std::string::npos);
+  auto again = load_settings_text(text, "formatted");
+  ASSERT_TRUE(again.ok()) << again.errors[0];
+  EXPECT_EQ(format_settings(again.settings), text);
+}
+
+}  // namespace
+}  // namespace mk
