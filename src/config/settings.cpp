@@ -68,8 +68,9 @@ Key string_key(const char* sec, const char* name, const char* def, const char* h
              [=](const Settings& s) { return get(const_cast<Settings&>(s)); }};
 }
 
+// A host:port list. `listen` lists need IP addresses (we bind them); port 0 = required.
 template <class Get>
-Key endpoints_key(const char* sec, const char* name, const char* def, uint16_t default_port,
+Key endpoints_key(const char* sec, const char* name, const char* def, uint16_t default_port, bool ip_only,
                   const char* help, Get get) {
   return Key{sec, name, def, help,
              [=](Settings& s, std::string_view v) -> std::string {
@@ -78,6 +79,8 @@ Key endpoints_key(const char* sec, const char* name, const char* def, uint16_t d
                  std::string err;
                  auto hp = parse_host_port(item, default_port, &err);
                  if (!hp) return "'" + item + "': " + err;
+                 if (ip_only && !IpAddress::parse(hp->host))
+                   return "'" + item + "': expected an IP address and port, as 127.0.0.1:2525 or [::1]:2525";
                  out.push_back(*hp);
                }
                get(s) = std::move(out);
@@ -139,7 +142,7 @@ const std::vector<Key>& key_table() {
                  [](Settings& s) -> auto& { return s.general.log_level; },
                  {"debug", "info", "warn", "error"}),
 
-      endpoints_key("smtp", "listen", "127.0.0.1:2525", 25, "comma-separated host:port list, IPv6 as [::1]:2525",
+      endpoints_key("smtp", "listen", "127.0.0.1:2525", 0, true, "comma-separated host:port list, IPv6 as [::1]:2525",
                     [](Settings& s) -> auto& { return s.smtp.listen; }),
       string_key("smtp", "hostname", "", "banner and Received; default: the machine's name",
                  [](Settings& s) -> auto& { return s.smtp.hostname; }),
@@ -160,7 +163,7 @@ const std::vector<Key>& key_table() {
       string_key("smtp", "spool_dir", "data/spool", "where large messages wait (unlinked temporary files)",
                  [](Settings& s) -> auto& { return s.smtp.spool_dir; }),
 
-      endpoints_key("delivery", "smarthost", "", 25, "upstream host:port list, tried in order like an MX list",
+      endpoints_key("delivery", "smarthost", "", 25, false, "upstream host:port list, tried in order like an MX list",
                     [](Settings& s) -> auto& { return s.delivery.smarthost; }),
       string_key("delivery", "outbox", "data/outbox", "Maildir for relayed mail when no smarthost is set",
                  [](Settings& s) -> auto& { return s.delivery.outbox; }),

@@ -55,6 +55,8 @@ TEST(Settings, ErrorsNameFileLineAndKey) {
       {"[smtp]\nmax_recipients = abc\n", "mk.ini:2: [smtp] max_recipients: expected a non-negative integer"},
       {"[smtp]\n\nmax_recipients = 0\n", "mk.ini:3: [smtp] max_recipients: value 0 out of range"},
       {"[smtp]\nlisten = 127.0.0.1:99999\n", "mk.ini:2: [smtp] listen:"},
+      {"[smtp]\nlisten = mx.example.org:25\n", "mk.ini:2: [smtp] listen: 'mx.example.org:25': expected an IP address"},
+      {"[smtp]\nlisten = 127.0.0.1\n", "mk.ini:2: [smtp] listen: '127.0.0.1': missing port"},
       {"[smtp]\nfrobnicate = 1\n", "mk.ini:2: [smtp] frobnicate: unknown key"},
       {"[nonsense]\nx = 1\n", "mk.ini:2: unknown section [nonsense]"},
       {"[relay]\nrelay_from = 10.0.0.0/40\n", "mk.ini:2: [relay] relay_from:"},
