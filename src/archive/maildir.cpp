@@ -59,6 +59,16 @@ bool write_fully(int fd, const char* p, size_t n) {
   return true;
 }
 
+// mkdir -p for the folders above a Maildir (mode 0700).
+MaildirResult ensure_parent(const std::string& dir) {
+  if (::mkdir(dir.c_str(), 0700) == 0 || errno == EEXIST) return {};
+  auto slash = dir.rfind('/');
+  if (errno != ENOENT || slash == std::string::npos || slash == 0) return {Outcome::TempFail, errno_text("mkdir " + dir)};
+  if (auto r = ensure_parent(dir.substr(0, slash)); r.outcome != Outcome::Ok) return r;
+  if (::mkdir(dir.c_str(), 0700) == 0 || errno == EEXIST) return {};
+  return {Outcome::TempFail, errno_text("mkdir " + dir)};
+}
+
 }  // namespace
 
 PendingMaildirFile& PendingMaildirFile::operator=(PendingMaildirFile&& o) noexcept {
@@ -91,10 +101,18 @@ void PendingMaildirFile::abort() {
 }
 
 MaildirResult ensure_maildir(const std::string& folder) {
-  // Create parents one level at a time (archive/<domain>/<user>/.Sent ...).
-  for (size_t pos = folder.find('/', 1); pos != std::string::npos; pos = folder.find('/', pos + 1))
-    if (!make_dir(folder.substr(0, pos))) return {Outcome::TempFail, errno_text("mkdir " + folder.substr(0, pos))};
-  for (auto sub : {"", "/tmp", "/new", "/cur"})
+  // The common case, every message after the first: the folder is there.
+  struct stat st {};
+  if (::stat((folder + "/tmp").c_str(), &st) == 0 && ::stat((folder + "/new").c_str(), &st) == 0) return {};
+  // Create missing parents, deepest existing first (archive/<domain>/<user>/.Sent);
+  // existing ancestors are never touched, so they may belong to someone else.
+  if (::mkdir(folder.c_str(), 0700) != 0 && errno != EEXIST) {
+    auto slash = folder.rfind('/');
+    if (errno != ENOENT || slash == std::string::npos || slash == 0) return {Outcome::TempFail, errno_text("mkdir " + folder)};
+    if (auto r = ensure_parent(folder.substr(0, slash)); r.outcome != Outcome::Ok) return r;
+    if (::mkdir(folder.c_str(), 0700) != 0 && errno != EEXIST) return {Outcome::TempFail, errno_text("mkdir " + folder)};
+  }
+  for (auto sub : {"/tmp", "/new", "/cur"})
     if (!make_dir(folder + sub)) return {Outcome::TempFail, errno_text("mkdir " + folder + sub)};
   return {};
 }

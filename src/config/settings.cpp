@@ -99,9 +99,13 @@ Key domains_key(const char* sec, const char* name, const char* def, const char* 
              [=](Settings& s, std::string_view v) -> std::string {
                std::vector<std::string> out;
                for (auto& d : split_list(v)) {
+                 // Domains become directory names (the archive): letters, digits,
+                 // '-' and non-empty dot-separated labels only.
                  for (char c : d)
                    if (!(isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.'))
                      return "invalid domain '" + d + "'";
+                 if (d.front() == '.' || d.back() == '.' || d.find("..") != std::string::npos)
+                   return "invalid domain '" + d + "'";
                  out.push_back(to_lower(d));
                }
                get(s) = std::move(out);
@@ -141,6 +145,9 @@ const std::vector<Key>& key_table() {
       string_key("general", "log_level", "info", "debug | info | warn | error",
                  [](Settings& s) -> auto& { return s.general.log_level; },
                  {"debug", "info", "warn", "error"}),
+      string_key("general", "user", "mail",
+                 "started as root, mailkeep binds its ports, then runs as this user (root needs 'root')",
+                 [](Settings& s) -> auto& { return s.general.user; }),
 
       endpoints_key("smtp", "listen", "127.0.0.1:2525", 0, true, "comma-separated host:port list, IPv6 as [::1]:2525",
                     [](Settings& s) -> auto& { return s.smtp.listen; }),
@@ -178,6 +185,20 @@ const std::vector<Key>& key_table() {
                   [](Settings& s) -> auto& { return s.relay.domains; }),
       networks_key("relay", "relay_from", "127.0.0.0/8", "client networks allowed to relay to any domain",
                    [](Settings& s) -> auto& { return s.relay.relay_from; }),
+
+      domains_key("backup", "domains", "", "domains whose mail is archived (inbound and outbound)",
+                  [](Settings& s) -> auto& { return s.backup.domains; }),
+      string_key("backup", "accounts", "accounts.txt", "file of archived local parts, one per line; # comments",
+                 [](Settings& s) -> auto& { return s.backup.accounts; }),
+      string_key("backup", "archive", "data/archive", "Maildir root: <archive>/<domain>/<localpart>/",
+                 [](Settings& s) -> auto& { return s.backup.archive; }),
+      endpoints_key("backup", "upstream", "", 25, false,
+                    "the provider's inbound servers, tried in order; default: [delivery] smarthost",
+                    [](Settings& s) -> auto& { return s.backup.upstream; }),
+      networks_key("backup", "relay_from", "", "the provider's outbound relays (their mail goes to the smarthost)",
+                   [](Settings& s) -> auto& { return s.backup.relay_from; }),
+      uint_key("backup", "reload_interval", "2", 1, 3600, "seconds between checks of the accounts file for changes",
+               [](Settings& s) -> auto& { return s.backup.reload_interval; }),
   };
   return table;
 }

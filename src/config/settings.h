@@ -17,6 +17,7 @@ namespace mk {
 struct Settings {
   struct General {
     std::string log_level;
+    std::string user;  // run as this user after binding (when started as root)
   } general;
   struct Smtp {
     std::vector<HostPort> listen;
@@ -41,6 +42,14 @@ struct Settings {
     std::vector<std::string> domains;  // lower-cased
     std::vector<Cidr> relay_from;
   } relay;
+  struct Backup {
+    std::vector<std::string> domains;  // lower-cased
+    std::string accounts;              // file: one local part per line
+    std::string archive;               // Maildir root: <archive>/<domain>/<localpart>/
+    std::vector<HostPort> upstream;    // the provider's inbound servers; empty = [delivery] smarthost
+    std::vector<Cidr> relay_from;      // the provider's outbound relays
+    uint32_t reload_interval = 0;      // seconds between checks of the accounts file
+  } backup;
 };
 
 struct ConfigResult {

@@ -2,6 +2,7 @@
 #include "delivery/outbox_upstream.h"
 
 #include "archive/maildir.h"
+#include "core/blocking.h"
 
 namespace mk::delivery {
 namespace {
@@ -27,7 +28,8 @@ class PrefixedContent final : public ContentSource {
 
 class OutboxUpstream final : public Upstream {
  public:
-  explicit OutboxUpstream(std::string maildir) : maildir_(std::move(maildir)) {}
+  OutboxUpstream(std::string maildir, boost::asio::any_io_executor blocking)
+      : maildir_(std::move(maildir)), blocking_(std::move(blocking)) {}
 
   awaitable<Reply> mail(const smtp::Mailbox& sender, const smtp::MailParams&) override {
     envelope_ = "Return-Path: <" + sender.address() + ">\r\n";
@@ -39,7 +41,7 @@ class OutboxUpstream final : public Upstream {
   }
   awaitable<Reply> data(const MessageBody& body) override {
     PrefixedContent content(envelope_, body);
-    auto r = archive::deliver_to_maildir(maildir_, "", content);
+    auto r = co_await run_blocking(blocking_, [&] { return archive::deliver_to_maildir(maildir_, "", content); });
     if (r.outcome != Outcome::Ok) co_return Reply{451, "4.3.0", "Outbox write failed: " + r.detail};
     co_return Reply{250, "2.0.0", "Ok: stored in outbox as " + r.detail};
   }
@@ -53,24 +55,28 @@ class OutboxUpstream final : public Upstream {
 
  private:
   std::string maildir_;
+  boost::asio::any_io_executor blocking_;
   std::string envelope_;
 };
 
 class OutboxFactory final : public UpstreamFactory {
  public:
-  explicit OutboxFactory(std::string maildir) : maildir_(std::move(maildir)) {}
+  OutboxFactory(std::string maildir, boost::asio::any_io_executor blocking)
+      : maildir_(std::move(maildir)), blocking_(std::move(blocking)) {}
   std::unique_ptr<Upstream> create(boost::asio::any_io_executor) override {
-    return std::make_unique<OutboxUpstream>(maildir_);
+    return std::make_unique<OutboxUpstream>(maildir_, blocking_);
   }
 
  private:
   std::string maildir_;
+  boost::asio::any_io_executor blocking_;
 };
 
 }  // namespace
 
-std::unique_ptr<UpstreamFactory> make_outbox_upstream_factory(std::string maildir) {
-  return std::make_unique<OutboxFactory>(std::move(maildir));
+std::unique_ptr<UpstreamFactory> make_outbox_upstream_factory(std::string maildir,
+                                                              boost::asio::any_io_executor blocking) {
+  return std::make_unique<OutboxFactory>(std::move(maildir), std::move(blocking));
 }
 
 }  // namespace mk::delivery

@@ -8,6 +8,8 @@
 
 namespace mk::delivery {
 
-std::unique_ptr<UpstreamFactory> make_outbox_upstream_factory(std::string maildir);
+// `blocking`: the pool the Maildir write and fsync run on (core/blocking.h).
+std::unique_ptr<UpstreamFactory> make_outbox_upstream_factory(std::string maildir,
+                                                              boost::asio::any_io_executor blocking);
 
 }  // namespace mk::delivery

@@ -3,33 +3,96 @@
 
 #include <algorithm>
 
+#include "core/strings.h"
+
 namespace mk::route {
+namespace {
+
+bool in_networks(const std::vector<Cidr>& nets, const IpAddress& ip) {
+  return std::any_of(nets.begin(), nets.end(), [&](const Cidr& n) { return n.contains(ip); });
+}
+
+bool in_domains(const std::vector<std::string>& domains, std::string_view d) {
+  if (!d.empty() && d.back() == '.') d.remove_suffix(1);
+  return std::find(domains.begin(), domains.end(), d) != domains.end();
+}
+
+}  // namespace
 
 const char* destination_name(Destination d) {
   switch (d) {
     case Destination::Relay: return "relay";
+    case Destination::BackupInbound: return "backup-inbound";
+    case Destination::Outbound: return "outbound";
   }
   return "?";
 }
 
-Router::Router(const Settings& s) : relay_domains_(s.relay.domains), relay_from_(s.relay.relay_from) {}
+Router::Router(const Settings& s, const archive::AccountDirectory* accounts)
+    : relay_domains_(s.relay.domains),
+      relay_from_(s.relay.relay_from),
+      backup_domains_(s.backup.domains),
+      backup_relay_from_(s.backup.relay_from),
+      archive_root_(s.backup.archive),
+      accounts_(accounts) {}
 
 ClientInfo Router::classify_client(const IpAddress& ip) const {
   ClientInfo c;
   c.ip = ip;
-  c.relay_allowed = std::any_of(relay_from_.begin(), relay_from_.end(), [&](const Cidr& n) { return n.contains(ip); });
+  c.relay_allowed = in_networks(relay_from_, ip);
+  c.backup_outbound = !backup_domains_.empty() && in_networks(backup_relay_from_, ip);
   return c;
 }
 
-bool Router::is_relay_domain(const std::string& domain_lower) const {
-  std::string_view d = domain_lower;
-  if (!d.empty() && d.back() == '.') d.remove_suffix(1);  // "example.org." is example.org
-  return std::find(relay_domains_.begin(), relay_domains_.end(), d) != relay_domains_.end();
+bool Router::is_relay_domain(const std::string& domain_lower) const { return in_domains(relay_domains_, domain_lower); }
+
+bool Router::is_backup_domain(const std::string& domain_lower) const {
+  return in_domains(backup_domains_, domain_lower);
+}
+
+std::optional<std::string> Router::account_of(const smtp::Mailbox& mb) const {
+  if (!accounts_ || mb.null || !is_backup_domain(mb.domain_lower)) return std::nullopt;
+  // Only a listed name — validated as a safe path component when the list
+  // was loaded — ever becomes a directory; the client's spelling never does.
+  auto local = to_lower(mb.local_unquoted());
+  if (!accounts_->contains(local)) return std::nullopt;
+  return local;
+}
+
+archive::ArchiveTarget Router::target(const std::string& domain, const std::string& account,
+                                      const char* subfolder) const {
+  archive::ArchiveTarget t;
+  auto d = domain;
+  if (!d.empty() && d.back() == '.') d.pop_back();
+  t.folder = archive_root_ + "/" + d + "/" + account;
+  t.label = d + "/" + account + "/INBOX";
+  if (subfolder) {
+    t.folder += std::string("/.") + subfolder;
+    t.label = d + "/" + account + "/" + subfolder;
+  }
+  return t;
 }
 
 RouteDecision Router::route(const ClientInfo& client, const smtp::Mailbox& rcpt) const {
   RouteDecision d;
   d.recipient = rcpt;
+  if (client.backup_outbound) {
+    d.destination = Destination::Outbound;  // the provider's outgoing mail, to anywhere
+    return d;
+  }
+  if (is_backup_domain(rcpt.domain_lower)) {
+    auto account = account_of(rcpt);
+    if (!account) {
+      d.outcome = Outcome::PermFail;
+      d.reason = "unknown user in backup domain";
+      d.reply = smtp::Reply{550, "5.1.1", "<" + rcpt.address() + ">: Recipient address rejected: User unknown"};
+      return d;
+    }
+    d.destination = Destination::BackupInbound;
+    d.archive = target(rcpt.domain_lower, *account, nullptr);
+    d.archive->delivered_to = *account + "@" + rcpt.domain_lower;
+    return d;
+  }
   if (client.relay_allowed) return d;  // trusted networks may send anywhere
 
   auto deny = [&](std::string reason) {
@@ -44,6 +107,15 @@ RouteDecision Router::route(const ClientInfo& client, const smtp::Mailbox& rcpt)
   auto local = rcpt.local_unquoted();
   if (local.find_first_of("%!@") != std::string::npos) return deny("relay denied: routing characters in local part");
   return d;
+}
+
+std::optional<archive::ArchiveTarget> Router::sent_folder(const ClientInfo& client, const smtp::Mailbox& sender) const {
+  if (!client.backup_outbound) return std::nullopt;
+  auto account = account_of(sender);
+  if (!account) return std::nullopt;
+  auto t = target(sender.domain_lower, *account, "Sent");
+  t.dedupe_dir = archive_root_ + "/.mailkeep/sent-seen/" + t.label;
+  return t;
 }
 
 }  // namespace mk::route

@@ -1,17 +1,27 @@
 // router.h — who a recipient is, and where its mail goes.
 //
-// route() is THE place a recipient is classified: a relay domain, a client
-// allowed to relay anywhere, or a reject. Later issues add alias and backup
-// routes here; each route names its destination (the upstream it goes to),
-// and the session keeps one destination per transaction (452 4.5.3 otherwise).
+// route() is THE place a recipient is classified:
+//   - the client is one of the provider's outbound relays ([backup] relay_from):
+//     outbound mail, to the smarthost (any recipient domain);
+//   - a backup domain: a listed account is archived into its INBOX and the
+//     mail goes to the provider's inbound servers; anyone else is 550 5.1.1;
+//   - a relay domain, or a client in [relay] relay_from: to the smarthost;
+//   - anything else: 550 5.7.1 relaying denied.
+// Each route names its destination; a transaction keeps one upstream
+// (452 4.5.3 for a recipient whose upstream differs). sent_folder() decides
+// the archive copy of outbound mail in the sender's Sent folder.
 // Standards: RFC 5321 3.6.1 (relaying), 7.1 (no open relays); the
 // `user%host@`, `host!user@` and quoted-`@` tricks are refused the way
 // Postfix's allow_untrusted_routing = no refuses them.
-// Threading: immutable after construction; safe from any thread.
+// Threading: immutable after construction (the account list it reads is
+// swapped atomically); safe from any thread.
 #pragma once
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "archive/accounts.h"
+#include "archive/archive.h"
 #include "config/settings.h"
 #include "core/net.h"
 #include "smtp/command.h"
@@ -19,33 +29,48 @@
 
 namespace mk::route {
 
-// Where accepted mail goes next. Each destination has its own upstream factory.
-enum class Destination { Relay };
+// Where accepted mail goes next. Each destination has an upstream factory;
+// two destinations may share one (then they may share a transaction).
+enum class Destination { Relay, BackupInbound, Outbound };
 const char* destination_name(Destination d);
 
 struct ClientInfo {
   IpAddress ip;
-  bool relay_allowed = false;  // inside [relay] relay_from
+  bool relay_allowed = false;    // inside [relay] relay_from
+  bool backup_outbound = false;  // inside [backup] relay_from: the provider's outbound relay
 };
 
 struct RouteDecision {
   Outcome outcome = Outcome::Ok;
-  smtp::Reply reply;          // the rejection when outcome != Ok
-  std::string reason;         // short reason for the log line
+  smtp::Reply reply;        // the rejection when outcome != Ok
+  std::string reason;       // short reason for the log line
   Destination destination = Destination::Relay;
-  smtp::Mailbox recipient;    // the address to relay to (rewritten by later routes)
+  smtp::Mailbox recipient;  // the address to relay to (rewritten by later routes)
+  std::optional<archive::ArchiveTarget> archive;  // the recipient's INBOX copy
 };
 
 class Router {
  public:
-  explicit Router(const Settings& settings);
+  // `accounts` may be null when no backup domains are configured.
+  Router(const Settings& settings, const archive::AccountDirectory* accounts);
   ClientInfo classify_client(const IpAddress& ip) const;
   RouteDecision route(const ClientInfo& client, const smtp::Mailbox& recipient) const;
+  // The Sent-folder copy for mail from `client` with envelope sender `sender`, if archived.
+  std::optional<archive::ArchiveTarget> sent_folder(const ClientInfo& client, const smtp::Mailbox& sender) const;
   bool is_relay_domain(const std::string& domain_lower) const;
+  bool is_backup_domain(const std::string& domain_lower) const;
 
  private:
+  // The archived account for an address of a backup domain, lower-cased; nullopt if unlisted.
+  std::optional<std::string> account_of(const smtp::Mailbox& mailbox) const;
+  archive::ArchiveTarget target(const std::string& domain, const std::string& account, const char* subfolder) const;
+
   std::vector<std::string> relay_domains_;
   std::vector<Cidr> relay_from_;
+  std::vector<std::string> backup_domains_;
+  std::vector<Cidr> backup_relay_from_;
+  std::string archive_root_;
+  const archive::AccountDirectory* accounts_;
 };
 
 }  // namespace mk::route

@@ -6,9 +6,11 @@
 
 #include <boost/asio/error.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <ctime>
 
+#include "core/blocking.h"
 #include "core/log.h"
 #include "core/strings.h"
 
@@ -242,17 +244,18 @@ awaitable<void> Session::handle_rcpt(std::string_view arg) {
     reply(route.reply);
     co_return;
   }
-  if (tx_.destination && *tx_.destination != route.destination) {
+  auto* factory = env_.upstream_for(route.destination);
+  if (tx_.upstream && tx_.upstream != factory) {
     // RFC 5321 3.3: the client sends the remaining recipients in another transaction.
     reply(Reply{452, "4.5.3", "Error: recipient uses another upstream; send it in a separate transaction"});
     co_return;
   }
 
   // Open the upstream for this destination (or reuse the session's).
-  if (!upstream_ || upstream_destination_ != route.destination) {
+  if (!upstream_ || upstream_factory_ != factory) {
     if (upstream_) co_await upstream_->quit();
-    upstream_ = env_.upstream_for(route.destination)->create(client_->get_executor());
-    upstream_destination_ = route.destination;
+    upstream_ = factory->create(client_->get_executor());
+    upstream_factory_ = factory;
   }
   if (!tx_.upstream_mail_reply) {
     tx_.upstream_mail_reply = co_await upstream_->mail(tx_.sender, tx_.params);
@@ -268,8 +271,10 @@ awaitable<void> Session::handle_rcpt(std::string_view arg) {
     reply(r);
     co_return;
   }
-  tx_.destination = route.destination;
+  tx_.upstream = factory;
   tx_.recipients.push_back(route.recipient);
+  if (route.archive && std::find(tx_.archive.begin(), tx_.archive.end(), *route.archive) == tx_.archive.end())
+    tx_.archive.push_back(*route.archive);
   reply(r);
 }
 
@@ -318,9 +323,41 @@ awaitable<void> Session::handle_data(std::string_view arg) {
     result = Reply{451, "4.3.0", "Error: local problem storing the message; try again later"};
   } else {
     delivery::MessageBody body{received_header(), &spool};
-    result = co_await upstream_->data(body);
-    sent_upstream = true;
-    log_transaction(result, body.size());
+    // The acknowledgement order: archive copies fsynced in tmp/ → upstream
+    // 250 → copies renamed into new/ and the directories fsynced → our 250.
+    auto targets = tx_.archive;
+    if (auto sent = env_.router->sent_folder(client_info_, tx_.sender)) targets.push_back(*sent);
+    archive::ArchiveCopies copies;
+    bool archived = true;
+    if (!targets.empty()) {
+      auto prepared = co_await run_blocking(env_.blocking, [&] {
+        return copies.prepare(targets, tx_.sender.address(), body.prefix, spool);
+      });
+      if (prepared.outcome != Outcome::Ok) {
+        // Nothing goes upstream without its archive copies.
+        spdlog::error("{}: archive copy failed: {}; answering 4xx, nothing relayed", id_, prepared.detail);
+        result = Reply{451, "4.3.0", "Error: cannot archive the message now; try again later"};
+        archived = false;
+      }
+    }
+    if (archived) {
+      result = co_await upstream_->data(body);
+      sent_upstream = true;
+      if (result.positive() && !targets.empty()) {
+        auto committed = co_await run_blocking(env_.blocking, [&] { return copies.commit(); });
+        if (committed.outcome != Outcome::Ok) {
+          // The upstream has it but an archive copy is not published: make the
+          // client retry (a duplicate upstream is better than a missing copy).
+          spdlog::error("{}: upstream accepted but archive commit failed: {}; answering 4xx", id_, committed.detail);
+          result = Reply{451, "4.3.0", "Error: archive failure after relay; please retry"};
+        } else if (copies.duplicates()) {
+          spdlog::info("{}: {} duplicate Sent copy not stored again", id_, copies.duplicates());
+        }
+      } else {
+        copies.abort();
+      }
+      log_transaction(result, body.size(), targets.size());
+    }
   }
   if (!sent_upstream) co_await reset_transaction();
   tx_ = Transaction{};  // after DATA the upstream's transaction is over whatever it answered
@@ -426,15 +463,16 @@ std::string Session::received_header() const {
                      rfc5322_date());
 }
 
-void Session::log_transaction(const Reply& final_reply, uint64_t size) {
+void Session::log_transaction(const Reply& final_reply, uint64_t size, size_t archive_copies) {
   ++transactions_;
   std::string to;
   for (auto& r : tx_.recipients) to += (to.empty() ? "<" : ",<") + printable(r.address(), 512) + ">";
   auto elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - tx_started_).count();
   const char* status = final_reply.positive() ? "sent" : final_reply.code < 500 ? "deferred" : "bounced";
-  spdlog::info("{}.{}: client=[{}]:{}, from=<{}>, to={}, size={}, relay={}, status={} ({}), duration={:.3f}s", id_,
-               transactions_, client_address_, client_port_, printable(tx_.sender.address(), 512), to, size,
-               upstream_ ? upstream_->peer_name() : "none", status, printable(final_reply.summary(), 512), elapsed);
+  spdlog::info("{}.{}: client=[{}]:{}, from=<{}>, to={}, size={}, relay={}, archived={}, status={} ({}), duration={:.3f}s",
+               id_, transactions_, client_address_, client_port_, printable(tx_.sender.address(), 512), to, size,
+               upstream_ ? upstream_->peer_name() : "none", archive_copies, status,
+               printable(final_reply.summary(), 512), elapsed);
 }
 
 void Session::log_reject(std::string_view command, const Reply& r, std::string_view reason,

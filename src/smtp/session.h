@@ -36,6 +36,8 @@ struct SessionEnvironment {
   std::function<delivery::UpstreamFactory*(route::Destination)> upstream_for;
   std::string spool_dir;
   size_t spool_memory_limit = 256 * 1024;
+  // Where blocking file work (archive copies, fsync) runs; see core/blocking.h.
+  boost::asio::any_io_executor blocking;
 };
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -65,7 +67,8 @@ class Session : public std::enable_shared_from_this<Session> {
     Mailbox sender;
     MailParams params;
     std::vector<Mailbox> recipients;           // accepted by the upstream
-    std::optional<route::Destination> destination;
+    delivery::UpstreamFactory* upstream = nullptr;  // where this transaction goes
+    std::vector<archive::ArchiveTarget> archive;    // INBOX copies of archived recipients
     std::optional<Reply> upstream_mail_reply;  // set once MAIL went upstream
     int rejected = 0;
   };
@@ -102,7 +105,7 @@ class Session : public std::enable_shared_from_this<Session> {
   };
   awaitable<DataResult> read_message(Spool& spool);
   std::string received_header() const;
-  void log_transaction(const Reply& final_reply, uint64_t size);
+  void log_transaction(const Reply& final_reply, uint64_t size, size_t archive_copies);
 
   const SessionEnvironment& env_;
   const Settings& settings_;
@@ -125,7 +128,7 @@ class Session : public std::enable_shared_from_this<Session> {
   Transaction tx_;
   std::chrono::steady_clock::time_point tx_started_;
   std::unique_ptr<delivery::Upstream> upstream_;
-  std::optional<route::Destination> upstream_destination_;
+  delivery::UpstreamFactory* upstream_factory_ = nullptr;  // what upstream_ was made by
 };
 
 }  // namespace mk::smtp

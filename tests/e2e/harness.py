@@ -247,7 +247,9 @@ def render_ini(config: dict[str, dict[str, object]]) -> str:
 def default_config(listen_port: int, smarthost: str, **overrides: dict[str, object]) -> dict:
     """A test config: clients on 127.0.0.1 are NOT relay clients (relay_from is 127.0.0.9/32)."""
     config = {
-        "general": {"log_level": "info"},
+        # The tests run as root in private 0700 temp dirs: keep root (explicitly, as
+        # mailkeep requires); the privilege drop has its own test.
+        "general": {"log_level": "info", "user": "root"},
         "smtp": {
             "listen": f"127.0.0.1:{listen_port}",
             "hostname": "mx.test.example",

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 namespace mk::route {
 namespace {
 
@@ -15,7 +17,7 @@ smtp::Mailbox rcpt(const std::string& arg) {
 TEST(Router, RelayDecisionTable) {
   auto r = load_settings_text("[relay]\ndomains = example.org\nrelay_from = 127.0.0.9/32\n", "t");
   ASSERT_TRUE(r.ok());
-  Router router(r.settings);
+  Router router(r.settings, nullptr);
   auto outsider = router.classify_client(*IpAddress::parse("127.0.0.1"));
   auto trusted = router.classify_client(*IpAddress::parse("127.0.0.9"));
   EXPECT_FALSE(outsider.relay_allowed);
@@ -45,6 +47,55 @@ TEST(Router, RelayDecisionTable) {
     }
     EXPECT_EQ(router.route(trusted, mb).outcome == Outcome::Ok, c.trusted_ok) << c.address;
   }
+}
+
+TEST(Router, BackupRoutesAndSanitisedLocalParts) {
+  auto path = ::testing::TempDir() + "/mk_router_accounts.txt";
+  { std::ofstream(path) << "alice\nsales\n"; }
+  auto r = load_settings_text("[relay]\ndomains = example.net\nrelay_from = 127.0.0.9/32\n"
+                              "[backup]\ndomains = example.org\narchive = /srv/archive\nrelay_from = 127.0.0.7/32\n"
+                              "accounts = " + path + "\n",
+                              "t");
+  ASSERT_TRUE(r.ok()) << r.errors[0];
+  archive::AccountDirectory accounts(path);
+  ASSERT_TRUE(accounts.reload(true));
+  Router router(r.settings, &accounts);
+  auto internet = router.classify_client(*IpAddress::parse("127.0.0.1"));
+  auto provider = router.classify_client(*IpAddress::parse("127.0.0.7"));
+  EXPECT_TRUE(provider.backup_outbound);
+
+  auto alice = router.route(internet, rcpt("Alice@Example.ORG"));
+  ASSERT_EQ(alice.outcome, Outcome::Ok);
+  EXPECT_EQ(alice.destination, Destination::BackupInbound);
+  ASSERT_TRUE(alice.archive);
+  EXPECT_EQ(alice.archive->folder, "/srv/archive/example.org/alice");  // case variants share one folder
+  EXPECT_EQ(alice.archive->delivered_to, "alice@example.org");
+
+  // Unlisted or hostile local parts never reach the file system: 550 5.1.1.
+  for (auto addr : {"bob@example.org", "\"../../etc\"@example.org", "\".hidden\"@example.org", "\"a/b\"@example.org",
+                    "\"alice/../sales\"@example.org", "sales%evil@example.org"}) {
+    auto d = router.route(internet, rcpt(addr));
+    EXPECT_EQ(d.outcome, Outcome::PermFail) << addr;
+    EXPECT_EQ(d.reply.code, 550) << addr;
+    EXPECT_EQ(d.reply.status, "5.1.1") << addr;
+    EXPECT_FALSE(d.archive) << addr;
+  }
+  // A quoted-pair is the same local part (RFC 5321 4.1.2): "al\ice" is alice.
+  EXPECT_EQ(router.route(internet, rcpt("\"al\\ice\"@example.org")).archive->folder, "/srv/archive/example.org/alice");
+  auto overlong = router.route(internet, rcpt(std::string(100, 'a') + "@example.org"));
+  EXPECT_EQ(overlong.reply.status, "5.1.1");
+
+  // The provider's outbound relay sends anywhere, to the smarthost, with a Sent copy for listed senders.
+  auto out = router.route(provider, rcpt("someone@gmail.test"));
+  EXPECT_EQ(out.outcome, Outcome::Ok);
+  EXPECT_EQ(out.destination, Destination::Outbound);
+  EXPECT_FALSE(out.archive);
+  auto sent = router.sent_folder(provider, rcpt("SALES@example.org"));
+  ASSERT_TRUE(sent);
+  EXPECT_EQ(sent->folder, "/srv/archive/example.org/sales/.Sent");
+  EXPECT_FALSE(sent->dedupe_dir.empty());
+  EXPECT_FALSE(router.sent_folder(provider, rcpt("bob@example.org")));
+  EXPECT_FALSE(router.sent_folder(internet, rcpt("sales@example.org")));  // only the provider's relays
 }
 
 }  // namespace

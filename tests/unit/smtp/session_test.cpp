@@ -111,7 +111,7 @@ struct Harness {
                                 "test");
     EXPECT_TRUE(r.ok()) << (r.errors.empty() ? "" : r.errors[0]);
     settings = r.settings;
-    router = std::make_unique<route::Router>(settings);
+    router = std::make_unique<route::Router>(settings, nullptr);
     env.settings = &settings;
     env.router = router.get();
     env.upstream_for = [this](route::Destination) { return &factory; };
