@@ -10,16 +10,25 @@
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <csignal>
+#include <ctime>
 #include <iostream>
+#include <filesystem>
 #include <thread>
+#include <unistd.h>
 
+#include "aliases/alias_id.h"
+#include "aliases/service.h"
+#include "aliases/sqlite_store.h"
 #include "app/privileges.h"
 #include "archive/accounts.h"
 #include "archive/archive.h"
 #include "config/settings.h"
+#include "core/blocking.h"
 #include "core/log.h"
 #include "delivery/outbox_upstream.h"
 #include "delivery/smtp_upstream.h"
+#include "http/api.h"
+#include "http/server.h"
 #include "route/router.h"
 #include "smtp/server.h"
 
@@ -44,6 +53,28 @@ std::unique_ptr<mk::delivery::UpstreamFactory> smtp_factory(const mk::Settings& 
   cfg.connect_timeout = std::chrono::seconds(s.delivery.connect_timeout);
   cfg.timeout = std::chrono::seconds(s.delivery.timeout);
   return mk::delivery::make_smtp_upstream_factory(cfg);
+}
+
+int64_t unix_now() { return static_cast<int64_t>(std::time(nullptr)); }
+
+mk::aliases::AliasPolicy alias_policy(const mk::Settings& s) {
+  return {s.aliases.domains, s.aliases.default_days, s.aliases.max_days, s.aliases.max_usage};
+}
+
+// Removes expired and used-up aliases every purge_interval seconds.
+asio::awaitable<void> purge_aliases(mk::aliases::AliasService& aliases, std::chrono::seconds interval,
+                                    asio::any_io_executor blocking) {
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  while (true) {
+    timer.expires_after(interval);
+    co_await timer.async_wait(asio::use_awaitable);
+    try {
+      auto n = co_await mk::run_blocking(blocking, [&] { return aliases.purge(); });
+      if (n) spdlog::info("purged {} expired or used-up aliases", n);
+    } catch (const std::exception& e) {
+      spdlog::error("alias purge failed: {}", e.what());
+    }
+  }
 }
 
 // Re-reads the accounts file every reload_interval seconds.
@@ -83,6 +114,20 @@ int serve(const mk::Settings& settings) {
     accounts->reload(/*force=*/true);
   }
 
+  // The alias store is opened before the privilege drop, so that its
+  // directory may be created; the files then belong to [general] user.
+  std::unique_ptr<mk::aliases::AliasStore> alias_store;
+  std::unique_ptr<mk::aliases::AliasService> aliases;
+  if (!settings.aliases.domains.empty()) {
+    try {
+      alias_store = mk::aliases::open_sqlite_store(settings.store.path);
+    } catch (const std::exception& e) {
+      spdlog::critical("alias store: {}", e.what());
+      return 1;
+    }
+    aliases = std::make_unique<mk::aliases::AliasService>(*alias_store, alias_policy(settings), unix_now);
+  }
+
   mk::route::Router router(settings, accounts.get());
   mk::smtp::SessionEnvironment env;
   env.settings = &settings;
@@ -93,6 +138,7 @@ int serve(const mk::Settings& settings) {
   };
   env.spool_dir = settings.smtp.spool_dir;
   env.blocking = blocking.get_executor();
+  env.aliases = aliases.get();
 
   // One io_context per thread (see server.h).
   unsigned threads = settings.smtp.threads ? settings.smtp.threads : std::max(1u, std::thread::hardware_concurrency());
@@ -104,8 +150,16 @@ int serve(const mk::Settings& settings) {
   }
   auto& main_io = *workers.front();
   mk::smtp::Server server(worker_ptrs, env);
+  std::unique_ptr<mk::http::Api> api;
+  std::unique_ptr<mk::http::Server> http;
+  if (aliases && !settings.http.listen.empty()) {
+    api = std::make_unique<mk::http::Api>(
+        *aliases, mk::http::ApiConfig{settings.http.trusted_proxies, settings.aliases.create_interval});
+    http = std::make_unique<mk::http::Server>(worker_ptrs, settings, *api, blocking.get_executor());
+  }
   try {
     server.bind();
+    if (http) http->bind();
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());
     return 1;
@@ -113,13 +167,26 @@ int serve(const mk::Settings& settings) {
 
   // Ports are bound: from here on, run as [general] user, which owns our data.
   std::vector<std::string> data_dirs{settings.smtp.spool_dir};
+  if (aliases) {
+    auto dir = std::filesystem::path(settings.store.path).parent_path().string();
+    if (!dir.empty()) data_dirs.push_back(dir);
+  }
   if (settings.delivery.smarthost.empty()) data_dirs.push_back(settings.delivery.outbox);
   if (!settings.backup.domains.empty()) data_dirs.push_back(settings.backup.archive);
-  if (auto err = mk::app::drop_privileges(settings.general.user, data_dirs); !err.empty()) {
+  // The database files were created as root: they are handed over too.
+  std::vector<std::string> data_files;
+  if (aliases)
+    for (auto suffix : {"", "-wal", "-shm"}) data_files.push_back(settings.store.path + suffix);
+  if (auto err = mk::app::drop_privileges(settings.general.user, data_dirs, data_files); !err.empty()) {
     spdlog::critical("{}", err);
     return 1;
   }
   server.start();
+  if (http) http->start();
+  if (aliases)
+    asio::co_spawn(main_io,
+                   purge_aliases(*aliases, std::chrono::seconds(settings.aliases.purge_interval), blocking.get_executor()),
+                   asio::detached);
   if (accounts)
     asio::co_spawn(main_io, watch_accounts(*accounts, std::chrono::seconds(settings.backup.reload_interval)),
                    asio::detached);
@@ -131,6 +198,7 @@ int serve(const mk::Settings& settings) {
   signals.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) return;
     spdlog::info("signal {}: stopping", sig);
+    if (http) http->stop();
     server.stop(stop_all);
   });
 

@@ -15,7 +15,8 @@
 
 namespace mk::app {
 
-std::string drop_privileges(const std::string& user, const std::vector<std::string>& dirs) {
+std::string drop_privileges(const std::string& user, const std::vector<std::string>& dirs,
+                            const std::vector<std::string>& files) {
   // Message contents must not end up in a core file.
   rlimit no_core{0, 0};
   setrlimit(RLIMIT_CORE, &no_core);
@@ -40,6 +41,8 @@ std::string drop_privileges(const std::string& user, const std::vector<std::stri
   gid_t gid = pw->pw_gid;
   for (auto& d : dirs)
     if (chown(d.c_str(), uid, gid) != 0) return "cannot chown " + d + ": " + std::strerror(errno);
+  for (auto& f : files)
+    if (chown(f.c_str(), uid, gid) != 0 && errno != ENOENT) return "cannot chown " + f + ": " + std::strerror(errno);
   if (setgroups(0, nullptr) != 0 || setgid(gid) != 0 || setuid(uid) != 0)
     return "cannot switch to user " + user + ": " + std::strerror(errno);
   if (setuid(0) == 0) return "privilege drop failed: could regain root";

@@ -5,9 +5,11 @@
 
 namespace mk::app {
 
-// Creates `dirs` (if missing) owned by `user`, then switches to that user
-// for good (groups, gid, uid; core dumps off so message contents never land
-// in one). Not root: no change. Returns an error text, or "".
-std::string drop_privileges(const std::string& user, const std::vector<std::string>& dirs);
+// Creates `dirs` (if missing) and gives them and the existing `files` to
+// `user`, then switches to that user for good (groups, gid, uid; core dumps
+// off so message contents never land in one). Not root: no change.
+// Returns an error text, or "".
+std::string drop_privileges(const std::string& user, const std::vector<std::string>& dirs,
+                            const std::vector<std::string>& files = {});
 
 }  // namespace mk::app

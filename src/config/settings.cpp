@@ -199,6 +199,29 @@ const std::vector<Key>& key_table() {
                    [](Settings& s) -> auto& { return s.backup.relay_from; }),
       uint_key("backup", "reload_interval", "2", 1, 3600, "seconds between checks of the accounts file for changes",
                [](Settings& s) -> auto& { return s.backup.reload_interval; }),
+
+      string_key("store", "path", "data/mailkeep.db", "SQLite database (aliases)",
+                 [](Settings& s) -> auto& { return s.store.path; }),
+
+      domains_key("aliases", "domains", "alias.localhost", "domains whose local parts are temporary aliases",
+                  [](Settings& s) -> auto& { return s.aliases.domains; }),
+      uint_key("aliases", "default_days", "7", 1, 3650, "validity when a request names no days",
+               [](Settings& s) -> auto& { return s.aliases.default_days; }),
+      uint_key("aliases", "max_days", "60", 1, 3650, "longest validity a request may ask for",
+               [](Settings& s) -> auto& { return s.aliases.max_days; }),
+      uint_key("aliases", "max_usage", "100", 1, 1000000, "most messages a request may ask for",
+               [](Settings& s) -> auto& { return s.aliases.max_usage; }),
+      uint_key("aliases", "create_interval", "30", 0, 86400, "seconds between alias creations per client IP; 0 = off",
+               [](Settings& s) -> auto& { return s.aliases.create_interval; }),
+      uint_key("aliases", "purge_interval", "3600", 60, 86400, "seconds between removals of expired and used-up aliases",
+               [](Settings& s) -> auto& { return s.aliases.purge_interval; }),
+
+      endpoints_key("http", "listen", "127.0.0.1:8080", 0, true, "HTTP listener(s) for the web page and API; empty = off",
+                    [](Settings& s) -> auto& { return s.http.listen; }),
+      networks_key("http", "trusted_proxies", "", "proxies whose X-Forwarded-For is believed",
+                   [](Settings& s) -> auto& { return s.http.trusted_proxies; }),
+      uint_key("http", "max_body", "4096", 256, 1048576, "largest request body accepted (bytes)",
+               [](Settings& s) -> auto& { return s.http.max_body; }),
   };
   return table;
 }

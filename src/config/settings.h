@@ -50,6 +50,22 @@ struct Settings {
     std::vector<Cidr> relay_from;      // the provider's outbound relays
     uint32_t reload_interval = 0;      // seconds between checks of the accounts file
   } backup;
+  struct Store {
+    std::string path;  // SQLite database file
+  } store;
+  struct Aliases {
+    std::vector<std::string> domains;  // lower-cased
+    uint32_t default_days = 0;
+    uint32_t max_days = 0;
+    uint32_t max_usage = 0;        // cap on a requested max_usage
+    uint32_t create_interval = 0;  // seconds between creations per client IP; 0 = off
+    uint32_t purge_interval = 0;   // seconds between purges of dead aliases
+  } aliases;
+  struct Http {
+    std::vector<HostPort> listen;  // empty: no HTTP listener
+    std::vector<Cidr> trusted_proxies;
+    uint32_t max_body = 0;
+  } http;
 };
 
 struct ConfigResult {

@@ -24,6 +24,7 @@ const char* destination_name(Destination d) {
     case Destination::Relay: return "relay";
     case Destination::BackupInbound: return "backup-inbound";
     case Destination::Outbound: return "outbound";
+    case Destination::Alias: return "alias";
   }
   return "?";
 }
@@ -32,6 +33,7 @@ Router::Router(const Settings& s, const archive::AccountDirectory* accounts)
     : relay_domains_(s.relay.domains),
       relay_from_(s.relay.relay_from),
       backup_domains_(s.backup.domains),
+      alias_domains_(s.aliases.domains),
       backup_relay_from_(s.backup.relay_from),
       archive_root_(s.backup.archive),
       accounts_(accounts) {}
@@ -45,6 +47,8 @@ ClientInfo Router::classify_client(const IpAddress& ip) const {
 }
 
 bool Router::is_relay_domain(const std::string& domain_lower) const { return in_domains(relay_domains_, domain_lower); }
+
+bool Router::is_alias_domain(const std::string& domain_lower) const { return in_domains(alias_domains_, domain_lower); }
 
 bool Router::is_backup_domain(const std::string& domain_lower) const {
   return in_domains(backup_domains_, domain_lower);
@@ -78,6 +82,13 @@ RouteDecision Router::route(const ClientInfo& client, const smtp::Mailbox& rcpt)
   d.recipient = rcpt;
   if (client.backup_outbound) {
     d.destination = Destination::Outbound;  // the provider's outgoing mail, to anywhere
+    return d;
+  }
+  if (is_alias_domain(rcpt.domain_lower)) {
+    // Anyone may send to an alias (that is what it is for); the session looks
+    // it up and answers 550 5.1.1 (unknown) or 550 5.2.1 (expired, used up, disabled).
+    d.destination = Destination::Alias;
+    d.is_alias = true;
     return d;
   }
   if (is_backup_domain(rcpt.domain_lower)) {

@@ -3,6 +3,8 @@
 // route() is THE place a recipient is classified:
 //   - the client is one of the provider's outbound relays ([backup] relay_from):
 //     outbound mail, to the smarthost (any recipient domain);
+//   - an alias domain: a temporary alias, expanded by the session (which
+//     reserves a use with the alias service and rewrites the recipient);
 //   - a backup domain: a listed account is archived into its INBOX and the
 //     mail goes to the provider's inbound servers; anyone else is 550 5.1.1;
 //   - a relay domain, or a client in [relay] relay_from: to the smarthost;
@@ -31,7 +33,7 @@ namespace mk::route {
 
 // Where accepted mail goes next. Each destination has an upstream factory;
 // two destinations may share one (then they may share a transaction).
-enum class Destination { Relay, BackupInbound, Outbound };
+enum class Destination { Relay, BackupInbound, Outbound, Alias };
 const char* destination_name(Destination d);
 
 struct ClientInfo {
@@ -47,6 +49,7 @@ struct RouteDecision {
   Destination destination = Destination::Relay;
   smtp::Mailbox recipient;  // the address to relay to (rewritten by later routes)
   std::optional<archive::ArchiveTarget> archive;  // the recipient's INBOX copy
+  bool is_alias = false;  // Destination::Alias: the local part is an alias id to expand
 };
 
 class Router {
@@ -59,6 +62,7 @@ class Router {
   std::optional<archive::ArchiveTarget> sent_folder(const ClientInfo& client, const smtp::Mailbox& sender) const;
   bool is_relay_domain(const std::string& domain_lower) const;
   bool is_backup_domain(const std::string& domain_lower) const;
+  bool is_alias_domain(const std::string& domain_lower) const;
 
  private:
   // The archived account for an address of a backup domain, lower-cased; nullopt if unlisted.
@@ -68,6 +72,7 @@ class Router {
   std::vector<std::string> relay_domains_;
   std::vector<Cidr> relay_from_;
   std::vector<std::string> backup_domains_;
+  std::vector<std::string> alias_domains_;
   std::vector<Cidr> backup_relay_from_;
   std::string archive_root_;
   const archive::AccountDirectory* accounts_;

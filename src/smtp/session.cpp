@@ -128,6 +128,7 @@ awaitable<void> Session::run() {
     reply(replies::too_many_errors());
   }
   co_await flush();
+  co_await finish_alias_uses(false);  // a disconnect spends nothing
   if (upstream_) co_await upstream_->quit();
   client_->close();
   spdlog::debug("{}: disconnect from [{}]:{}", id_, client_address_, client_port_);
@@ -238,12 +239,28 @@ awaitable<void> Session::handle_rcpt(std::string_view arg) {
     co_return;
   }
   auto route = env_.router->route(client_info_, path.mailbox);
+  std::string reserved_alias;  // an alias use this RCPT reserved, if any
+  if (route.outcome == Outcome::Ok && route.is_alias) {
+    auto rejection = co_await expand_alias(route, reserved_alias);
+    if (rejection) {
+      route.outcome = rejection->outcome();
+      route.reply = *rejection;
+    }
+  }
   if (route.outcome != Outcome::Ok) {
     log_reject("RCPT", route.reply, route.reason, path.mailbox.address());
     ++tx_.rejected;
     reply(route.reply);
     co_return;
   }
+  // Releases this RCPT's reservation unless it ends up in the transaction.
+  struct ReleaseGuard {
+    aliases::AliasService* service;
+    std::string* id;
+    ~ReleaseGuard() {
+      if (service && !id->empty()) service->release(*id);
+    }
+  } release_guard{env_.aliases, &reserved_alias};
   auto* factory = env_.upstream_for(route.destination);
   if (tx_.upstream && tx_.upstream != factory) {
     // RFC 5321 3.3: the client sends the remaining recipients in another transaction.
@@ -273,6 +290,7 @@ awaitable<void> Session::handle_rcpt(std::string_view arg) {
   }
   tx_.upstream = factory;
   tx_.recipients.push_back(route.recipient);
+  if (!reserved_alias.empty()) tx_.alias_uses.push_back(std::exchange(reserved_alias, {}));
   if (route.archive && std::find(tx_.archive.begin(), tx_.archive.end(), *route.archive) == tx_.archive.end())
     tx_.archive.push_back(*route.archive);
   reply(r);
@@ -343,6 +361,7 @@ awaitable<void> Session::handle_data(std::string_view arg) {
     if (archived) {
       result = co_await upstream_->data(body);
       sent_upstream = true;
+      const bool delivered = result.positive();  // the upstream has it, whatever we answer
       if (result.positive() && !targets.empty()) {
         auto committed = co_await run_blocking(env_.blocking, [&] { return copies.commit(); });
         if (committed.outcome != Outcome::Ok) {
@@ -357,6 +376,7 @@ awaitable<void> Session::handle_data(std::string_view arg) {
         copies.abort();
       }
       log_transaction(result, body.size(), targets.size());
+      co_await finish_alias_uses(delivered);
     }
   }
   if (!sent_upstream) co_await reset_transaction();
@@ -405,10 +425,66 @@ awaitable<void> Session::handle_help(std::string_view) {
 
 awaitable<void> Session::reset_transaction() {
   bool upstream_in_transaction = tx_.upstream_mail_reply && tx_.upstream_mail_reply->positive() && upstream_;
+  co_await finish_alias_uses(false);
   tx_ = Transaction{};
   if (upstream_in_transaction) {
     bool usable = co_await upstream_->reset();
     if (!usable) upstream_.reset();
+  }
+}
+
+awaitable<std::optional<Reply>> Session::expand_alias(route::RouteDecision& route, std::string& reserved_id) {
+  if (!env_.aliases) co_return Reply{550, "5.1.1", "<" + route.recipient.address() + ">: Recipient address rejected: no such alias"};
+  auto local = route.recipient.local_unquoted();
+  aliases::ReserveResult r;
+  try {
+    r = co_await run_blocking(env_.blocking, [&] { return env_.aliases->reserve(local); });
+  } catch (const std::exception& e) {
+    spdlog::error("{}: alias store failure: {}", id_, e.what());
+    route.reason = "alias store unavailable";
+    co_return Reply{451, "4.3.0", "Error: alias lookup failed; try again later"};
+  }
+  auto addr = route.recipient.address();
+  switch (r.status) {
+    case aliases::Reservation::Reserved: break;
+    case aliases::Reservation::Unknown:
+      route.reason = "unknown alias";
+      co_return Reply{550, "5.1.1", "<" + addr + ">: Recipient address rejected: no such alias"};
+    case aliases::Reservation::Expired:
+      route.reason = "alias expired";
+      co_return Reply{550, "5.2.1", "<" + addr + ">: this alias has expired"};
+    case aliases::Reservation::UsedUp:
+      route.reason = "alias used up";
+      co_return Reply{550, "5.2.1", "<" + addr + ">: this alias has been used up"};
+    case aliases::Reservation::Disabled:
+      route.reason = "alias disabled";
+      co_return Reply{550, "5.2.1", "<" + addr + ">: this alias has been disabled"};
+  }
+  // One use per message per alias: a second RCPT to the same alias holds nothing more.
+  if (std::find(tx_.alias_uses.begin(), tx_.alias_uses.end(), r.id) != tx_.alias_uses.end())
+    env_.aliases->release(r.id);
+  else
+    reserved_id = r.id;
+  auto target = parse_path_argument("TO:<" + r.target + ">", "TO", false);
+  if (!target.ok()) {  // validated at creation; a corrupt row must not crash the session
+    route.reason = "alias target unusable";
+    co_return Reply{451, "4.3.0", "Error: alias target unusable"};
+  }
+  spdlog::debug("{}: alias {} -> <{}>", id_, r.id, r.target);
+  route.recipient = target.mailbox;
+  co_return std::nullopt;
+}
+
+awaitable<void> Session::finish_alias_uses(bool delivered) {
+  if (tx_.alias_uses.empty()) co_return;
+  auto ids = std::move(tx_.alias_uses);
+  tx_.alias_uses.clear();
+  try {
+    co_await run_blocking(env_.blocking, [&] {
+      for (auto& id : ids) delivered ? env_.aliases->commit_use(id) : env_.aliases->release(id);
+    });
+  } catch (const std::exception& e) {
+    spdlog::error("{}: alias store failure while counting uses: {}", id_, e.what());
   }
 }
 

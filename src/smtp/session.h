@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "aliases/service.h"
 #include "config/settings.h"
 #include "delivery/upstream.h"
 #include "route/router.h"
@@ -38,6 +39,7 @@ struct SessionEnvironment {
   size_t spool_memory_limit = 256 * 1024;
   // Where blocking file work (archive copies, fsync) runs; see core/blocking.h.
   boost::asio::any_io_executor blocking;
+  aliases::AliasService* aliases = nullptr;  // null: no alias domains
 };
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -69,6 +71,7 @@ class Session : public std::enable_shared_from_this<Session> {
     std::vector<Mailbox> recipients;           // accepted by the upstream
     delivery::UpstreamFactory* upstream = nullptr;  // where this transaction goes
     std::vector<archive::ArchiveTarget> archive;    // INBOX copies of archived recipients
+    std::vector<std::string> alias_uses;            // aliases with a use reserved for this message
     std::optional<Reply> upstream_mail_reply;  // set once MAIL went upstream
     int rejected = 0;
   };
@@ -97,6 +100,10 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // Transaction helpers.
   awaitable<void> reset_transaction();
+  // Commits (delivered) or releases the alias uses reserved by this transaction.
+  awaitable<void> finish_alias_uses(bool delivered);
+  // Expands an alias recipient; returns the rejection or nullopt when `route` was rewritten.
+  awaitable<std::optional<Reply>> expand_alias(route::RouteDecision& route, std::string& reserved_id);
   struct DataResult {
     DataDecoder::Defect defect = DataDecoder::Defect::None;
     uint64_t size = 0;        // content size as received, even past the limit

@@ -1,0 +1,89 @@
+// service.h — the alias service: creation with validation and caps, and the
+// SMTP side's reserve → commit/release protocol that counts uses.
+//
+// Counting (where an alias is counted): reserve() at RCPT holds one pending
+// use; commit_use() after the upstream accepted the message turns it into a
+// stored use; release() on RSET, rejection or disconnect gives it back. The
+// check "uses + pending < max_usage" and the reservation happen under one
+// lock, so concurrent sessions racing for the last use never over-deliver.
+// Pending uses live in memory (one process); a crash forgets them, which is
+// safe: a message is only counted once its upstream said 250.
+// Threading: all methods are safe from any thread; store calls block briefly.
+#pragma once
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "aliases/alias.h"
+#include "aliases/store.h"
+
+namespace mk::aliases {
+
+struct AliasPolicy {
+  std::vector<std::string> domains;  // lower-cased; the first is used in addresses
+  uint32_t default_days = 7;
+  uint32_t max_days = 60;
+  uint32_t max_usage = 100;
+};
+
+struct CreateRequest {
+  std::string target;
+  std::optional<int64_t> days;       // none: default_days
+  std::optional<int64_t> max_usage;  // none: no message limit
+  std::string creator_ip;
+};
+
+struct CreateResult {
+  std::optional<Alias> alias;  // set on success
+  std::string token;           // the management token, shown once
+  std::string error;           // why the request is invalid (HTTP 400 invalid-data)
+};
+
+enum class Reservation { Reserved, Unknown, Expired, UsedUp, Disabled };
+
+struct ReserveResult {
+  Reservation status = Reservation::Unknown;
+  std::string id;
+  std::string target;
+};
+
+class AliasService {
+ public:
+  using Clock = std::function<int64_t()>;  // unix seconds; injected for tests
+  AliasService(AliasStore& store, AliasPolicy policy, Clock clock);
+
+  // Validates and stores a new alias. Throws StoreError on database failure.
+  CreateResult create(const CreateRequest& request);
+  std::optional<Alias> find(std::string_view id);
+  AliasState state(const Alias& a);
+  // "id@first-alias-domain".
+  std::string address_of(const Alias& a) const;
+  bool is_alias_domain(std::string_view domain_lower) const;
+
+  // RCPT: holds one use of the alias named by `local_part` if it is live.
+  ReserveResult reserve(std::string_view local_part);
+  // The upstream accepted the message: THE place an alias use is counted.
+  void commit_use(const std::string& id);
+  // The transaction ended without delivery: the held use is given back.
+  void release(const std::string& id);
+
+  bool disable(const std::string& id) { return store_.disable(id); }
+  std::vector<Alias> list(size_t limit) { return store_.list(limit); }
+  size_t purge() { return store_.purge(clock_()); }
+  int64_t now() const { return clock_(); }
+  const AliasPolicy& policy() const { return policy_; }
+
+ private:
+  std::string validate_target(const std::string& target) const;
+
+  AliasStore& store_;
+  AliasPolicy policy_;
+  Clock clock_;
+  std::mutex mutex_;  // guards pending_ and makes check-and-reserve atomic
+  std::unordered_map<std::string, uint32_t> pending_;
+};
+
+}  // namespace mk::aliases

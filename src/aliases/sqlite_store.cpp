@@ -1,0 +1,248 @@
+// sqlite_store.cpp — see sqlite_store.h.
+#include "aliases/sqlite_store.h"
+
+#include <sqlite3.h>
+
+#include <filesystem>
+#include <mutex>
+
+namespace mk::aliases {
+namespace {
+
+// Each entry upgrades the schema by one version; never edit a shipped entry.
+const char* const kMigrations[] = {
+    // 1: aliases, and every id ever issued (so that none is reused after a purge).
+    "CREATE TABLE alias_ids (id TEXT PRIMARY KEY) WITHOUT ROWID;"
+    "CREATE TABLE aliases ("
+    "  id TEXT PRIMARY KEY REFERENCES alias_ids(id),"
+    "  target TEXT NOT NULL,"
+    "  created INTEGER NOT NULL,"
+    "  valid_until INTEGER,"
+    "  max_usage INTEGER,"
+    "  uses INTEGER NOT NULL DEFAULT 0,"
+    "  creator_ip TEXT NOT NULL,"
+    "  disabled INTEGER NOT NULL DEFAULT 0,"
+    "  token_hash TEXT NOT NULL"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX aliases_created ON aliases(created);",
+};
+
+class Statement {
+ public:
+  Statement(sqlite3* db, const char* sql) : db_(db) {
+    if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr) != SQLITE_OK)
+      throw StoreError(std::string("prepare: ") + sqlite3_errmsg(db));
+  }
+  ~Statement() { sqlite3_finalize(stmt_); }
+  sqlite3_stmt* get() { return stmt_; }
+  // Resets and clears bindings when the caller is done with a use.
+  struct Use {
+    sqlite3_stmt* s;
+    ~Use() {
+      sqlite3_reset(s);
+      sqlite3_clear_bindings(s);
+    }
+  };
+  Use use() { return Use{stmt_}; }
+  void bind(int i, const std::string& v) { sqlite3_bind_text(stmt_, i, v.data(), int(v.size()), SQLITE_TRANSIENT); }
+  void bind(int i, int64_t v) { sqlite3_bind_int64(stmt_, i, v); }
+  void bind_null(int i) { sqlite3_bind_null(stmt_, i); }
+  int step() {
+    int rc = sqlite3_step(stmt_);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE && rc != SQLITE_CONSTRAINT)
+      throw StoreError(std::string("sqlite: ") + sqlite3_errmsg(db_));
+    return rc;
+  }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+};
+
+class SqliteAliasStore final : public AliasStore {
+ public:
+  explicit SqliteAliasStore(const std::string& path) {
+    auto parent = std::filesystem::path(path).parent_path();
+    std::error_code ec;
+    if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                        nullptr) != SQLITE_OK) {
+      std::string err = db_ ? sqlite3_errmsg(db_) : "out of memory";
+      sqlite3_close(db_);
+      throw StoreError("cannot open " + path + ": " + err);
+    }
+    sqlite3_busy_timeout(db_, 5000);  // the CLI may hold the write lock briefly
+    exec("PRAGMA journal_mode = WAL");
+    // WAL + NORMAL: a commit survives a crash of the process; after a power
+    // failure the last uses may be forgotten (an alias might deliver once more).
+    exec("PRAGMA synchronous = NORMAL");
+    exec("PRAGMA foreign_keys = ON");
+    migrate();
+    insert_id_ = std::make_unique<Statement>(db_, "INSERT OR IGNORE INTO alias_ids(id) VALUES (?)");
+    insert_ = std::make_unique<Statement>(
+        db_, "INSERT INTO aliases(id,target,created,valid_until,max_usage,uses,creator_ip,disabled,token_hash) "
+             "VALUES (?,?,?,?,?,0,?,0,?)");
+    find_ = std::make_unique<Statement>(
+        db_, "SELECT id,target,created,valid_until,max_usage,uses,creator_ip,disabled,token_hash FROM aliases WHERE id=?");
+    add_use_ = std::make_unique<Statement>(db_, "UPDATE aliases SET uses = uses + 1 WHERE id=?");
+    disable_ = std::make_unique<Statement>(db_, "UPDATE aliases SET disabled = 1 WHERE id=?");
+    list_ = std::make_unique<Statement>(
+        db_, "SELECT id,target,created,valid_until,max_usage,uses,creator_ip,disabled,token_hash FROM aliases "
+             "ORDER BY created DESC, id LIMIT ?");
+    purge_ = std::make_unique<Statement>(
+        db_, "DELETE FROM aliases WHERE disabled = 1 OR (valid_until IS NOT NULL AND valid_until <= ?) "
+             "OR (max_usage IS NOT NULL AND uses >= max_usage)");
+  }
+  ~SqliteAliasStore() override {
+    insert_id_.reset();
+    insert_.reset();
+    find_.reset();
+    add_use_.reset();
+    disable_.reset();
+    list_.reset();
+    purge_.reset();
+    sqlite3_close(db_);
+  }
+
+  bool insert(const Alias& a) override {
+    std::lock_guard lock(mutex_);
+    exec("BEGIN IMMEDIATE");
+    try {
+      auto u = insert_id_->use();
+      insert_id_->bind(1, a.id);
+      insert_id_->step();
+      if (sqlite3_changes(db_) == 0) {  // issued before
+        exec("ROLLBACK");
+        return false;
+      }
+      auto v = insert_->use();
+      insert_->bind(1, a.id);
+      insert_->bind(2, a.target);
+      insert_->bind(3, a.created);
+      a.valid_until ? insert_->bind(4, *a.valid_until) : insert_->bind_null(4);
+      a.max_usage ? insert_->bind(5, int64_t(*a.max_usage)) : insert_->bind_null(5);
+      insert_->bind(6, a.creator_ip);
+      insert_->bind(7, a.token_hash);
+      if (insert_->step() != SQLITE_DONE) throw StoreError("insert failed");
+      exec("COMMIT");
+      return true;
+    } catch (...) {
+      exec_noexcept("ROLLBACK");
+      throw;
+    }
+  }
+
+  std::optional<Alias> find(const std::string& id) override {
+    std::lock_guard lock(mutex_);
+    auto u = find_->use();
+    find_->bind(1, id);
+    if (find_->step() != SQLITE_ROW) return std::nullopt;
+    return row(find_->get());
+  }
+
+  void add_use(const std::string& id) override {
+    std::lock_guard lock(mutex_);
+    auto u = add_use_->use();
+    add_use_->bind(1, id);
+    add_use_->step();
+  }
+
+  bool disable(const std::string& id) override {
+    std::lock_guard lock(mutex_);
+    auto u = disable_->use();
+    disable_->bind(1, id);
+    disable_->step();
+    return sqlite3_changes(db_) > 0;
+  }
+
+  std::vector<Alias> list(size_t limit) override {
+    std::lock_guard lock(mutex_);
+    std::vector<Alias> out;
+    auto u = list_->use();
+    list_->bind(1, int64_t(limit));
+    while (list_->step() == SQLITE_ROW) out.push_back(row(list_->get()));
+    return out;
+  }
+
+  size_t purge(int64_t now) override {
+    std::lock_guard lock(mutex_);
+    auto u = purge_->use();
+    purge_->bind(1, now);
+    purge_->step();
+    return size_t(sqlite3_changes(db_));
+  }
+
+ private:
+  static Alias row(sqlite3_stmt* s) {
+    auto text = [&](int i) {
+      auto p = reinterpret_cast<const char*>(sqlite3_column_text(s, i));
+      return std::string(p ? p : "");
+    };
+    Alias a;
+    a.id = text(0);
+    a.target = text(1);
+    a.created = sqlite3_column_int64(s, 2);
+    if (sqlite3_column_type(s, 3) != SQLITE_NULL) a.valid_until = sqlite3_column_int64(s, 3);
+    if (sqlite3_column_type(s, 4) != SQLITE_NULL) a.max_usage = uint32_t(sqlite3_column_int64(s, 4));
+    a.uses = uint32_t(sqlite3_column_int64(s, 5));
+    a.creator_ip = text(6);
+    a.disabled = sqlite3_column_int64(s, 7) != 0;
+    a.token_hash = text(8);
+    return a;
+  }
+
+  void exec(const char* sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string msg = err ? err : "unknown error";
+      sqlite3_free(err);
+      throw StoreError(std::string(sql).substr(0, 40) + ": " + msg);
+    }
+  }
+  void exec_noexcept(const char* sql) { sqlite3_exec(db_, sql, nullptr, nullptr, nullptr); }
+
+  int user_version() {
+    sqlite3_stmt* s = nullptr;
+    sqlite3_prepare_v2(db_, "PRAGMA user_version", -1, &s, nullptr);
+    int version = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int(s, 0) : 0;
+    sqlite3_finalize(s);
+    return version;
+  }
+
+  // One migration per write transaction; the version is read inside it, so
+  // that a server and a CLI opening a new database at once migrate it once.
+  void migrate() {
+    const int latest = int(std::size(kMigrations));
+    while (true) {
+      exec("BEGIN IMMEDIATE");
+      try {
+        int version = user_version();
+        if (version > latest)
+          throw StoreError("database schema version " + std::to_string(version) + " is newer than this mailkeep (" +
+                           std::to_string(latest) + ")");
+        if (version == latest) {
+          exec("COMMIT");
+          return;
+        }
+        exec(kMigrations[version]);
+        exec(("PRAGMA user_version = " + std::to_string(version + 1)).c_str());
+        exec("COMMIT");
+      } catch (...) {
+        exec_noexcept("ROLLBACK");
+        throw;
+      }
+    }
+  }
+
+  sqlite3* db_ = nullptr;
+  std::mutex mutex_;
+  std::unique_ptr<Statement> insert_id_, insert_, find_, add_use_, disable_, list_, purge_;
+};
+
+}  // namespace
+
+std::unique_ptr<AliasStore> open_sqlite_store(const std::string& path) {
+  return std::make_unique<SqliteAliasStore>(path);
+}
+
+}  // namespace mk::aliases

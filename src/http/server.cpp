@@ -1,0 +1,134 @@
+// server.cpp — see server.h.
+#include "http/server.h"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ip/v6_only.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+
+#include "core/blocking.h"
+#include "core/log.h"
+
+namespace mk::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bh = boost::beast::http;
+using asio::ip::tcp;
+
+namespace {
+constexpr auto kTimeout = std::chrono::seconds(30);
+constexpr size_t kHeaderLimit = 8 * 1024;
+}  // namespace
+
+struct Server::Impl {
+  std::vector<asio::io_context*> workers;
+  const Settings& settings;
+  Api& api;
+  asio::any_io_executor blocking;
+  std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
+  std::atomic<bool> stopping{false};
+
+  asio::awaitable<void> accept_loop(tcp::acceptor& acceptor) {
+    while (!stopping) {
+      auto [ec, socket] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
+      if (ec) {
+        if (ec == asio::error::operation_aborted || stopping) break;
+        spdlog::error("http accept failed: {}", ec.message());
+        continue;
+      }
+      asio::co_spawn(socket.get_executor(), session(beast::tcp_stream(std::move(socket))), asio::detached);
+    }
+  }
+
+  asio::awaitable<void> session(beast::tcp_stream stream) {
+    boost::system::error_code ec;
+    auto remote = stream.socket().remote_endpoint(ec);
+    if (ec) co_return;
+    auto address = remote.address();
+    if (address.is_v6() && address.to_v6().is_v4_mapped())
+      address = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
+    auto peer = IpAddress::parse(address.to_string()).value_or(IpAddress{});
+    beast::flat_buffer buffer;
+    while (!stopping) {
+      bh::request_parser<bh::string_body> parser;
+      parser.header_limit(kHeaderLimit);
+      parser.body_limit(settings.http.max_body);
+      stream.expires_after(kTimeout);
+      auto [rec, n] = co_await bh::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
+      if (rec == bh::error::end_of_stream || rec == asio::error::eof) break;
+      if (rec == bh::error::body_limit) {
+        auto res = json_error(413, "too-much-data",
+                              "request body larger than " + std::to_string(settings.http.max_body) + " bytes");
+        res.keep_alive(false);
+        stream.expires_after(kTimeout);
+        co_await bh::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
+        break;
+      }
+      if (rec) {
+        if (rec != beast::error::timeout && parser.got_some()) {
+          auto res = json_error(400, "invalid-data", "malformed HTTP request: " + rec.message());
+          res.keep_alive(false);
+          co_await bh::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
+        }
+        break;
+      }
+      auto& req = parser.get();
+      // The alias store may block (SQLite), so requests are handled on the blocking pool.
+      Response res = co_await run_blocking(blocking, [&] { return api.handle(req, peer); });
+      res.keep_alive(req.keep_alive() && !stopping);
+      stream.expires_after(kTimeout);
+      auto [wec, wn] = co_await bh::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
+      if (wec || !res.keep_alive()) break;
+    }
+    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+  }
+};
+
+Server::Server(std::vector<asio::io_context*> workers, const Settings& settings, Api& api,
+               asio::any_io_executor blocking)
+    : impl_(new Impl{std::move(workers), settings, api, std::move(blocking), {}}) {}
+
+Server::~Server() = default;
+
+void Server::bind() {
+  using reuse_port = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
+  for (auto& hp : impl_->settings.http.listen) {
+    boost::system::error_code ec;
+    tcp::endpoint ep(asio::ip::make_address(hp.host, ec), hp.port);
+    if (ec) throw std::runtime_error("http listen address " + hp.to_string() + ": not an IP address");
+    for (auto* worker : impl_->workers) {
+      auto acceptor = std::make_unique<tcp::acceptor>(*worker);
+      acceptor->open(ep.protocol(), ec);
+      if (!ec) acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
+      if (!ec && impl_->workers.size() > 1) acceptor->set_option(reuse_port(true), ec);
+      if (!ec && ep.address().is_v6()) acceptor->set_option(asio::ip::v6_only(true), ec);
+      if (!ec) acceptor->bind(ep, ec);
+      if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+      if (ec) throw std::runtime_error("cannot listen on " + hp.to_string() + " (http): " + ec.message());
+      impl_->acceptors.push_back(std::move(acceptor));
+    }
+    spdlog::info("http listening on {}", hp.to_string());
+  }
+}
+
+void Server::start() {
+  for (auto& a : impl_->acceptors) asio::co_spawn(a->get_executor(), impl_->accept_loop(*a), asio::detached);
+}
+
+void Server::stop() {
+  impl_->stopping = true;
+  for (auto& a : impl_->acceptors)
+    asio::post(a->get_executor(), [&acc = *a] {
+      boost::system::error_code ignored;
+      acc.close(ignored);
+    });
+}
+
+}  // namespace mk::http

@@ -1,0 +1,32 @@
+// server.h — the HTTP listener ([http] listen): Beast HTTP/1.1 sessions, one
+// coroutine per connection, keep-alive, bounded headers and body (413
+// too-much-data), a deadline on every read and write.
+// Threading: like the SMTP server, one acceptor per worker io_context;
+// request handling runs on the blocking pool (the alias store may block).
+#pragma once
+#include <boost/asio/io_context.hpp>
+#include <memory>
+#include <vector>
+
+#include "config/settings.h"
+#include "http/api.h"
+
+namespace mk::http {
+
+class Server {
+ public:
+  Server(std::vector<boost::asio::io_context*> workers, const Settings& settings, Api& api,
+         boost::asio::any_io_executor blocking);
+  ~Server();
+  // Binds every [http] listen address; throws std::runtime_error naming it on failure.
+  void bind();
+  void start();
+  // Stops accepting; open keep-alive connections end at their next read.
+  void stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mk::http

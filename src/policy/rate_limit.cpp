@@ -1,0 +1,33 @@
+// rate_limit.cpp — see rate_limit.h.
+#include "policy/rate_limit.h"
+
+namespace mk::policy {
+
+std::string client_key(const IpAddress& ip) {
+  if (ip.is_v4()) return ip.to_string();
+  IpAddress net = ip;
+  for (size_t i = 8; i < 16; ++i) net.bytes[i] = 0;
+  return net.to_string() + "/64";
+}
+
+std::optional<int64_t> IntervalLimiter::retry_after(const std::string& key, int64_t now) {
+  if (interval_ <= 0) return std::nullopt;
+  std::lock_guard lock(mutex_);
+  auto it = next_allowed_.find(key);
+  if (it == next_allowed_.end() || it->second <= now) return std::nullopt;
+  return it->second - now;
+}
+
+void IntervalLimiter::spend(const std::string& key, int64_t now) {
+  if (interval_ <= 0) return;
+  std::lock_guard lock(mutex_);
+  next_allowed_[key] = now + interval_;
+  // Forget expired entries now and then, so memory stays bounded by the
+  // number of clients active within one interval.
+  if (++spends_since_sweep_ >= 1024) {
+    spends_since_sweep_ = 0;
+    std::erase_if(next_allowed_, [now](auto& kv) { return kv.second <= now; });
+  }
+}
+
+}  // namespace mk::policy

@@ -1,0 +1,34 @@
+// rate_limit.h — "one action per key per interval" limits, keyed by client
+// address (IPv6 clients by their /64, which one subscriber usually owns).
+// Threading: safe from any thread (one mutex).
+#pragma once
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include "core/net.h"
+
+namespace mk::policy {
+
+// The key a client is limited by: the address, or its /64 for IPv6.
+std::string client_key(const IpAddress& ip);
+
+class IntervalLimiter {
+ public:
+  explicit IntervalLimiter(int64_t interval_seconds) : interval_(interval_seconds) {}
+  // Seconds until `key` may act again, or nullopt if it may act now. Spends nothing.
+  std::optional<int64_t> retry_after(const std::string& key, int64_t now);
+  // Records an action of `key` at `now`.
+  void spend(const std::string& key, int64_t now);
+  bool enabled() const { return interval_ > 0; }
+
+ private:
+  int64_t interval_;
+  std::mutex mutex_;
+  std::unordered_map<std::string, int64_t> next_allowed_;
+  size_t spends_since_sweep_ = 0;
+};
+
+}  // namespace mk::policy
