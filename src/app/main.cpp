@@ -212,6 +212,89 @@ int serve(const mk::Settings& settings) {
   return 0;
 }
 
+std::string iso_time(int64_t t) {
+  std::time_t tt = static_cast<std::time_t>(t);
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// `mailkeep alias ...`: the operator's view of the alias store (the server
+// may run at the same time; SQLite's WAL lets both work).
+struct AliasCommand {
+  std::string action;  // create | list | show | disable | purge
+  std::string target, aid;
+  std::optional<int64_t> days, max_usage;
+  size_t limit = 1000;
+};
+
+int alias_command(const mk::Settings& settings, const AliasCommand& cmd) {
+  std::unique_ptr<mk::aliases::AliasStore> store;
+  try {
+    store = mk::aliases::open_sqlite_store(settings.store.path);
+  } catch (const std::exception& e) {
+    std::cerr << "mailkeep: alias store: " << e.what() << "\n";
+    return 1;
+  }
+  mk::aliases::AliasService service(*store, alias_policy(settings), unix_now);
+  auto print = [&](const mk::aliases::Alias& a) {
+    std::cout << "alias: " << service.address_of(a) << "\n"
+              << "aid: " << a.id << "\n"
+              << "target: " << a.target << "\n"
+              << "status: " << mk::aliases::state_name(service.state(a)) << "\n"
+              << "created: " << iso_time(a.created) << "\n"
+              << "valid_until: " << (a.valid_until ? iso_time(*a.valid_until) : "none") << "\n"
+              << "max_usage: " << (a.max_usage ? std::to_string(*a.max_usage) : "unlimited") << "\n"
+              << "uses: " << a.uses << "\n"
+              << "creator: " << a.creator_ip << "\n";
+  };
+  try {
+    if (cmd.action == "create") {
+      auto r = service.create({cmd.target, cmd.days, cmd.max_usage, "cli"});
+      if (!r.alias) {
+        std::cerr << "mailkeep: invalid alias: " << r.error << "\n";
+        return 1;
+      }
+      print(*r.alias);
+      std::cout << "manage_token: " << r.token << "\n";
+      return 0;
+    }
+    if (cmd.action == "list") {
+      std::cout << "# aid\ttarget\tstatus\tuses\tmax_usage\tvalid_until\tcreated\n";
+      for (auto& a : service.list(cmd.limit))
+        std::cout << a.id << "\t" << a.target << "\t" << mk::aliases::state_name(service.state(a)) << "\t" << a.uses
+                  << "\t" << (a.max_usage ? std::to_string(*a.max_usage) : "-") << "\t"
+                  << (a.valid_until ? iso_time(*a.valid_until) : "-") << "\t" << iso_time(a.created) << "\n";
+      return 0;
+    }
+    if (cmd.action == "show" || cmd.action == "disable") {
+      auto a = service.find(cmd.aid);
+      if (!a) {
+        std::cerr << "mailkeep: no alias '" << cmd.aid << "'\n";
+        return 1;
+      }
+      if (cmd.action == "disable") {
+        service.disable(a->id);
+        a = service.find(a->id);
+        std::cout << "disabled " << a->id << "\n";
+        return 0;
+      }
+      print(*a);
+      return 0;
+    }
+    if (cmd.action == "purge") {
+      std::cout << "purged " << service.purge() << " aliases\n";
+      return 0;
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "mailkeep: alias store: " << e.what() << "\n";
+    return 1;
+  }
+  return 1;
+}
+
 int archive_stats(const mk::Settings& settings) {
   std::cout << "# user\tfolder\tmessages\tbytes\n";
   uint64_t messages = 0, bytes = 0;
@@ -241,6 +324,23 @@ int main(int argc, char** argv) {
   auto* stats_cmd = archive_cmd->add_subcommand("stats", "Messages and bytes per user and folder");
   stats_cmd->add_option("-c,--config", config_path, "INI configuration file");
 
+  AliasCommand alias_cmd;
+  auto* alias_top = app.add_subcommand("alias", "Create, list, show, disable and purge temporary aliases");
+  alias_top->require_subcommand(1);
+  auto* alias_create = alias_top->add_subcommand("create", "Create an alias");
+  alias_create->add_option("--target", alias_cmd.target, "the real address mail is forwarded to")->required();
+  alias_create->add_option("--days", alias_cmd.days, "days of validity (default: [aliases] default_days)");
+  alias_create->add_option("--max-usage", alias_cmd.max_usage, "messages it may receive (default: unlimited)");
+  auto* alias_list = alias_top->add_subcommand("list", "List aliases, newest first");
+  alias_list->add_option("--limit", alias_cmd.limit, "at most this many");
+  auto* alias_show = alias_top->add_subcommand("show", "Show one alias");
+  alias_show->add_option("aid", alias_cmd.aid, "alias id")->required();
+  auto* alias_disable = alias_top->add_subcommand("disable", "Disable an alias now");
+  alias_disable->add_option("aid", alias_cmd.aid, "alias id")->required();
+  auto* alias_purge = alias_top->add_subcommand("purge", "Remove expired, used-up and disabled aliases");
+  for (auto* sub : {alias_create, alias_list, alias_show, alias_disable, alias_purge})
+    sub->add_option("-c,--config", config_path, "INI configuration file");
+
   CLI11_PARSE(app, argc, argv);
 
   auto settings = load(config_path);
@@ -252,5 +352,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*stats_cmd) return archive_stats(*settings);
+  for (auto* sub : alias_top->get_subcommands()) alias_cmd.action = sub->get_name();
+  if (*alias_top) return alias_command(*settings, alias_cmd);
   return serve(*settings);
 }
