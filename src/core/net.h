@@ -27,6 +27,7 @@ struct IpAddress {
   bool is_v4() const;
   std::string to_string() const;
   static std::optional<IpAddress> parse(std::string_view s);
+  bool operator==(const IpAddress&) const = default;
 };
 
 struct Cidr {

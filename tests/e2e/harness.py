@@ -189,18 +189,25 @@ class Capture:
 
 
 class ScriptedUpstream:
-    """A minimal broken upstream: answers every connection with `greeting` and closes."""
+    """A deliberately broken upstream on 127.0.0.1.
 
-    def __init__(self, greeting: bytes = b"421 4.3.2 service not available\r\n"):
+    behaviour(conn, upstream) is run in a thread for every accepted connection; the
+    default answers with `greeting` and closes. See `drop_during_data` and `silent`.
+    """
+
+    def __init__(self, greeting: bytes = b"421 4.3.2 service not available\r\n", behaviour=None):
         self.greeting = greeting
+        self.behaviour = behaviour or ScriptedUpstream.greet_and_close
         self.port = free_port()
         self.connections = 0
+        self.received = b""          # everything received on all connections
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", self.port))
         self._sock.listen(50)
         self._sock.settimeout(0.2)
         self._stop = threading.Event()
+        self._conns: list[socket.socket] = []
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     @property
@@ -214,13 +221,59 @@ class ScriptedUpstream:
             except (socket.timeout, OSError):
                 continue
             self.connections += 1
-            try:
-                conn.sendall(self.greeting)
-                time.sleep(0.1)
-            except OSError:
-                pass
-            finally:
-                conn.close()
+            self._conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(30)
+            self.behaviour(conn, self)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    @staticmethod
+    def greet_and_close(conn: socket.socket, up: "ScriptedUpstream") -> None:
+        conn.sendall(up.greeting)
+        time.sleep(0.1)
+
+    @staticmethod
+    def silent(conn: socket.socket, up: "ScriptedUpstream") -> None:
+        """Accept the TCP connection and never say anything."""
+        up._stop.wait(60)
+
+    @staticmethod
+    def drop_during_data(conn: socket.socket, up: "ScriptedUpstream") -> None:
+        """Normal dialogue up to 354, then close the connection after some data arrived."""
+        conn.sendall(b"220 scripted.test ESMTP\r\n")
+        buf = b""
+        while True:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            up.received += chunk
+            buf += chunk
+            while b"\r\n" in buf:
+                line, buf = buf.split(b"\r\n", 1)
+                verb = line[:4].upper()
+                if verb in (b"EHLO", b"HELO"):
+                    conn.sendall(b"250-scripted.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 100000000\r\n")
+                elif verb == b"DATA":
+                    conn.sendall(b"354 go ahead\r\n")
+                    data = buf
+                    while len(data) < 100:
+                        more = conn.recv(65536)
+                        if not more:
+                            return
+                        up.received += more
+                        data += more
+                    return          # drop the connection in the middle of DATA
+                elif verb == b"QUIT":
+                    conn.sendall(b"221 bye\r\n")
+                    return
+                else:
+                    conn.sendall(b"250 ok\r\n")
 
     def start(self) -> "ScriptedUpstream":
         self._thread.start()
@@ -230,6 +283,11 @@ class ScriptedUpstream:
         self._stop.set()
         self._thread.join(5)
         self._sock.close()
+        for c in self._conns:
+            try:
+                c.close()
+            except OSError:
+                pass
 
 
 # --------------------------------------------------------------------------- mailkeep process

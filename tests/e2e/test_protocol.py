@@ -108,3 +108,23 @@ def test_idle_timeout_closes_connection(start_mailkeep, capture):
         assert 1.0 <= elapsed < 8, elapsed
         if data:
             assert data.startswith(b"421"), data
+
+
+def test_commands_case_insensitive(mailkeep, capture):
+    with connect(mailkeep) as c:
+        assert c.cmd("ehlo client.test").code == 250
+        assert c.cmd("mail from:<lower@client.test>").code == 250
+        assert c.cmd("rcpt to:<user@example.org>").code == 250
+        assert c.cmd("data").code == 354
+        c.send(b"Subject: lower\r\n\r\nx\r\n.\r\n")
+        assert c.reply().code == 250
+    assert capture.wait_for(1)[0].mail_from == "lower@client.test"
+
+
+def test_ehlo_resets_transaction(mailkeep, capture):
+    with connect(mailkeep) as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<a@client.test>").code == 250
+        assert c.cmd("RCPT TO:<user@example.org>").code == 250
+        assert c.cmd("EHLO client.test").code == 250
+        assert c.cmd("DATA").code == 503

@@ -7,6 +7,7 @@ import re
 import shutil
 import smtplib
 import subprocess
+import time
 
 import pytest
 
@@ -106,3 +107,66 @@ def test_corpus_swaks(mailkeep, capture, corpus, tmp_path, pipeline):
     for (name, msg), cap in zip(batch, got):
         assert cap.mail_from == SENDER
         assert_relayed_exactly(cap, msg, name)
+
+
+def test_pipelined_rcpt_replies_keep_order(mailkeep, capture):
+    """Local relay denials and upstream RCPT rejections interleaved in one pipelined group."""
+    capture.reject_rcpt("gone@example.org")
+    group = (b"MAIL FROM:<order@client.test>\r\n"
+             b"RCPT TO:<first@example.org>\r\n"
+             b"RCPT TO:<victim@other.com>\r\n"
+             b"RCPT TO:<gone@example.org>\r\n"
+             b"RCPT TO:<last@example.net>\r\n"
+             b"DATA\r\n")
+    with RawSMTP(mailkeep.host, mailkeep.port) as c:
+        c.ehlo()
+        c.send(group)
+        replies = [c.reply() for _ in range(6)]
+        got = [(r.code, r.enhanced) for r in replies]
+        assert [g[0] for g in got] == [250, 250, 550, 550, 250, 354], [str(r) for r in replies]
+        assert got[2][1] == "5.7.1" and got[3][1] == "5.1.1", [str(r) for r in replies]
+        c.send(b"Subject: order\r\n\r\nx\r\n.\r\n")
+        assert c.reply().code == 250
+    (m,) = capture.wait_for(1)
+    assert m.rcpt_tos == ["first@example.org", "last@example.net"]
+
+
+def test_corpus_messages_with_bare_cr_rejected(mailkeep, capture, corpus):
+    """Real spam with stray CR characters is refused with 554 5.6.0, not relayed."""
+    from harness import CORPUS_DIR, normalize_message, is_clean
+    bad = []
+    for p in sorted((CORPUS_DIR / "spam-2").glob("*.txt")):
+        msg = normalize_message(p.read_bytes())
+        if not is_clean(msg):
+            bad.append((p.name, msg))
+    if not bad:
+        pytest.skip("no corpus message with a bare CR")
+    with RawSMTP(mailkeep.host, mailkeep.port, timeout=30) as c:
+        c.ehlo()
+        for name, msg in bad:
+            assert c.cmd("MAIL FROM:<spam@client.test>").code == 250
+            assert c.cmd(f"RCPT TO:<{RCPT}>").code == 250
+            assert c.cmd("DATA").code == 354
+            c.send(dot_stuff(msg) + b".\r\n")
+            r = c.reply()
+            assert r.code == 554 and r.enhanced == "5.6.0", (name, str(r))
+    time.sleep(0.3)
+    assert capture.messages == []
+
+
+def test_corpus_messages_with_lf_endings_rejected(mailkeep, capture, corpus):
+    """The corpus files as stored (bare LF line ends) are refused, never relayed."""
+    from harness import CORPUS_DIR
+    paths = sorted((CORPUS_DIR / "easy-ham-1").glob("*.txt"))[:3]
+    with RawSMTP(mailkeep.host, mailkeep.port, timeout=30) as c:
+        c.ehlo()
+        for p in paths:
+            raw = p.read_bytes().split(b"\n", 1)[1]
+            assert c.cmd("MAIL FROM:<lf@client.test>").code == 250
+            assert c.cmd(f"RCPT TO:<{RCPT}>").code == 250
+            assert c.cmd("DATA").code == 354
+            c.send(raw.replace(b"\n.", b"\n..") + b"\r\n.\r\n")
+            r = c.reply()
+            assert r.code == 554 and r.enhanced == "5.6.0", (p.name, str(r))
+    time.sleep(0.3)
+    assert capture.messages == []
