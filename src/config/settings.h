@@ -28,7 +28,7 @@ struct Settings {
     uint32_t timeout = 0;           // seconds per read, RFC 5321 4.5.3.2
     uint32_t shutdown_timeout = 0;  // seconds transfers in flight get after SIGTERM
     uint32_t max_errors = 0;        // bad commands before 421
-    uint32_t threads = 0;           // I/O threads; 0 = one per core
+    uint32_t threads = 0;           // worker event loops; 0 = one per core
     std::string spool_dir;          // messages larger than memory wait here (unlinked files)
   } smtp;
   struct Delivery {

@@ -33,6 +33,9 @@ void Server::bind() {
       auto acceptor = std::make_unique<tcp::acceptor>(*worker);
       acceptor->open(ep.protocol(), ec);
       if (!ec) acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
+      // Accepted sockets inherit TCP_NODELAY from the listener (Linux): one
+      // setsockopt here instead of one per connection.
+      if (!ec) acceptor->set_option(tcp::no_delay(true), ec);
       if (!ec && workers_.size() > 1) acceptor->set_option(reuse_port(true), ec);
       if (!ec && ep.address().is_v6()) acceptor->set_option(asio::ip::v6_only(true), ec);
       if (!ec) acceptor->bind(ep, ec);
@@ -59,7 +62,9 @@ void Server::start() {
 
 awaitable<void> Server::accept_loop(tcp::acceptor& acceptor) {
   while (!stopping_) {
-    auto [ec, socket] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
+    // accept(2) reports the peer: no getpeername() per connection.
+    tcp::endpoint remote;
+    auto [ec, socket] = co_await acceptor.async_accept(remote, asio::as_tuple(asio::use_awaitable));
     if (ec) {
       if (ec == asio::error::operation_aborted || stopping_) break;
       // EMFILE and friends: log, pause briefly, go on (Postfix does the same).
@@ -68,9 +73,6 @@ awaitable<void> Server::accept_loop(tcp::acceptor& acceptor) {
       co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
       continue;
     }
-    error_code ignored;
-    auto remote = socket.remote_endpoint(ignored);
-    socket.set_option(tcp::no_delay(true), ignored);
     auto address = remote.address().is_v6() && remote.address().to_v6().is_v4_mapped()
                        ? asio::ip::make_address_v4(asio::ip::v4_mapped, remote.address().to_v6()).to_string()
                        : remote.address().to_string();

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 
 namespace mk::smtp {
@@ -38,6 +39,7 @@ bool Spool::append(std::string_view bytes) {
   size_ += bytes.size();
   if (fd_ < 0) {
     if (memory_.size() + bytes.size() <= memory_limit_) {
+      if (memory_.capacity() == 0) memory_.reserve(std::min<size_t>(memory_limit_, 16 * 1024));
       memory_.append(bytes);
       return true;
     }
