@@ -11,7 +11,9 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <csignal>
 #include <ctime>
+#include <fstream>
 #include <iostream>
+#include <sstream>
 #include <filesystem>
 #include <thread>
 #include <unistd.h>
@@ -29,6 +31,9 @@
 #include "delivery/smtp_upstream.h"
 #include "http/api.h"
 #include "http/server.h"
+#include "core/stats.h"
+#include "policy/dnsbl.h"
+#include "policy/rate_limit.h"
 #include "route/router.h"
 #include "smtp/server.h"
 
@@ -74,6 +79,20 @@ asio::awaitable<void> purge_aliases(mk::aliases::AliasService& aliases, std::chr
     } catch (const std::exception& e) {
       spdlog::error("alias purge failed: {}", e.what());
     }
+  }
+}
+
+// Rewrites the counters file every 5 seconds (for `mailkeep stats`).
+asio::awaitable<void> write_stats(std::string path, int64_t started) {
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  bool warned = false;
+  while (true) {
+    if (!mk::stats::write_file(path, started) && !warned) {
+      spdlog::warn("cannot write stats file {}", path);
+      warned = true;
+    }
+    timer.expires_after(std::chrono::seconds(5));
+    co_await timer.async_wait(asio::use_awaitable);
   }
 }
 
@@ -128,6 +147,17 @@ int serve(const mk::Settings& settings) {
     aliases = std::make_unique<mk::aliases::AliasService>(*alias_store, alias_policy(settings), unix_now);
   }
 
+  std::unique_ptr<mk::policy::DnsblChecker> dnsbl;
+  if (!settings.dnsbl.smtp_zones.empty() || !settings.dnsbl.http_zones.empty()) {
+    try {
+      dnsbl = mk::policy::make_cares_dnsbl({settings.dnsbl.resolver, int(settings.dnsbl.timeout_ms)});
+    } catch (const std::exception& e) {
+      spdlog::critical("dnsbl: {}", e.what());
+      return 1;
+    }
+  }
+  mk::policy::WindowLimiter message_limiter(settings.limits.smtp_messages_per_ip_per_minute);
+
   mk::route::Router router(settings, accounts.get());
   mk::smtp::SessionEnvironment env;
   env.settings = &settings;
@@ -139,6 +169,8 @@ int serve(const mk::Settings& settings) {
   env.spool_dir = settings.smtp.spool_dir;
   env.blocking = blocking.get_executor();
   env.aliases = aliases.get();
+  env.dnsbl = dnsbl.get();
+  env.message_limiter = message_limiter.enabled() ? &message_limiter : nullptr;
 
   // One io_context per thread (see server.h).
   unsigned threads = settings.smtp.threads ? settings.smtp.threads : std::max(1u, std::thread::hardware_concurrency());
@@ -155,7 +187,7 @@ int serve(const mk::Settings& settings) {
   if (aliases && !settings.http.listen.empty()) {
     api = std::make_unique<mk::http::Api>(
         *aliases, mk::http::ApiConfig{settings.http.trusted_proxies, settings.aliases.create_interval});
-    http = std::make_unique<mk::http::Server>(worker_ptrs, settings, *api, blocking.get_executor());
+    http = std::make_unique<mk::http::Server>(worker_ptrs, settings, *api, blocking.get_executor(), dnsbl.get());
   }
   try {
     server.bind();
@@ -167,6 +199,8 @@ int serve(const mk::Settings& settings) {
 
   // Ports are bound: from here on, run as [general] user, which owns our data.
   std::vector<std::string> data_dirs{settings.smtp.spool_dir};
+  if (auto dir = std::filesystem::path(settings.general.stats_file).parent_path().string(); !dir.empty())
+    data_dirs.push_back(dir);
   if (aliases) {
     auto dir = std::filesystem::path(settings.store.path).parent_path().string();
     if (!dir.empty()) data_dirs.push_back(dir);
@@ -187,6 +221,8 @@ int serve(const mk::Settings& settings) {
     asio::co_spawn(main_io,
                    purge_aliases(*aliases, std::chrono::seconds(settings.aliases.purge_interval), blocking.get_executor()),
                    asio::detached);
+  const int64_t started = unix_now();
+  asio::co_spawn(main_io, write_stats(settings.general.stats_file, started), asio::detached);
   if (accounts)
     asio::co_spawn(main_io, watch_accounts(*accounts, std::chrono::seconds(settings.backup.reload_interval)),
                    asio::detached);
@@ -208,6 +244,7 @@ int serve(const mk::Settings& settings) {
   main_io.run();
   for (auto& t : pool) t.join();
   blocking.join();
+  mk::stats::write_file(settings.general.stats_file, started);
   spdlog::info("mailkeep stopped");
   return 0;
 }
@@ -295,6 +332,26 @@ int alias_command(const mk::Settings& settings, const AliasCommand& cmd) {
   return 1;
 }
 
+// `mailkeep stats`: the counters the server last wrote.
+int show_stats(const mk::Settings& settings) {
+  std::ifstream in(settings.general.stats_file);
+  if (!in) {
+    std::cerr << "mailkeep: no stats file " << settings.general.stats_file << " (is the server running?)\n";
+    return 1;
+  }
+  std::string key;
+  int64_t value = 0;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream fields(line);
+    fields >> key >> value;
+    if (key == "started" || key == "updated") std::cout << key << " " << iso_time(value) << "\n";
+    else std::cout << key << " " << value << "\n";
+  }
+  return 0;
+}
+
 int archive_stats(const mk::Settings& settings) {
   std::cout << "# user\tfolder\tmessages\tbytes\n";
   uint64_t messages = 0, bytes = 0;
@@ -319,6 +376,8 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("-c,--config", config_path, "INI configuration file");
   auto* check_cmd = app.add_subcommand("check-config", "Validate the configuration and print the effective settings");
   check_cmd->add_option("-c,--config", config_path, "INI configuration file");
+  auto* stats_top = app.add_subcommand("stats", "Counters per rejection reason, as the server last wrote them");
+  stats_top->add_option("-c,--config", config_path, "INI configuration file");
   auto* archive_cmd = app.add_subcommand("archive", "Inspect the mail archive");
   archive_cmd->require_subcommand(1);
   auto* stats_cmd = archive_cmd->add_subcommand("stats", "Messages and bytes per user and folder");
@@ -352,6 +411,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*stats_cmd) return archive_stats(*settings);
+  if (*stats_top) return show_stats(*settings);
   for (auto* sub : alias_top->get_subcommands()) alias_cmd.action = sub->get_name();
   if (*alias_top) return alias_command(*settings, alias_cmd);
   return serve(*settings);

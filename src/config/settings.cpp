@@ -139,12 +139,35 @@ Key networks_key(const char* sec, const char* name, const char* def, const char*
              }};
 }
 
+template <class Get>
+Key zones_key(const char* sec, const char* name, const char* def, const char* help, Get get) {
+  return Key{sec, name, def, help,
+             [=](Settings& s, std::string_view v) -> std::string {
+               std::vector<policy::DnsblZone> out;
+               for (auto& item : split_list(v)) {
+                 std::string err;
+                 auto z = policy::parse_dnsbl_zone(item, &err);
+                 if (!z) return err;
+                 out.push_back(*z);
+               }
+               get(s) = std::move(out);
+               return "";
+             },
+             [=](const Settings& s) {
+               std::string out;
+               for (auto& z : get(const_cast<Settings&>(s))) out += (out.empty() ? "" : ", ") + z.spec;
+               return out;
+             }};
+}
+
 // THE table. Later issues add their sections here.
 const std::vector<Key>& key_table() {
   static const std::vector<Key> table = {
       string_key("general", "log_level", "info", "debug | info | warn | error",
                  [](Settings& s) -> auto& { return s.general.log_level; },
                  {"debug", "info", "warn", "error"}),
+      string_key("general", "stats_file", "data/stats", "counters for `mailkeep stats`, rewritten every 5 s",
+                 [](Settings& s) -> auto& { return s.general.stats_file; }),
       string_key("general", "user", "mail",
                  "started as root, mailkeep binds its ports, then runs as this user (root needs 'root')",
                  [](Settings& s) -> auto& { return s.general.user; }),
@@ -220,6 +243,26 @@ const std::vector<Key>& key_table() {
                [](Settings& s) -> auto& { return s.aliases.create_interval; }),
       uint_key("aliases", "purge_interval", "3600", 60, 86400, "seconds between removals of expired and used-up aliases",
                [](Settings& s) -> auto& { return s.aliases.purge_interval; }),
+
+      zones_key("dnsbl", "smtp_zones", "", "DNSBL zones checked at SMTP connect: zone[=127.0.0.[2..11]], ...",
+                [](Settings& s) -> auto& { return s.dnsbl.smtp_zones; }),
+      zones_key("dnsbl", "http_zones", "", "DNSBL zones checked before alias creation",
+                [](Settings& s) -> auto& { return s.dnsbl.http_zones; }),
+      endpoints_key("dnsbl", "resolver", "", 53, false, "DNS server(s) host:port; default /etc/resolv.conf",
+                    [](Settings& s) -> auto& { return s.dnsbl.resolver; }),
+      uint_key("dnsbl", "timeout_ms", "2000", 50, 60000, "per-query timeout",
+               [](Settings& s) -> auto& { return s.dnsbl.timeout_ms; }),
+      string_key("dnsbl", "on_error", "accept", "what a DNS failure means: accept | tempfail",
+                 [](Settings& s) -> auto& { return s.dnsbl.on_error; }, {"accept", "tempfail"}),
+      networks_key("dnsbl", "allow", "127.0.0.1/32, ::1/128", "clients never checked (and exempt from [limits])",
+                   [](Settings& s) -> auto& { return s.dnsbl.allow; }),
+
+      uint_key("limits", "smtp_connections_per_ip", "50", 0, 1000000,
+               "simultaneous SMTP sessions per client IP (IPv6 per /64); 0 = off",
+               [](Settings& s) -> auto& { return s.limits.smtp_connections_per_ip; }),
+      uint_key("limits", "smtp_messages_per_ip_per_minute", "0", 0, 1000000,
+               "transactions per client IP per minute; 0 = off",
+               [](Settings& s) -> auto& { return s.limits.smtp_messages_per_ip_per_minute; }),
 
       endpoints_key("http", "listen", "127.0.0.1:8080", 0, true, "HTTP listener(s) for the web page and API; empty = off",
                     [](Settings& s) -> auto& { return s.http.listen; }),

@@ -11,13 +11,15 @@
 #include <vector>
 
 #include "core/net.h"
+#include "policy/dnsbl_zone.h"
 
 namespace mk {
 
 struct Settings {
   struct General {
     std::string log_level;
-    std::string user;  // run as this user after binding (when started as root)
+    std::string user;        // run as this user after binding (when started as root)
+    std::string stats_file;  // counters for `mailkeep stats`
   } general;
   struct Smtp {
     std::vector<HostPort> listen;
@@ -61,6 +63,18 @@ struct Settings {
     uint32_t create_interval = 0;  // seconds between creations per client IP; 0 = off
     uint32_t purge_interval = 0;   // seconds between purges of dead aliases
   } aliases;
+  struct Dnsbl {
+    std::vector<policy::DnsblZone> smtp_zones;
+    std::vector<policy::DnsblZone> http_zones;
+    std::vector<HostPort> resolver;  // empty: /etc/resolv.conf
+    uint32_t timeout_ms = 0;
+    std::string on_error;  // accept | tempfail
+    std::vector<Cidr> allow;
+  } dnsbl;
+  struct Limits {
+    uint32_t smtp_connections_per_ip = 0;          // simultaneous; 0 = off
+    uint32_t smtp_messages_per_ip_per_minute = 0;  // 0 = off
+  } limits;
   struct Http {
     std::vector<HostPort> listen;  // empty: no HTTP listener
     std::vector<Cidr> trusted_proxies;

@@ -8,6 +8,7 @@
 
 #include "aliases/alias_id.h"
 #include "core/log.h"
+#include "core/stats.h"
 #include "core/strings.h"
 #include "http/assets.h"
 
@@ -108,6 +109,13 @@ Response json_error(unsigned status, std::string_view code, std::string_view des
 Api::Api(aliases::AliasService& aliases, ApiConfig config)
     : aliases_(aliases), config_(std::move(config)), create_limiter_(config_.create_interval) {}
 
+bool Api::is_creation(const Request& req) {
+  std::string_view target(req.target().data(), req.target().size());
+  auto path = target.substr(0, target.find('?'));
+  if (req.method() == bh::verb::post) return path == "/api/v1/aliases" || path == "/aliases";
+  return req.method() == bh::verb::get && path == "/aliases" && path.size() < target.size();
+}
+
 IpAddress Api::client_address(const Request& req, const IpAddress& peer) const {
   auto trusted = [&](const IpAddress& a) {
     for (auto& c : config_.trusted_proxies)
@@ -187,6 +195,7 @@ Response Api::create(const Request& req, const IpAddress& client, bool tempalias
   auto key = policy::client_key(client);
   int64_t now = aliases_.now();
   if (auto wait = create_limiter_.retry_after(key, now)) {
+    stats::count(stats::Counter::http_reject_rate_limited);
     spdlog::info("http: reject: alias creation from {}: rate-limited for {}s", client.to_string(), *wait);
     auto res = json_error(429, "rate-limited", "please wait " + std::to_string(*wait) + " s before creating the next alias", v);
     res.set(bh::field::retry_after, std::to_string(*wait));
@@ -205,10 +214,12 @@ Response Api::create(const Request& req, const IpAddress& client, bool tempalias
     return json_error(400, "invalid-data", error, v);
   auto created = aliases_.create(cr);
   if (!created.alias) {
+    stats::count(stats::Counter::http_reject_invalid);
     spdlog::info("http: reject: alias creation from {}: invalid-data: {}", client.to_string(), created.error);
     return json_error(400, "invalid-data", created.error, v);
   }
   create_limiter_.spend(key, now);  // only valid requests spend the allowance
+  stats::count(stats::Counter::http_alias_created);
   auto& a = *created.alias;
   spdlog::info("http: alias {} created by {} for <{}>, valid until {}, max_usage {}", a.id, client.to_string(),
                a.target, iso8601(*a.valid_until), a.max_usage ? std::to_string(*a.max_usage) : "none");

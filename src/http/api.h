@@ -34,6 +34,8 @@ class Api {
   Api(aliases::AliasService& aliases, ApiConfig config);
   // `peer`: the socket's remote address. The body was already bounded by the server.
   Response handle(const Request& request, const IpAddress& peer);
+  // True for the requests that create an alias (and so are DNSBL-checked).
+  static bool is_creation(const Request& request);
   // The client address: the socket's, or X-Forwarded-For's when `peer` is a trusted proxy.
   IpAddress client_address(const Request& request, const IpAddress& peer) const;
 

@@ -14,6 +14,7 @@
 
 #include "core/blocking.h"
 #include "core/log.h"
+#include "core/stats.h"
 
 namespace mk::http {
 
@@ -32,6 +33,7 @@ struct Server::Impl {
   const Settings& settings;
   Api& api;
   asio::any_io_executor blocking;
+  policy::DnsblChecker* dnsbl;
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
   std::atomic<bool> stopping{false};
 
@@ -45,6 +47,30 @@ struct Server::Impl {
       }
       asio::co_spawn(socket.get_executor(), session(beast::tcp_stream(std::move(socket))), asio::detached);
     }
+  }
+
+  // Alias creation from a client listed in [dnsbl] http_zones: 403 rbl-check-failed.
+  asio::awaitable<std::optional<Response>> check_dnsbl(const Request& req, const IpAddress& peer) {
+    auto client = api.client_address(req, peer);
+    for (auto& c : settings.dnsbl.allow)
+      if (c.contains(client)) co_return std::nullopt;
+    auto verdict = co_await dnsbl->check(client, settings.dnsbl.http_zones);
+    if (verdict.kind == policy::DnsblVerdict::Listed) {
+      stats::count(stats::Counter::http_reject_dnsbl_listed);
+      spdlog::info("http: reject: alias creation from {}: rbl-check-failed; reason=dnsbl {}={}", client.to_string(),
+                   verdict.zone, verdict.answer);
+      co_return json_error(403, "rbl-check-failed",
+                           "refused to create an alias for your IP address (listed by " + verdict.zone + ")",
+                           req.version());
+    }
+    if (verdict.kind == policy::DnsblVerdict::Error && settings.dnsbl.on_error == "tempfail") {
+      spdlog::info("http: reject: alias creation from {}: dnsbl {} failed ({}); on_error = tempfail",
+                   client.to_string(), verdict.zone, verdict.detail);
+      auto res = json_error(503, "dnsbl-unavailable", "the blocklist check failed; try again later", req.version());
+      res.set(bh::field::retry_after, "60");
+      co_return res;
+    }
+    co_return std::nullopt;
   }
 
   asio::awaitable<void> session(beast::tcp_stream stream) {
@@ -80,8 +106,10 @@ struct Server::Impl {
         break;
       }
       auto& req = parser.get();
+      std::optional<Response> refusal;
+      if (dnsbl && !settings.dnsbl.http_zones.empty() && Api::is_creation(req)) refusal = co_await check_dnsbl(req, peer);
       // The alias store may block (SQLite), so requests are handled on the blocking pool.
-      Response res = co_await run_blocking(blocking, [&] { return api.handle(req, peer); });
+      Response res = refusal ? std::move(*refusal) : co_await run_blocking(blocking, [&] { return api.handle(req, peer); });
       res.keep_alive(req.keep_alive() && !stopping);
       stream.expires_after(kTimeout);
       auto [wec, wn] = co_await bh::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
@@ -92,8 +120,8 @@ struct Server::Impl {
 };
 
 Server::Server(std::vector<asio::io_context*> workers, const Settings& settings, Api& api,
-               asio::any_io_executor blocking)
-    : impl_(new Impl{std::move(workers), settings, api, std::move(blocking), {}}) {}
+               asio::any_io_executor blocking, policy::DnsblChecker* dnsbl)
+    : impl_(new Impl{std::move(workers), settings, api, std::move(blocking), dnsbl, {}}) {}
 
 Server::~Server() = default;
 

@@ -10,13 +10,15 @@
 
 #include "config/settings.h"
 #include "http/api.h"
+#include "policy/dnsbl.h"
 
 namespace mk::http {
 
 class Server {
  public:
+  // `dnsbl` (may be null) checks alias creators against [dnsbl] http_zones.
   Server(std::vector<boost::asio::io_context*> workers, const Settings& settings, Api& api,
-         boost::asio::any_io_executor blocking);
+         boost::asio::any_io_executor blocking, policy::DnsblChecker* dnsbl);
   ~Server();
   // Binds every [http] listen address; throws std::runtime_error naming it on failure.
   void bind();

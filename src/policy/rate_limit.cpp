@@ -30,4 +30,31 @@ void IntervalLimiter::spend(const std::string& key, int64_t now) {
   }
 }
 
+bool WindowLimiter::allow(const std::string& key, int64_t now) {
+  if (limit_ == 0) return true;
+  std::lock_guard lock(mutex_);
+  int64_t minute = now / 60;
+  if (windows_.size() > 100000) std::erase_if(windows_, [minute](auto& kv) { return kv.second.minute != minute; });
+  auto& w = windows_[key];
+  if (w.minute != minute) w = {minute, 0};
+  if (w.count >= limit_) return false;
+  ++w.count;
+  return true;
+}
+
+bool ConcurrencyLimiter::acquire(const std::string& key) {
+  if (limit_ == 0) return true;
+  std::lock_guard lock(mutex_);
+  auto& n = open_[key];
+  if (n >= limit_) return false;
+  ++n;
+  return true;
+}
+
+void ConcurrencyLimiter::release(const std::string& key) {
+  if (limit_ == 0) return;
+  std::lock_guard lock(mutex_);
+  if (auto it = open_.find(key); it != open_.end() && --it->second == 0) open_.erase(it);
+}
+
 }  // namespace mk::policy

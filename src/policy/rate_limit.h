@@ -31,4 +31,37 @@ class IntervalLimiter {
   size_t spends_since_sweep_ = 0;
 };
 
+// "At most N per key per minute" (fixed one-minute windows).
+class WindowLimiter {
+ public:
+  explicit WindowLimiter(uint32_t per_minute) : limit_(per_minute) {}
+  // Counts one event of `key`; false (counting nothing) when the key is over its limit.
+  bool allow(const std::string& key, int64_t now);
+  bool enabled() const { return limit_ > 0; }
+
+ private:
+  struct Window {
+    int64_t minute = 0;
+    uint32_t count = 0;
+  };
+  uint32_t limit_;
+  std::mutex mutex_;
+  std::unordered_map<std::string, Window> windows_;
+};
+
+// "At most N at once per key" (simultaneous connections).
+class ConcurrencyLimiter {
+ public:
+  explicit ConcurrencyLimiter(uint32_t limit) : limit_(limit) {}
+  // Takes a slot for `key`; false when it has `limit` already.
+  bool acquire(const std::string& key);
+  void release(const std::string& key);
+  bool enabled() const { return limit_ > 0; }
+
+ private:
+  uint32_t limit_;
+  std::mutex mutex_;
+  std::unordered_map<std::string, uint32_t> open_;
+};
+
 }  // namespace mk::policy

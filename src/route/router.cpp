@@ -35,6 +35,7 @@ Router::Router(const Settings& s, const archive::AccountDirectory* accounts)
       backup_domains_(s.backup.domains),
       alias_domains_(s.aliases.domains),
       backup_relay_from_(s.backup.relay_from),
+      dnsbl_allow_(s.dnsbl.allow),
       archive_root_(s.backup.archive),
       accounts_(accounts) {}
 
@@ -43,6 +44,7 @@ ClientInfo Router::classify_client(const IpAddress& ip) const {
   c.ip = ip;
   c.relay_allowed = in_networks(relay_from_, ip);
   c.backup_outbound = !backup_domains_.empty() && in_networks(backup_relay_from_, ip);
+  c.trusted = c.relay_allowed || c.backup_outbound || in_networks(dnsbl_allow_, ip);
   return c;
 }
 

@@ -40,6 +40,9 @@ struct ClientInfo {
   IpAddress ip;
   bool relay_allowed = false;    // inside [relay] relay_from
   bool backup_outbound = false;  // inside [backup] relay_from: the provider's outbound relay
+  // Our own networks, the provider's relays and [dnsbl] allow: never DNSBL-checked
+  // and exempt from [limits] (a provider's gateway sends thousands a minute).
+  bool trusted = false;
 };
 
 struct RouteDecision {
@@ -74,6 +77,7 @@ class Router {
   std::vector<std::string> backup_domains_;
   std::vector<std::string> alias_domains_;
   std::vector<Cidr> backup_relay_from_;
+  std::vector<Cidr> dnsbl_allow_;
   std::string archive_root_;
   const archive::AccountDirectory* accounts_;
 };

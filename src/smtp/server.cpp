@@ -18,7 +18,7 @@ namespace asio = boost::asio;
 using asio::ip::tcp;
 
 Server::Server(std::vector<asio::io_context*> workers, SessionEnvironment env)
-    : workers_(std::move(workers)), env_(std::move(env)) {}
+    : workers_(std::move(workers)), env_(std::move(env)), per_ip_(env_.settings->limits.smtp_connections_per_ip) {}
 
 Server::~Server() = default;
 
@@ -78,19 +78,30 @@ awaitable<void> Server::accept_loop(tcp::acceptor& acceptor) {
                        : remote.address().to_string();
 
     if (sessions_active_.load() >= env_.settings->smtp.max_connections) {
-      spdlog::warn("reject: connect from [{}]:{}: 421 4.7.0 too many connections ({})", address, remote.port(),
-                   env_.settings->smtp.max_connections);
-      auto ex = socket.get_executor();
-      asio::co_spawn(
-          ex,
-          [s = std::move(socket), text = replies::too_many_connections(env_.settings->smtp.hostname).wire()]() mutable
-          -> awaitable<void> {
-            co_await asio::async_write(s, asio::buffer(text), asio::as_tuple(asio::use_awaitable));
-            error_code e;
-            s.shutdown(tcp::socket::shutdown_both, e);
-          },
-          asio::detached);
+      stats::count(stats::Counter::reject_too_many_connections);
+      spdlog::warn("reject: connect from [{}]:{}: 421 4.7.0 too many connections ({}); reason=max_connections", address,
+                   remote.port(), env_.settings->smtp.max_connections);
+      refuse(std::move(socket), replies::too_many_connections(env_.settings->smtp.hostname));
       continue;
+    }
+
+    stats::count(stats::Counter::connections);
+    // Per-IP concurrency, except for trusted clients (our networks, the provider's relays).
+    std::string limit_key;
+    if (per_ip_.enabled()) {
+      auto ip = IpAddress::parse(address);
+      if (ip && !env_.router->classify_client(*ip).trusted) {
+        limit_key = policy::client_key(*ip);
+        if (!per_ip_.acquire(limit_key)) {
+          stats::count(stats::Counter::reject_connections_per_ip);
+          spdlog::info("reject: connect from [{}]:{}: 421 4.7.0 too many connections from this address ({}); "
+                       "reason=smtp_connections_per_ip",
+                       address, remote.port(), env_.settings->limits.smtp_connections_per_ip);
+          refuse(std::move(socket), Reply{421, "4.7.0", env_.settings->smtp.hostname +
+                                                            " Error: too many connections from your address"});
+          continue;
+        }
+      }
     }
 
     auto ex = socket.get_executor();
@@ -102,7 +113,8 @@ awaitable<void> Server::accept_loop(tcp::acceptor& acceptor) {
       sessions_[key] = session;
       ++sessions_active_;
     }
-    asio::co_spawn(ex, session->run(), [this, key, session](std::exception_ptr e) {
+    asio::co_spawn(ex, session->run(), [this, key, session, limit_key](std::exception_ptr e) {
+      if (!limit_key.empty()) per_ip_.release(limit_key);
       if (e) {
         // "Can't happen": a bug in a session must not take the server down.
         try {
@@ -114,6 +126,18 @@ awaitable<void> Server::accept_loop(tcp::acceptor& acceptor) {
       on_session_end(key);
     });
   }
+}
+
+void Server::refuse(tcp::socket socket, const Reply& reply) {
+  auto ex = socket.get_executor();
+  asio::co_spawn(
+      ex,
+      [s = std::move(socket), text = reply.wire()]() mutable -> awaitable<void> {
+        co_await asio::async_write(s, asio::buffer(text), asio::as_tuple(asio::use_awaitable));
+        error_code e;
+        s.shutdown(tcp::socket::shutdown_both, e);
+      },
+      asio::detached);
 }
 
 void Server::on_session_end(uint64_t key) {

@@ -36,6 +36,8 @@ class Server {
  private:
   awaitable<void> accept_loop(boost::asio::ip::tcp::acceptor& acceptor);
   void on_session_end(uint64_t key);
+  // Answers `reply` (421) and closes, without a session.
+  void refuse(boost::asio::ip::tcp::socket socket, const Reply& reply);
 
   std::vector<boost::asio::io_context*> workers_;
   SessionEnvironment env_;
@@ -47,6 +49,7 @@ class Server {
   uint64_t next_key_ = 0;
   std::function<void()> on_idle_;
   std::unique_ptr<boost::asio::steady_timer> hard_stop_timer_;
+  policy::ConcurrencyLimiter per_ip_;  // [limits] smtp_connections_per_ip
 };
 
 }  // namespace mk::smtp

@@ -82,6 +82,13 @@ Session::~Session() = default;
 
 awaitable<void> Session::run() {
   spdlog::debug("{}: connect from [{}]:{}", id_, client_address_, client_port_);
+  if (auto refusal = co_await check_dnsbl()) {
+    // RFC 5321 3.1: a server may refuse service with a 554 (or 421) greeting.
+    reply(*refusal);
+    co_await flush();
+    client_->close();
+    co_return;
+  }
   reply(Reply{220, "", settings_.smtp.hostname + " ESMTP mailkeep"});
   std::string line;
   while (!quit_ && !too_many_errors_) {
@@ -98,6 +105,7 @@ awaitable<void> Session::run() {
       continue;
     }
     if (status == LineStatus::TimedOut) {
+      stats::count(stats::Counter::reject_timeout);
       spdlog::info("{}: timeout after {} from [{}]:{}", id_, tx_.active ? "MAIL" : "command", client_address_, client_port_);
       reply(replies::timeout(settings_.smtp.hostname));
       co_await flush();
@@ -124,6 +132,7 @@ awaitable<void> Session::run() {
     co_await (this->*spec->handler)(cmd.arg);
   }
   if (too_many_errors_) {
+    stats::count(stats::Counter::reject_too_many_errors);
     spdlog::info("{}: too many errors from [{}]:{}, disconnecting", id_, client_address_, client_port_);
     reply(replies::too_many_errors());
   }
@@ -132,6 +141,28 @@ awaitable<void> Session::run() {
   if (upstream_) co_await upstream_->quit();
   client_->close();
   spdlog::debug("{}: disconnect from [{}]:{}", id_, client_address_, client_port_);
+}
+
+awaitable<std::optional<Reply>> Session::check_dnsbl() {
+  if (!env_.dnsbl || settings_.dnsbl.smtp_zones.empty() || client_info_.trusted) co_return std::nullopt;
+  auto verdict = co_await env_.dnsbl->check(client_info_.ip, settings_.dnsbl.smtp_zones);
+  if (verdict.kind == policy::DnsblVerdict::Listed) {
+    stats::count(stats::Counter::reject_dnsbl_listed);
+    Reply r{554, "5.7.1", "Service unavailable; client [" + client_address_ + "] blocked using " + verdict.zone};
+    log_reject("CONNECT", r, "dnsbl " + verdict.zone + "=" + verdict.answer);
+    co_return r;
+  }
+  if (verdict.kind == policy::DnsblVerdict::Error) {
+    if (settings_.dnsbl.on_error == "tempfail") {
+      stats::count(stats::Counter::reject_dnsbl_error);
+      Reply r{421, "4.7.0", settings_.smtp.hostname + " Service temporarily unavailable; DNSBL lookup failed"};
+      log_reject("CONNECT", r, "dnsbl error " + verdict.zone + ": " + verdict.detail + " (on_error = tempfail)");
+      co_return r;
+    }
+    spdlog::warn("{}: dnsbl {} lookup for [{}] failed ({}); accepting (on_error = accept)", id_, verdict.zone,
+                 client_address_, verdict.detail);
+  }
+  co_return std::nullopt;
 }
 
 void Session::shutdown() {
@@ -206,6 +237,14 @@ awaitable<void> Session::handle_mail(std::string_view arg) {
     reply(r);
     co_return;
   }
+  if (env_.message_limiter && !client_info_.trusted &&
+      !env_.message_limiter->allow(policy::client_key(client_info_.ip), std::time(nullptr))) {
+    stats::count(stats::Counter::reject_messages_per_ip);
+    Reply r{450, "4.7.1", "Error: too many messages from [" + client_address_ + "]; try again later"};
+    log_reject("MAIL", r, "smtp_messages_per_ip_per_minute");
+    reply(r);
+    co_return;
+  }
   tx_ = Transaction{};
   tx_.active = true;
   tx_.sender = std::move(path.mailbox);
@@ -221,6 +260,7 @@ awaitable<void> Session::handle_rcpt(std::string_view arg) {
   }
   if (tx_.recipients.size() >= settings_.smtp.max_recipients) {
     auto r = Reply{452, "4.5.3", "Error: too many recipients"};
+    stats::count(stats::Counter::reject_too_many_recipients);
     log_reject("RCPT", r, "too many recipients");
     reply(r);
     co_return;
@@ -248,6 +288,10 @@ awaitable<void> Session::handle_rcpt(std::string_view arg) {
     }
   }
   if (route.outcome != Outcome::Ok) {
+    stats::count(route.is_alias ? (route.reply.status == "5.2.1" ? stats::Counter::reject_alias_dead
+                                                                  : stats::Counter::reject_alias_unknown)
+                 : route.reply.status == "5.7.1" ? stats::Counter::reject_relay_denied
+                                                 : stats::Counter::reject_unknown_user);
     log_reject("RCPT", route.reply, route.reason, path.mailbox.address());
     ++tx_.rejected;
     reply(route.reply);
@@ -283,6 +327,7 @@ awaitable<void> Session::handle_rcpt(std::string_view arg) {
   Reply r = *tx_.upstream_mail_reply;
   if (r.positive()) r = co_await upstream_->rcpt(route.recipient);
   if (!r.positive()) {
+    stats::count(stats::Counter::reject_upstream_rcpt);
     log_reject("RCPT", r, "upstream " + upstream_->peer_name(), path.mailbox.address());
     ++tx_.rejected;
     reply(r);
@@ -332,9 +377,11 @@ awaitable<void> Session::handle_data(std::string_view arg) {
                        : data.defect == DataDecoder::Defect::BareCarriageReturn ? "bare <CR>"
                                                                                 : "NUL character";
     result = Reply{554, "5.6.0", fmt::format("Error: message contains a {}; lines must end with <CR><LF> (RFC 5321 2.3.8)", what)};
+    stats::count(stats::Counter::reject_bad_line_endings);
     log_reject("DATA", result, what);
   } else if (data.too_big) {
     result = replies::message_too_big();
+    stats::count(stats::Counter::reject_message_size);
     log_reject("DATA", result, "size " + std::to_string(data.size));
   } else if (!spool.error().empty()) {
     spdlog::error("{}: spool failure: {}", id_, spool.error());
@@ -353,6 +400,7 @@ awaitable<void> Session::handle_data(std::string_view arg) {
       });
       if (prepared.outcome != Outcome::Ok) {
         // Nothing goes upstream without its archive copies.
+        stats::count(stats::Counter::defer_archive);
         spdlog::error("{}: archive copy failed: {}; answering 4xx, nothing relayed", id_, prepared.detail);
         result = Reply{451, "4.3.0", "Error: cannot archive the message now; try again later"};
         archived = false;
@@ -541,6 +589,12 @@ std::string Session::received_header() const {
 
 void Session::log_transaction(const Reply& final_reply, uint64_t size, size_t archive_copies) {
   ++transactions_;
+  if (final_reply.positive()) {
+    stats::count(stats::Counter::messages_relayed);
+    if (archive_copies) stats::count(stats::Counter::messages_archived);
+  } else if (final_reply.code < 500) {
+    stats::count(stats::Counter::defer_upstream);
+  }
   std::string to;
   for (auto& r : tx_.recipients) to += (to.empty() ? "<" : ",<") + printable(r.address(), 512) + ">";
   auto elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - tx_started_).count();

@@ -18,6 +18,9 @@
 #include <vector>
 
 #include "aliases/service.h"
+#include "core/stats.h"
+#include "policy/dnsbl.h"
+#include "policy/rate_limit.h"
 #include "config/settings.h"
 #include "delivery/upstream.h"
 #include "route/router.h"
@@ -40,6 +43,8 @@ struct SessionEnvironment {
   // Where blocking file work (archive copies, fsync) runs; see core/blocking.h.
   boost::asio::any_io_executor blocking;
   aliases::AliasService* aliases = nullptr;  // null: no alias domains
+  policy::DnsblChecker* dnsbl = nullptr;     // null: no [dnsbl] smtp_zones
+  policy::WindowLimiter* message_limiter = nullptr;
 };
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -97,6 +102,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void reply_error(const Reply& r);
   void log_reject(std::string_view command, const Reply& r, std::string_view reason,
                   std::string_view recipient = {});
+  // The DNSBL check at connect: the rejecting greeting, or nullopt to go on.
+  awaitable<std::optional<Reply>> check_dnsbl();
 
   // Transaction helpers.
   awaitable<void> reset_transaction();

@@ -319,6 +319,8 @@ def default_config(listen_port: int, smarthost: str, **overrides: dict[str, obje
         },
         "delivery": {"smarthost": smarthost, "connect_timeout": 5},
         "relay": {"domains": "example.org, example.net", "relay_from": "127.0.0.9/32"},
+        # No web listener unless a test asks for one: the default port (8080) may be taken.
+        "http": {"listen": ""},
     }
     for section, values in overrides.items():
         config.setdefault(section, {}).update(values)
