@@ -26,5 +26,28 @@ TEST(RateLimit, IntervalLimiter) {
   EXPECT_FALSE(off.retry_after("a", 100));
 }
 
+TEST(RateLimit, WindowLimiterPerMinute) {
+  WindowLimiter l(3);
+  int64_t t = 600;  // start of a minute
+  EXPECT_TRUE(l.allow("a", t));
+  EXPECT_TRUE(l.allow("a", t + 10));
+  EXPECT_TRUE(l.allow("a", t + 20));
+  EXPECT_FALSE(l.allow("a", t + 30));
+  EXPECT_TRUE(l.allow("b", t + 30));
+  EXPECT_TRUE(l.allow("a", t + 60));  // next minute
+  WindowLimiter off(0);
+  for (int i = 0; i < 100; ++i) EXPECT_TRUE(off.allow("a", t));
+}
+
+TEST(RateLimit, ConcurrencyLimiter) {
+  ConcurrencyLimiter l(2);
+  EXPECT_TRUE(l.acquire("a"));
+  EXPECT_TRUE(l.acquire("a"));
+  EXPECT_FALSE(l.acquire("a"));
+  EXPECT_TRUE(l.acquire("b"));
+  l.release("a");
+  EXPECT_TRUE(l.acquire("a"));
+}
+
 }  // namespace
 }  // namespace mk::policy
