@@ -36,6 +36,7 @@
 #include "policy/rate_limit.h"
 #include "route/router.h"
 #include "smtp/server.h"
+#include "tls/tls_context.h"
 
 namespace {
 
@@ -54,6 +55,11 @@ std::unique_ptr<mk::delivery::UpstreamFactory> smtp_factory(const mk::Settings& 
                                                             const std::vector<mk::HostPort>& hosts) {
   mk::delivery::SmtpUpstreamConfig cfg;
   cfg.hosts = hosts;
+  cfg.tls = s.delivery.tls == "required" ? mk::delivery::UpstreamTls::Required
+            : s.delivery.tls == "off"    ? mk::delivery::UpstreamTls::Off
+                                         : mk::delivery::UpstreamTls::Opportunistic;
+  cfg.tls_context = mk::tls::make_client_context(cfg.tls == mk::delivery::UpstreamTls::Required, s.delivery.ca_file);
+  cfg.tls_name = s.delivery.tls_name;
   cfg.helo_name = s.delivery.helo_name;
   cfg.connect_timeout = std::chrono::seconds(s.delivery.connect_timeout);
   cfg.timeout = std::chrono::seconds(s.delivery.timeout);
@@ -114,18 +120,34 @@ int serve(const mk::Settings& settings) {
   // threads so that concurrent fsyncs are committed together by the file system.
   asio::thread_pool blocking(16);
 
+  // TLS contexts first: a bad certificate is a start-up error, not a surprise later.
+  std::unique_ptr<mk::tls::ServerContext> tls;
+  mk::tls::ContextPtr https;
+  try {
+    if (!settings.tls.cert.empty()) tls = std::make_unique<mk::tls::ServerContext>(settings.tls.cert, settings.tls.key);
+    if (!settings.http.cert.empty()) https = mk::tls::make_server_context(settings.http.cert, settings.http.key);
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+    return 1;
+  }
+
   std::unique_ptr<mk::delivery::UpstreamFactory> smarthost;
-  if (!settings.delivery.smarthost.empty()) {
-    smarthost = smtp_factory(settings, settings.delivery.smarthost);
+  std::unique_ptr<mk::delivery::UpstreamFactory> backup_upstream;
+  try {
+    if (!settings.delivery.smarthost.empty()) smarthost = smtp_factory(settings, settings.delivery.smarthost);
+    // The provider's inbound servers; by default the smarthost (then inbound
+    // and relayed mail may share a transaction).
+    if (!settings.backup.upstream.empty()) backup_upstream = smtp_factory(settings, settings.backup.upstream);
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+    return 1;
+  }
+  if (smarthost) {
     spdlog::info("relaying to smarthost {}", settings.delivery.smarthost.front().to_string());
   } else {
     smarthost = mk::delivery::make_outbox_upstream_factory(settings.delivery.outbox, blocking.get_executor());
     spdlog::info("no smarthost set: relayed mail goes to the outbox Maildir {}", settings.delivery.outbox);
   }
-  // The provider's inbound servers; by default the smarthost (then inbound
-  // and relayed mail may share a transaction).
-  std::unique_ptr<mk::delivery::UpstreamFactory> backup_upstream;
-  if (!settings.backup.upstream.empty()) backup_upstream = smtp_factory(settings, settings.backup.upstream);
 
   std::unique_ptr<mk::archive::AccountDirectory> accounts;
   if (!settings.backup.domains.empty()) {
@@ -171,6 +193,7 @@ int serve(const mk::Settings& settings) {
   env.aliases = aliases.get();
   env.dnsbl = dnsbl.get();
   env.message_limiter = message_limiter.enabled() ? &message_limiter : nullptr;
+  env.tls = tls.get();
 
   // One io_context per thread (see server.h).
   unsigned threads = settings.smtp.threads ? settings.smtp.threads : std::max(1u, std::thread::hardware_concurrency());
@@ -187,7 +210,7 @@ int serve(const mk::Settings& settings) {
   if (aliases && !settings.http.listen.empty()) {
     api = std::make_unique<mk::http::Api>(
         *aliases, mk::http::ApiConfig{settings.http.trusted_proxies, settings.aliases.create_interval});
-    http = std::make_unique<mk::http::Server>(worker_ptrs, settings, *api, blocking.get_executor(), dnsbl.get());
+    http = std::make_unique<mk::http::Server>(worker_ptrs, settings, *api, blocking.get_executor(), dnsbl.get(), https);
   }
   try {
     server.bind();
@@ -237,8 +260,23 @@ int serve(const mk::Settings& settings) {
     if (http) http->stop();
     server.stop(stop_all);
   });
+  // SIGHUP: re-read the STARTTLS certificate; sessions keep the context they have.
+  asio::signal_set hangup(main_io, SIGHUP);
+  std::function<void()> on_hangup = [&] {
+    hangup.async_wait([&](const boost::system::error_code& ec, int) {
+      if (ec) return;
+      if (tls) {
+        auto err = tls->reload();
+        if (err.empty()) spdlog::info("SIGHUP: TLS certificate {} reloaded", settings.tls.cert);
+        else spdlog::error("SIGHUP: TLS reload failed, keeping the old certificate: {}", err);
+      }
+      on_hangup();
+    });
+  };
+  on_hangup();
 
   spdlog::info("mailkeep {} started: {} workers, hostname {}", MAILKEEP_VERSION, threads, settings.smtp.hostname);
+
   std::vector<std::thread> pool;
   for (unsigned i = 1; i < threads; ++i) pool.emplace_back([w = workers[i].get()] { w->run(); });
   main_io.run();

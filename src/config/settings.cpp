@@ -70,6 +70,18 @@ Key string_key(const char* sec, const char* name, const char* def, const char* h
 
 // A host:port list. `listen` lists need IP addresses (we bind them); port 0 = required.
 template <class Get>
+Key bool_key(const char* sec, const char* name, const char* def, const char* help, Get get) {
+  return Key{sec, name, def, help,
+             [=](Settings& s, std::string_view v) -> std::string {
+               if (v == "true" || v == "yes" || v == "on" || v == "1") get(s) = true;
+               else if (v == "false" || v == "no" || v == "off" || v == "0") get(s) = false;
+               else return "expected true or false, got '" + std::string(v) + "'";
+               return "";
+             },
+             [=](const Settings& s) { return std::string(get(const_cast<Settings&>(s)) ? "true" : "false"); }};
+}
+
+template <class Get>
 Key endpoints_key(const char* sec, const char* name, const char* def, uint16_t default_port, bool ip_only,
                   const char* help, Get get) {
   return Key{sec, name, def, help,
@@ -195,6 +207,12 @@ const std::vector<Key>& key_table() {
       // the loop CPU-bound.
       uint_key("smtp", "threads", "1", 0, 256, "worker threads (event loops); 0 = one per core",
                [](Settings& s) -> auto& { return s.smtp.threads; }),
+      bool_key("smtp", "require_tls", "false", "refuse MAIL before STARTTLS (530 5.7.0)",
+               [](Settings& s) -> auto& { return s.smtp.require_tls; }),
+      string_key("tls", "cert", "", "PEM certificate (with chain) for STARTTLS; re-read on SIGHUP",
+                 [](Settings& s) -> auto& { return s.tls.cert; }),
+      string_key("tls", "key", "", "PEM private key for STARTTLS; re-read on SIGHUP",
+                 [](Settings& s) -> auto& { return s.tls.key; }),
       string_key("smtp", "spool_dir", "data/spool", "where large messages wait (unlinked temporary files)",
                  [](Settings& s) -> auto& { return s.smtp.spool_dir; }),
 
@@ -206,6 +224,12 @@ const std::vector<Key>& key_table() {
                [](Settings& s) -> auto& { return s.delivery.connect_timeout; }),
       uint_key("delivery", "timeout", "600", 1, 3600, "seconds per upstream reply; RFC 5321 4.5.3.2",
                [](Settings& s) -> auto& { return s.delivery.timeout; }),
+      string_key("delivery", "tls", "opportunistic", "STARTTLS to the upstream: opportunistic | required | off",
+                 [](Settings& s) -> auto& { return s.delivery.tls; }, {"opportunistic", "required", "off"}),
+      string_key("delivery", "ca_file", "", "CA certificates that sign the upstream's (tls = required); default: system",
+                 [](Settings& s) -> auto& { return s.delivery.ca_file; }),
+      string_key("delivery", "tls_name", "", "name the upstream certificate must carry; default: the host as configured",
+                 [](Settings& s) -> auto& { return s.delivery.tls_name; }),
       string_key("delivery", "helo_name", "", "EHLO name sent upstream; default: [smtp] hostname",
                  [](Settings& s) -> auto& { return s.delivery.helo_name; }),
 
@@ -270,6 +294,10 @@ const std::vector<Key>& key_table() {
                    [](Settings& s) -> auto& { return s.http.trusted_proxies; }),
       uint_key("http", "max_body", "4096", 256, 1048576, "largest request body accepted (bytes)",
                [](Settings& s) -> auto& { return s.http.max_body; }),
+      string_key("http", "cert", "", "PEM certificate: the HTTP listener speaks HTTPS when cert and key are set",
+                 [](Settings& s) -> auto& { return s.http.cert; }),
+      string_key("http", "key", "", "PEM private key for HTTPS",
+                 [](Settings& s) -> auto& { return s.http.key; }),
   };
   return table;
 }
@@ -355,6 +383,21 @@ void parse_into(ParseState& st) {
   int rc = ini_parse_stream(read_line, &st, on_key, &st);
   // Our handler never fails, so a positive rc is inih's own syntax error.
   if (rc > 0) st.result->errors.push_back(st.name + ":" + std::to_string(rc) + ": syntax error (expected [section] or key = value)");
+  // Keys that only make sense together.
+  auto& s = st.result->settings;
+  auto line_of = [&](const char* key) {
+    auto it = st.seen.find(key);
+    return std::to_string(it == st.seen.end() ? 0 : it->second);
+  };
+  if (s.tls.cert.empty() != s.tls.key.empty())
+    st.result->errors.push_back(st.name + ":" + line_of(s.tls.cert.empty() ? "tls.key" : "tls.cert") +
+                                ": [tls] cert and key must be set together");
+  if (s.http.cert.empty() != s.http.key.empty())
+    st.result->errors.push_back(st.name + ":" + line_of(s.http.cert.empty() ? "http.key" : "http.cert") +
+                                ": [http] cert and key must be set together");
+  if (s.smtp.require_tls && s.tls.cert.empty())
+    st.result->errors.push_back(st.name + ":" + line_of("smtp.require_tls") +
+                                ": [smtp] require_tls: needs [tls] cert and key");
   finish(st.result->settings);
 }
 

@@ -32,13 +32,20 @@ struct Settings {
     uint32_t max_errors = 0;        // bad commands before 421
     uint32_t threads = 0;           // worker event loops; 0 = one per core
     std::string spool_dir;          // messages larger than memory wait here (unlinked files)
+    bool require_tls = false;       // MAIL only after STARTTLS (RFC 3207 4)
   } smtp;
+  struct Tls {
+    std::string cert, key;  // PEM (cert with chain); both empty: no STARTTLS
+  } tls;
   struct Delivery {
     std::vector<HostPort> smarthost;  // tried in order
     std::string outbox;               // Maildir used when no smarthost is set
     uint32_t connect_timeout = 0;
     uint32_t timeout = 0;
     std::string helo_name;  // EHLO name towards upstream; default smtp.hostname
+    std::string tls;        // opportunistic | required | off
+    std::string ca_file;    // CAs for tls = required; empty: the system store
+    std::string tls_name;   // the name the upstream's certificate must carry; empty: the host as configured
   } delivery;
   struct Relay {
     std::vector<std::string> domains;  // lower-cased
@@ -79,6 +86,7 @@ struct Settings {
     std::vector<HostPort> listen;  // empty: no HTTP listener
     std::vector<Cidr> trusted_proxies;
     uint32_t max_body = 0;
+    std::string cert, key;  // HTTPS when both are set
   } http;
 };
 

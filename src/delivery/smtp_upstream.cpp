@@ -38,13 +38,14 @@ constexpr size_t kMaxIdleConnections = 64;
 constexpr auto kMaxIdleTime = std::chrono::seconds(5);  // below common server idle timeouts
 
 struct Capabilities {
-  bool size = false, eight_bit = false, smtputf8 = false, pipelining = false;
+  bool size = false, eight_bit = false, smtputf8 = false, pipelining = false, starttls = false;
 };
 
 struct IdleConnection {
   std::unique_ptr<smtp::Transport> conn;
   Capabilities caps;
   std::string peer;
+  std::string tls;
   Clock::time_point since;
 };
 
@@ -172,7 +173,7 @@ class SmtpUpstream final : public Upstream {
     if (!conn_) co_return;
     pending_mail_.clear();
     if (!in_transaction_ && inbuf_.empty() &&
-        pool_->put(IdleConnection{std::move(conn_), caps_, peer_, Clock::now()})) {
+        pool_->put(IdleConnection{std::move(conn_), caps_, peer_, tls_, Clock::now()})) {
       co_return;
     }
     error_code ec;
@@ -188,7 +189,10 @@ class SmtpUpstream final : public Upstream {
     if (conn_) conn_->close();
   }
 
-  std::string peer_name() const override { return peer_.empty() ? "none" : peer_; }
+  std::string peer_name() const override {
+    if (peer_.empty()) return "none";
+    return tls_.empty() ? peer_ : peer_ + " (TLS)";
+  }
 
  private:
   Reply lost() const {
@@ -209,6 +213,7 @@ class SmtpUpstream final : public Upstream {
       conn_ = std::move(idle->conn);
       caps_ = idle->caps;
       peer_ = idle->peer;
+      tls_ = idle->tls;
       reused_ = true;
       co_return Reply{250, "", "reused"};
     }
@@ -262,37 +267,92 @@ class SmtpUpstream final : public Upstream {
         peer_ = hp.host == ep.address().to_string()
                     ? hp.to_string()
                     : hp.host + "[" + ep.address().to_string() + "]:" + std::to_string(ep.port());
-        conn_ = co_await smtp::connect_tcp(ex_, ep, cfg_.connect_timeout, ec);
-        if (!conn_) {
-          failures += " " + peer_ + ": " + ec.message() + ";";
-          spdlog::warn("upstream {}: connect failed: {}", peer_, ec.message());
-          continue;
-        }
-        inbuf_.clear();
-        auto greeting = co_await read_reply(cfg_.connect_timeout);
-        if (greeting.code != 220) {
-          failures += " " + peer_ + ": greeting " + greeting.summary() + ";";
-          spdlog::warn("upstream {}: bad greeting: {}", peer_, greeting.summary());
-          drop();
-          continue;
-        }
-        auto hello = co_await command("EHLO " + cfg_.helo_name + "\r\n");
-        if (hello.code == 250) {
-          parse_capabilities(hello);
-          co_return hello;
-        }
-        if (conn_ && hello.code >= 500) {
-          caps_ = {};
-          hello = co_await command("HELO " + cfg_.helo_name + "\r\n");
+        // Opportunistic TLS that fails in the handshake is retried once in plaintext.
+        bool use_tls = cfg_.tls != UpstreamTls::Off;
+        for (int attempt = 0; attempt < 2; ++attempt) {
+          std::string why;
+          auto hello = co_await connect_one(ep, hp, use_tls, why);
           if (hello.code == 250) co_return hello;
+          failures += " " + peer_ + ": " + why + ";";
+          bool retry_plain = use_tls && cfg_.tls == UpstreamTls::Opportunistic && why.starts_with("TLS");
+          if (!retry_plain) break;
+          spdlog::warn("upstream {}: {}; retrying without TLS", peer_, why);
+          use_tls = false;
         }
-        failures += " " + peer_ + ": EHLO " + hello.summary() + ";";
-        drop();
       }
     }
     if (!failures.empty()) failures.pop_back();
     co_return smtp::replies::upstream_unavailable(failures.empty() ? "no upstream hosts"
                                                                    : std::string(trim(failures)));
+  }
+
+  // One connection attempt: TCP, greeting, EHLO (or HELO), and STARTTLS with a
+  // second EHLO when `use_tls`. Returns the final hello reply (250 = ready) or
+  // a failure with `why` set.
+  awaitable<Reply> connect_one(const asio::ip::tcp::endpoint& ep, const HostPort& hp, bool use_tls, std::string& why) {
+    error_code ec;
+    conn_ = co_await smtp::connect_tcp(ex_, ep, cfg_.connect_timeout, ec);
+    if (!conn_) {
+      why = "connect: " + ec.message();
+      spdlog::warn("upstream {}: connect failed: {}", peer_, ec.message());
+      co_return Reply{};
+    }
+    inbuf_.clear();
+    tls_.clear();
+    auto greeting = co_await read_reply(cfg_.connect_timeout);
+    if (greeting.code != 220) {
+      why = "greeting " + greeting.summary();
+      spdlog::warn("upstream {}: bad greeting: {}", peer_, greeting.summary());
+      drop();
+      co_return Reply{};
+    }
+    auto hello = co_await command("EHLO " + cfg_.helo_name + "\r\n");
+    if (hello.code == 250) {
+      parse_capabilities(hello);
+    } else if (conn_ && hello.code >= 500 && cfg_.tls != UpstreamTls::Required) {
+      caps_ = {};
+      hello = co_await command("HELO " + cfg_.helo_name + "\r\n");
+    }
+    if (hello.code != 250) {
+      why = "EHLO " + hello.summary();
+      drop();
+      co_return Reply{};
+    }
+    if (!use_tls) co_return hello;
+    if (!caps_.starttls) {
+      if (cfg_.tls != UpstreamTls::Required) co_return hello;
+      why = "TLS required but the upstream does not offer STARTTLS";
+      spdlog::warn("upstream {}: {}", peer_, why);
+      drop();
+      co_return Reply{};
+    }
+    auto ready = co_await command("STARTTLS\r\n");
+    if (ready.code != 220) {
+      if (cfg_.tls != UpstreamTls::Required && conn_) co_return hello;  // refused: carry on in plaintext
+      why = "TLS: STARTTLS answered " + ready.summary();
+      drop();
+      co_return Reply{};
+    }
+    auto name = cfg_.tls_name.empty() ? hp.host : cfg_.tls_name;
+    conn_->expires_after(cfg_.connect_timeout);
+    auto secured = co_await conn_->start_tls(*cfg_.tls_context, smtp::Transport::TlsRole::Client, name, ec);
+    if (!secured) {
+      why = "TLS handshake failed: " + ec.message();
+      spdlog::warn("upstream {}: {}", peer_, why);
+      conn_.reset();
+      co_return Reply{};
+    }
+    conn_ = std::move(secured);
+    tls_ = conn_->tls_description();
+    hello = co_await command("EHLO " + cfg_.helo_name + "\r\n");  // RFC 3207 4.2: start over
+    if (hello.code != 250) {
+      why = "TLS: EHLO after STARTTLS " + hello.summary();
+      drop();
+      co_return Reply{};
+    }
+    parse_capabilities(hello);
+    spdlog::debug("upstream {}: TLS {}", peer_, tls_);
+    co_return hello;
   }
 
   void parse_capabilities(const Reply& ehlo) {
@@ -305,6 +365,7 @@ class SmtpUpstream final : public Upstream {
       else if (iequals(kw, "8BITMIME")) caps_.eight_bit = true;
       else if (iequals(kw, "SMTPUTF8")) caps_.smtputf8 = true;
       else if (iequals(kw, "PIPELINING")) caps_.pipelining = true;
+      else if (iequals(kw, "STARTTLS")) caps_.starttls = true;
     }
   }
 
@@ -377,6 +438,7 @@ class SmtpUpstream final : public Upstream {
   std::string inbuf_;
   std::string peer_;
   std::string last_error_;
+  std::string tls_;  // TLS description of conn_, empty when plaintext
   Capabilities caps_;
   bool reused_ = false;          // conn_ came from the pool and has not answered yet
   bool in_transaction_ = false;  // MAIL accepted, transaction not finished

@@ -11,14 +11,23 @@
 
 #include "core/net.h"
 #include "delivery/upstream.h"
+#include "tls/tls_context.h"
 
 namespace mk::delivery {
+
+enum class UpstreamTls { Off, Opportunistic, Required };
 
 struct SmtpUpstreamConfig {
   std::vector<HostPort> hosts;
   std::string helo_name;
   std::chrono::seconds connect_timeout{30};
   std::chrono::seconds timeout{600};
+  // STARTTLS (RFC 3207). Opportunistic: used when offered; a failed handshake
+  // is retried in plaintext. Required: a host without STARTTLS, or whose
+  // certificate does not verify for `tls_name`, is skipped (4xx if none is left).
+  UpstreamTls tls = UpstreamTls::Opportunistic;
+  tls::ContextPtr tls_context;  // verifying when tls = Required
+  std::string tls_name;         // empty: the host name as configured
 };
 
 std::unique_ptr<UpstreamFactory> make_smtp_upstream_factory(SmtpUpstreamConfig config);

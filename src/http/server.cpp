@@ -9,6 +9,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
 
@@ -34,6 +36,7 @@ struct Server::Impl {
   Api& api;
   asio::any_io_executor blocking;
   policy::DnsblChecker* dnsbl;
+  tls::ContextPtr https;  // null: plain HTTP
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
   std::atomic<bool> stopping{false};
 
@@ -45,7 +48,10 @@ struct Server::Impl {
         spdlog::error("http accept failed: {}", ec.message());
         continue;
       }
-      asio::co_spawn(socket.get_executor(), session(beast::tcp_stream(std::move(socket))), asio::detached);
+      if (https)
+        asio::co_spawn(socket.get_executor(), secure_session(beast::tcp_stream(std::move(socket))), asio::detached);
+      else
+        asio::co_spawn(socket.get_executor(), session(beast::tcp_stream(std::move(socket))), asio::detached);
     }
   }
 
@@ -73,9 +79,20 @@ struct Server::Impl {
     co_return std::nullopt;
   }
 
-  asio::awaitable<void> session(beast::tcp_stream stream) {
+  // HTTPS: the TLS handshake, then the same request loop.
+  asio::awaitable<void> secure_session(beast::tcp_stream tcp) {
+    auto ctx = https;  // kept alive for this connection
+    beast::ssl_stream<beast::tcp_stream> stream(std::move(tcp), *ctx);
+    beast::get_lowest_layer(stream).expires_after(kTimeout);
+    auto [ec] = co_await stream.async_handshake(asio::ssl::stream_base::server, asio::as_tuple(asio::use_awaitable));
+    if (ec) co_return;
+    co_await session(std::move(stream));
+  }
+
+  template <class Stream>
+  asio::awaitable<void> session(Stream stream) {
     boost::system::error_code ec;
-    auto remote = stream.socket().remote_endpoint(ec);
+    auto remote = beast::get_lowest_layer(stream).socket().remote_endpoint(ec);
     if (ec) co_return;
     auto address = remote.address();
     if (address.is_v6() && address.to_v6().is_v4_mapped())
@@ -86,14 +103,14 @@ struct Server::Impl {
       bh::request_parser<bh::string_body> parser;
       parser.header_limit(kHeaderLimit);
       parser.body_limit(settings.http.max_body);
-      stream.expires_after(kTimeout);
+      beast::get_lowest_layer(stream).expires_after(kTimeout);
       auto [rec, n] = co_await bh::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
       if (rec == bh::error::end_of_stream || rec == asio::error::eof) break;
       if (rec == bh::error::body_limit) {
         auto res = json_error(413, "too-much-data",
                               "request body larger than " + std::to_string(settings.http.max_body) + " bytes");
         res.keep_alive(false);
-        stream.expires_after(kTimeout);
+        beast::get_lowest_layer(stream).expires_after(kTimeout);
         co_await bh::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
         break;
       }
@@ -111,17 +128,17 @@ struct Server::Impl {
       // The alias store may block (SQLite), so requests are handled on the blocking pool.
       Response res = refusal ? std::move(*refusal) : co_await run_blocking(blocking, [&] { return api.handle(req, peer); });
       res.keep_alive(req.keep_alive() && !stopping);
-      stream.expires_after(kTimeout);
+      beast::get_lowest_layer(stream).expires_after(kTimeout);
       auto [wec, wn] = co_await bh::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
       if (wec || !res.keep_alive()) break;
     }
-    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    beast::get_lowest_layer(stream).socket().shutdown(tcp::socket::shutdown_send, ec);
   }
 };
 
 Server::Server(std::vector<asio::io_context*> workers, const Settings& settings, Api& api,
-               asio::any_io_executor blocking, policy::DnsblChecker* dnsbl)
-    : impl_(new Impl{std::move(workers), settings, api, std::move(blocking), dnsbl, {}}) {}
+               asio::any_io_executor blocking, policy::DnsblChecker* dnsbl, tls::ContextPtr https)
+    : impl_(new Impl{std::move(workers), settings, api, std::move(blocking), dnsbl, std::move(https), {}}) {}
 
 Server::~Server() = default;
 
@@ -142,7 +159,7 @@ void Server::bind() {
       if (ec) throw std::runtime_error("cannot listen on " + hp.to_string() + " (http): " + ec.message());
       impl_->acceptors.push_back(std::move(acceptor));
     }
-    spdlog::info("http listening on {}", hp.to_string());
+    spdlog::info("{} listening on {}", impl_->https ? "https" : "http", hp.to_string());
   }
 }
 

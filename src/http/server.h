@@ -11,14 +11,16 @@
 #include "config/settings.h"
 #include "http/api.h"
 #include "policy/dnsbl.h"
+#include "tls/tls_context.h"
 
 namespace mk::http {
 
 class Server {
  public:
-  // `dnsbl` (may be null) checks alias creators against [dnsbl] http_zones.
+  // `dnsbl` (may be null) checks alias creators against [dnsbl] http_zones;
+  // `https` (may be null) makes the listener speak HTTPS.
   Server(std::vector<boost::asio::io_context*> workers, const Settings& settings, Api& api,
-         boost::asio::any_io_executor blocking, policy::DnsblChecker* dnsbl);
+         boost::asio::any_io_executor blocking, policy::DnsblChecker* dnsbl, tls::ContextPtr https);
   ~Server();
   // Binds every [http] listen address; throws std::runtime_error naming it on failure.
   void bind();

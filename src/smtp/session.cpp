@@ -51,16 +51,23 @@ struct Session::CommandSpec {
   Verb verb;
   awaitable<void> (Session::*handler)(std::string_view);
   bool needs_hello;  // 503 before HELO/EHLO
+  bool needs_tls;    // 530 before STARTTLS when [smtp] require_tls (RFC 3207 4)
 };
 
 const Session::CommandSpec* Session::find_command(Verb verb) {
   static const CommandSpec table[] = {
-      {Verb::Helo, &Session::handle_helo, false}, {Verb::Ehlo, &Session::handle_ehlo, false},
-      {Verb::Mail, &Session::handle_mail, true},  {Verb::Rcpt, &Session::handle_rcpt, true},
-      {Verb::Data, &Session::handle_data, true},  {Verb::Rset, &Session::handle_rset, false},
-      {Verb::Noop, &Session::handle_noop, false}, {Verb::Quit, &Session::handle_quit, false},
-      {Verb::Vrfy, &Session::handle_vrfy, false}, {Verb::Expn, &Session::handle_expn, false},
-      {Verb::Help, &Session::handle_help, false},
+      {Verb::Helo, &Session::handle_helo, false, false},
+      {Verb::Ehlo, &Session::handle_ehlo, false, false},
+      {Verb::Starttls, &Session::handle_starttls, true, false},
+      {Verb::Mail, &Session::handle_mail, true, true},
+      {Verb::Rcpt, &Session::handle_rcpt, true, true},
+      {Verb::Data, &Session::handle_data, true, true},
+      {Verb::Rset, &Session::handle_rset, false, false},
+      {Verb::Noop, &Session::handle_noop, false, false},
+      {Verb::Quit, &Session::handle_quit, false, false},
+      {Verb::Vrfy, &Session::handle_vrfy, false, true},
+      {Verb::Expn, &Session::handle_expn, false, true},
+      {Verb::Help, &Session::handle_help, false, false},
   };
   for (auto& c : table)
     if (c.verb == verb) return &c;
@@ -127,6 +134,10 @@ awaitable<void> Session::run() {
     }
     if (spec->needs_hello && helo_.empty()) {
       reply_error(replies::bad_sequence("Error: send HELO/EHLO first"));
+      continue;
+    }
+    if (spec->needs_tls && settings_.smtp.require_tls && tls_.empty()) {
+      reply_error(Reply{530, "5.7.0", "Must issue a STARTTLS command first"});
       continue;
     }
     co_await (this->*spec->handler)(cmd.arg);
@@ -203,6 +214,7 @@ awaitable<void> Session::handle_ehlo(std::string_view arg) {
   r.lines.push_back("8BITMIME");
   r.lines.push_back("ENHANCEDSTATUSCODES");
   r.lines.push_back("SMTPUTF8");
+  if (env_.tls && tls_.empty()) r.lines.push_back("STARTTLS");
   r.lines.push_back("HELP");
   reply(r);
 }
@@ -462,6 +474,50 @@ awaitable<void> Session::handle_expn(std::string_view) {
   co_return;
 }
 
+awaitable<void> Session::handle_starttls(std::string_view arg) {
+  if (!env_.tls) {
+    reply_error(Reply{502, "5.5.1", "Error: STARTTLS not available"});
+    co_return;
+  }
+  if (!arg.empty()) {
+    reply_error(replies::bad_syntax("Syntax: STARTTLS"));
+    co_return;
+  }
+  if (!tls_.empty()) {
+    reply_error(replies::bad_sequence("Error: TLS already active"));
+    co_return;
+  }
+  reply(Reply{220, "2.0.0", "Ready to start TLS"});
+  bool flushed = co_await flush();
+  if (!flushed) {
+    quit_ = true;
+    co_return;
+  }
+  // Anything the client pipelined after STARTTLS arrived in plaintext and is
+  // discarded, never executed inside the TLS session (CVE-2011-0411).
+  if (inpos_ < inbuf_.size())
+    spdlog::info("{}: discarding {} bytes pipelined after STARTTLS from [{}]", id_, inbuf_.size() - inpos_,
+                 client_address_);
+  inbuf_.clear();
+  inpos_ = 0;
+  auto ctx = env_.tls->current();  // held for the handshake even if SIGHUP swaps it
+  error_code ec;
+  client_->expires_after(std::chrono::seconds(settings_.smtp.timeout));
+  auto secured = co_await client_->start_tls(*ctx, Transport::TlsRole::Server, "", ec);
+  if (!secured) {
+    spdlog::info("{}: TLS handshake with [{}] failed: {}", id_, client_address_, ec.message());
+    quit_ = true;  // the connection is in an unknown state: close it
+    co_return;
+  }
+  client_ = std::move(secured);
+  tls_ = client_->tls_description();
+  spdlog::info("{}: TLS established with [{}]: {}", id_, client_address_, tls_);
+  // RFC 3207 4.2: the client must start over; forget all it told us before.
+  co_await reset_transaction();
+  helo_.clear();
+  esmtp_ = false;
+}
+
 awaitable<void> Session::handle_help(std::string_view) {
   Reply r{214, "2.0.0", "mailkeep: commands HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP"};
   r.lines.push_back("See RFC 5321");
@@ -579,12 +635,15 @@ awaitable<Session::DataResult> Session::read_message(Spool& spool) {
 
 std::string Session::received_header() const {
   // RFC 5321 4.4; RFC 6531 4.3 names the protocol UTF8SMTP when SMTPUTF8 was used.
-  const char* protocol = !esmtp_ ? "SMTP" : tx_.params.smtputf8 ? "UTF8SMTP" : "ESMTP";
+  // RFC 3848: ESMTPS when TLS is active; RFC 6531 4.3: UTF8SMTP(S).
+  std::string protocol = !esmtp_ ? "SMTP" : tx_.params.smtputf8 ? "UTF8SMTP" : "ESMTP";
+  if (!tls_.empty()) protocol += "S";
+  std::string tls_clause = tls_.empty() ? "" : "\r\n\t(using " + tls_ + ")";
   std::string for_clause;
   if (tx_.recipients.size() == 1) for_clause = "\r\n\tfor <" + printable(tx_.recipients[0].address(), 512) + ">";
-  return fmt::format("Received: from {} ([{}])\r\n\tby {} (mailkeep) with {} id {}.{}{};\r\n\t{}\r\n", helo_,
-                     client_address_, settings_.smtp.hostname, protocol, id_, transactions_ + 1, for_clause,
-                     rfc5322_date());
+  return fmt::format("Received: from {} ([{}]){}\r\n\tby {} (mailkeep) with {} id {}.{}{};\r\n\t{}\r\n", helo_,
+                     client_address_, tls_clause, settings_.smtp.hostname, protocol, id_, transactions_ + 1,
+                     for_clause, rfc5322_date());
 }
 
 void Session::log_transaction(const Reply& final_reply, uint64_t size, size_t archive_copies) {

@@ -21,6 +21,7 @@
 #include "core/stats.h"
 #include "policy/dnsbl.h"
 #include "policy/rate_limit.h"
+#include "tls/tls_context.h"
 #include "config/settings.h"
 #include "delivery/upstream.h"
 #include "route/router.h"
@@ -45,6 +46,7 @@ struct SessionEnvironment {
   aliases::AliasService* aliases = nullptr;  // null: no alias domains
   policy::DnsblChecker* dnsbl = nullptr;     // null: no [dnsbl] smtp_zones
   policy::WindowLimiter* message_limiter = nullptr;
+  tls::ServerContext* tls = nullptr;  // null: no STARTTLS
 };
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -92,6 +94,7 @@ class Session : public std::enable_shared_from_this<Session> {
   awaitable<void> handle_vrfy(std::string_view arg);
   awaitable<void> handle_expn(std::string_view arg);
   awaitable<void> handle_help(std::string_view arg);
+  awaitable<void> handle_starttls(std::string_view arg);
 
   // I/O helpers.
   enum class LineStatus { Ok, TooLong, Closed, TimedOut, Aborted };
@@ -133,6 +136,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string outbuf_;  // replies not yet sent (pipelining)
   std::string helo_;
   bool esmtp_ = false;
+  std::string tls_;  // the TLS description once STARTTLS succeeded
   bool quit_ = false;
   bool draining_ = false;
   bool waiting_for_command_ = false;

@@ -15,6 +15,10 @@
 #include <string>
 #include <string_view>
 
+namespace boost::asio::ssl {
+class context;
+}
+
 namespace mk::smtp {
 
 using boost::system::error_code;
@@ -32,6 +36,19 @@ class Transport {
   virtual void cancel() = 0;
   virtual void close() = 0;
   virtual boost::asio::any_io_executor get_executor() = 0;
+
+  enum class TlsRole { Server, Client };
+  // STARTTLS (RFC 3207): runs the TLS handshake over this connection and
+  // returns the encrypted transport; this object is unusable afterwards.
+  // `server_name`: for a client, SNI and (if the context verifies) the name
+  // the certificate must carry. Returns nullptr and sets ec on failure.
+  virtual awaitable<std::unique_ptr<Transport>> start_tls(boost::asio::ssl::context& ctx, TlsRole role,
+                                                          const std::string& server_name, error_code& ec) {
+    ec = boost::system::errc::make_error_code(boost::system::errc::operation_not_supported);
+    co_return nullptr;
+  }
+  // "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)"; empty when not encrypted.
+  virtual std::string tls_description() const { return ""; }
 };
 
 }  // namespace mk::smtp
