@@ -25,5 +25,11 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# The unprivileged user the server runs as after binding port 25 ([general] user).
+if ! getent passwd mailkeep >/dev/null; then
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin mailkeep
+fi
+
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j 2

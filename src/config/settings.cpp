@@ -180,8 +180,9 @@ const std::vector<Key>& key_table() {
                  {"debug", "info", "warn", "error"}),
       string_key("general", "stats_file", "data/stats", "counters for `mailkeep stats`, rewritten every 5 s",
                  [](Settings& s) -> auto& { return s.general.stats_file; }),
-      string_key("general", "user", "mail",
-                 "started as root, mailkeep binds its ports, then runs as this user (root needs 'root')",
+      string_key("general", "user", "mailkeep",
+                 "started as root, mailkeep binds its ports, then runs as this user (setup.sh creates it; "
+                 "running as root needs an explicit 'root')",
                  [](Settings& s) -> auto& { return s.general.user; }),
 
       endpoints_key("smtp", "listen", "127.0.0.1:2525", 0, true, "comma-separated host:port list, IPv6 as [::1]:2525",
