@@ -96,9 +96,20 @@ ReserveResult AliasService::reserve(std::string_view local_part) {
 }
 
 void AliasService::commit_use(const std::string& id) {
-  std::lock_guard lock(mutex_);
-  store_.add_use(id);  // stored before the pending use is dropped: never a window of over-delivery
-  if (auto it = pending_.find(id); it != pending_.end() && --it->second == 0) pending_.erase(it);
+  // Stored before the pending use is dropped, so there is never a moment of
+  // over-delivery (at worst a racing reserve sees the use twice and refuses).
+  // The write happens outside the lock: a slow write must not stall RCPTs.
+  std::exception_ptr failure;
+  try {
+    store_.add_use(id);
+  } catch (...) {
+    failure = std::current_exception();  // the pending use is dropped all the same
+  }
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = pending_.find(id); it != pending_.end() && --it->second == 0) pending_.erase(it);
+  }
+  if (failure) std::rethrow_exception(failure);
 }
 
 void AliasService::release(const std::string& id) {

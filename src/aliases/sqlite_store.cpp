@@ -71,6 +71,18 @@ class SqliteAliasStore final : public AliasStore {
       sqlite3_close(db_);
       throw StoreError("cannot open " + path + ": " + err);
     }
+    try {
+      prepare(path);
+    } catch (...) {
+      // A constructor that throws runs no destructor: close the handles here.
+      finalize();
+      sqlite3_close(reader_);
+      sqlite3_close(db_);
+      throw;
+    }
+  }
+
+  void prepare(const std::string& path) {
     sqlite3_busy_timeout(db_, 5000);  // the CLI may hold the write lock briefly
     exec("PRAGMA journal_mode = WAL");
     // WAL + NORMAL: a commit survives a crash of the process; after a power
@@ -82,18 +94,30 @@ class SqliteAliasStore final : public AliasStore {
     insert_ = std::make_unique<Statement>(
         db_, "INSERT INTO aliases(id,target,created,valid_until,max_usage,uses,creator_ip,disabled,token_hash) "
              "VALUES (?,?,?,?,?,0,?,0,?)");
+    // Lookups use a second connection: in WAL mode readers never wait for a
+    // writer, so an RCPT is not held up while a creation (or the CLI) writes.
+    if (sqlite3_open_v2(path.c_str(), &reader_, SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX, nullptr) != SQLITE_OK)
+      throw StoreError("cannot open " + path + " for reading: " + (reader_ ? sqlite3_errmsg(reader_) : "out of memory"));
+    sqlite3_busy_timeout(reader_, 5000);
     find_ = std::make_unique<Statement>(
-        db_, "SELECT id,target,created,valid_until,max_usage,uses,creator_ip,disabled,token_hash FROM aliases WHERE id=?");
+        reader_,
+        "SELECT id,target,created,valid_until,max_usage,uses,creator_ip,disabled,token_hash FROM aliases WHERE id=?");
     add_use_ = std::make_unique<Statement>(db_, "UPDATE aliases SET uses = uses + 1 WHERE id=?");
     disable_ = std::make_unique<Statement>(db_, "UPDATE aliases SET disabled = 1 WHERE id=?");
     list_ = std::make_unique<Statement>(
-        db_, "SELECT id,target,created,valid_until,max_usage,uses,creator_ip,disabled,token_hash FROM aliases "
+        reader_, "SELECT id,target,created,valid_until,max_usage,uses,creator_ip,disabled,token_hash FROM aliases "
              "ORDER BY created DESC, id LIMIT ?");
     purge_ = std::make_unique<Statement>(
         db_, "DELETE FROM aliases WHERE disabled = 1 OR (valid_until IS NOT NULL AND valid_until <= ?) "
              "OR (max_usage IS NOT NULL AND uses >= max_usage)");
   }
   ~SqliteAliasStore() override {
+    finalize();
+    sqlite3_close(reader_);
+    sqlite3_close(db_);
+  }
+
+  void finalize() {
     insert_id_.reset();
     insert_.reset();
     find_.reset();
@@ -101,7 +125,6 @@ class SqliteAliasStore final : public AliasStore {
     disable_.reset();
     list_.reset();
     purge_.reset();
-    sqlite3_close(db_);
   }
 
   bool insert(const Alias& a) override {
@@ -133,7 +156,7 @@ class SqliteAliasStore final : public AliasStore {
   }
 
   std::optional<Alias> find(const std::string& id) override {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(reader_mutex_);
     auto u = find_->use();
     find_->bind(1, id);
     if (find_->step() != SQLITE_ROW) return std::nullopt;
@@ -156,7 +179,7 @@ class SqliteAliasStore final : public AliasStore {
   }
 
   std::vector<Alias> list(size_t limit) override {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(reader_mutex_);
     std::vector<Alias> out;
     auto u = list_->use();
     list_->bind(1, int64_t(limit));
@@ -234,8 +257,10 @@ class SqliteAliasStore final : public AliasStore {
     }
   }
 
-  sqlite3* db_ = nullptr;
-  std::mutex mutex_;
+  sqlite3* db_ = nullptr;      // writes (and migrations)
+  sqlite3* reader_ = nullptr;  // lookups
+  std::mutex mutex_;           // guards db_ and its statements
+  std::mutex reader_mutex_;    // guards reader_ and its statements
   std::unique_ptr<Statement> insert_id_, insert_, find_, add_use_, disable_, list_, purge_;
 };
 

@@ -282,6 +282,10 @@ int serve(const mk::Settings& settings) {
   main_io.run();
   for (auto& t : pool) t.join();
   blocking.join();
+  // Pooled upstream connections belong to the workers' io_contexts, which are
+  // destroyed before the factories would be: close them first.
+  smarthost.reset();
+  backup_upstream.reset();
   mk::stats::write_file(settings.general.stats_file, started);
   spdlog::info("mailkeep stopped");
   return 0;

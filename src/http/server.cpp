@@ -58,8 +58,10 @@ struct Server::Impl {
   // Alias creation from a client listed in [dnsbl] http_zones: 403 rbl-check-failed.
   asio::awaitable<std::optional<Response>> check_dnsbl(const Request& req, const IpAddress& peer) {
     auto client = api.client_address(req, peer);
-    for (auto& c : settings.dnsbl.allow)
-      if (c.contains(client)) co_return std::nullopt;
+    // The same exemptions as at SMTP connect: [dnsbl] allow and our own relay networks.
+    for (auto* nets : {&settings.dnsbl.allow, &settings.relay.relay_from, &settings.backup.relay_from})
+      for (auto& c : *nets)
+        if (c.contains(client)) co_return std::nullopt;
     auto verdict = co_await dnsbl->check(client, settings.dnsbl.http_zones);
     if (verdict.kind == policy::DnsblVerdict::Listed) {
       stats::count(stats::Counter::http_reject_dnsbl_listed);
@@ -124,9 +126,14 @@ struct Server::Impl {
       }
       auto& req = parser.get();
       std::optional<Response> refusal;
-      if (dnsbl && !settings.dnsbl.http_zones.empty() && Api::is_creation(req)) refusal = co_await check_dnsbl(req, peer);
+      if (dnsbl && !settings.dnsbl.http_zones.empty() && Api::is_creation(req)) {
+        auto verdict = co_await check_dnsbl(req, peer);
+        refusal = std::move(verdict);
+      }
       // The alias store may block (SQLite), so requests are handled on the blocking pool.
-      Response res = refusal ? std::move(*refusal) : co_await run_blocking(blocking, [&] { return api.handle(req, peer); });
+      Response res;
+      if (refusal) res = std::move(*refusal);
+      else res = co_await run_blocking(blocking, [&] { return api.handle(req, peer); });  // no co_await in ?: (GCC 12)
       res.keep_alive(req.keep_alive() && !stopping);
       beast::get_lowest_layer(stream).expires_after(kTimeout);
       auto [wec, wn] = co_await bh::async_write(stream, res, asio::as_tuple(asio::use_awaitable));

@@ -62,6 +62,26 @@ struct ZoneAnswer {
   std::string answer, detail;
 };
 
+// What the DNS said for one query name, before any zone's filter: the cache
+// holds this, so that zones sharing a name (smtp_zones and http_zones with
+// different filters) each apply their own filter.
+struct RawAnswer {
+  enum Kind { Addresses, NoRecord, Error } kind = NoRecord;
+  std::vector<IpAddress> addresses;
+  std::string detail;
+};
+
+ZoneAnswer evaluate(const DnsblZone& zone, const RawAnswer& raw) {
+  if (raw.kind == RawAnswer::Error) return {ZoneAnswer::Error, "", raw.detail};
+  ZoneAnswer answer;
+  for (auto& a : raw.addresses) {
+    if (is_dnsbl_error_answer(a))  // the list refuses us (or answers nonsense): never a listing
+      return {ZoneAnswer::Error, a.to_string(), "error answer " + a.to_string() + " from " + zone.name};
+    if (zone.matches(a) && answer.kind == ZoneAnswer::NotListed) answer = {ZoneAnswer::Listed, a.to_string(), ""};
+  }
+  return answer;
+}
+
 // The negative-caching TTL of an NXDOMAIN answer: min(SOA TTL, SOA MINIMUM)
 // from the authority section (RFC 2308 5). 0 when there is none.
 int negative_ttl(const unsigned char* buf, int len) {
@@ -131,18 +151,19 @@ class CaresDnsbl final : public DnsblChecker {
     thread_.join();
   }
 
+  // Not a coroutine: the arguments travel as initiation arguments. (Capturing
+  // a coroutine's parameter in a lambda made GCC 12 free it twice.)
   asio::awaitable<DnsblVerdict> check(IpAddress ip, std::vector<DnsblZone> zones) override {
-    auto ex = co_await asio::this_coro::executor;
-    co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(DnsblVerdict)>(
-        [this, ip, zones = std::move(zones), ex](auto handler) mutable {
-          auto done = [ex, h = std::make_shared<decltype(handler)>(std::move(handler))](DnsblVerdict v) mutable {
-            asio::post(ex, [h, v = std::move(v)]() mutable { (*h)(std::move(v)); });
-          };
+    return asio::async_initiate<decltype(asio::use_awaitable), void(DnsblVerdict)>(
+        [this](auto handler, IpAddress ip, std::vector<DnsblZone> zones) {
+          auto ex = asio::get_associated_executor(handler);
+          auto h = std::make_shared<decltype(handler)>(std::move(handler));
+          auto done = [ex, h](DnsblVerdict v) { asio::post(ex, [h, v = std::move(v)]() mutable { (*h)(std::move(v)); }); };
           asio::post(io_, [this, ip, zones = std::move(zones), done = std::move(done)]() mutable {
             start(ip, std::move(zones), std::move(done));
           });
         },
-        asio::use_awaitable);
+        asio::use_awaitable, ip, std::move(zones));
   }
 
  private:
@@ -155,8 +176,6 @@ class CaresDnsbl final : public DnsblChecker {
   };
   struct Query {
     CaresDnsbl* self;
-    std::shared_ptr<Check> check;
-    size_t index;
     std::string name;
   };
   struct Watch {
@@ -164,7 +183,7 @@ class CaresDnsbl final : public DnsblChecker {
     bool read = false, write = false, reading = false, writing = false;
   };
   struct CacheEntry {
-    ZoneAnswer answer;
+    RawAnswer answer;
     Clock::time_point expires;
   };
 
@@ -178,13 +197,15 @@ class CaresDnsbl final : public DnsblChecker {
       auto name = dnsbl_query_name(ip, check->zones[i].name);
       if (auto it = cache_.find(name); it != cache_.end()) {
         if (it->second.expires > Clock::now()) {
-          check->answers[i] = it->second.answer;
+          check->answers[i] = evaluate(check->zones[i], it->second.answer);
           continue;
         }
         cache_.erase(it);
       }
-      auto* q = new Query{this, check, i, name};
-      ares_query(channel_, name.c_str(), ns_c_in, ns_t_a, &CaresDnsbl::on_answer, q);
+      // One query per name in flight: later checks wait for its answer.
+      auto& waiters = inflight_[name];
+      waiters.emplace_back(check, i);
+      if (waiters.size() == 1) ares_query(channel_, name.c_str(), ns_c_in, ns_t_a, &CaresDnsbl::on_answer, new Query{this, name});
     }
     // A DNS server that never answers must not hold a session beyond the timeout.
     check->deadline = std::make_unique<asio::steady_timer>(io_, std::chrono::milliseconds(cfg_.timeout_ms + 200));
@@ -229,44 +250,42 @@ class CaresDnsbl final : public DnsblChecker {
   static void on_answer(void* arg, int status, int /*timeouts*/, unsigned char* abuf, int alen) {
     std::unique_ptr<Query> q(static_cast<Query*>(arg));
     if (status == ARES_EDESTRUCTION || status == ARES_ECANCELLED) return;
-    auto& zone = q->check->zones[q->index];
-    ZoneAnswer answer;
+    RawAnswer raw;
     int ttl = 0;
-    if (status == ARES_ENOTFOUND) {  // NXDOMAIN: not listed
-      ttl = negative_ttl(abuf, alen);
-    } else if (status == ARES_ENODATA) {
+    if (status == ARES_ENOTFOUND || status == ARES_ENODATA) {  // NXDOMAIN / no A record: not listed
       ttl = negative_ttl(abuf, alen);
     } else if (status != ARES_SUCCESS) {
-      answer = {ZoneAnswer::Error, "", ares_strerror(status)};
+      raw = {RawAnswer::Error, {}, ares_strerror(status)};
     } else {
       ares_addrttl addrs[16];
       int n = 16;
       if (ares_parse_a_reply(abuf, alen, nullptr, addrs, &n) != ARES_SUCCESS || n <= 0) {
-        answer = {ZoneAnswer::Error, "", "malformed answer"};
+        raw = {RawAnswer::Error, {}, "malformed answer"};
       } else {
+        raw.kind = RawAnswer::Addresses;
         ttl = addrs[0].ttl;
         for (int i = 0; i < n; ++i) {
           IpAddress a;
           a.bytes[10] = a.bytes[11] = 0xff;
           std::memcpy(a.bytes.data() + 12, &addrs[i].ipaddr, 4);
+          raw.addresses.push_back(a);
           ttl = std::min(ttl, addrs[i].ttl);
-          if (is_dnsbl_error_answer(a)) {
-            // The list refuses us (or answers nonsense): an error, never a listing.
-            answer = {ZoneAnswer::Error, a.to_string(), "error answer " + a.to_string() + " from " + zone.name};
-            break;
-          }
-          if (zone.matches(a) && answer.kind == ZoneAnswer::NotListed) answer = {ZoneAnswer::Listed, a.to_string(), ""};
         }
       }
     }
     auto* self = q->self;
-    if (answer.kind != ZoneAnswer::Error && ttl > 0)
-      self->cache_[q->name] = {answer, Clock::now() + std::chrono::seconds(std::min(ttl, 86400))};
-    if (answer.kind == ZoneAnswer::Error)
-      spdlog::warn("dnsbl {}: lookup of {} failed: {}", zone.name, q->name, answer.detail);
+    if (raw.kind == RawAnswer::Error) spdlog::warn("dnsbl: lookup of {} failed: {}", q->name, raw.detail);
+    else if (ttl > 0) self->cache_[q->name] = {raw, Clock::now() + std::chrono::seconds(std::min(ttl, 86400))};
     if (self->cache_.size() > 100000) self->sweep_cache();
-    q->check->answers[q->index] = answer;
-    self->finish_if_ready(*q->check);
+    auto waiters = std::move(self->inflight_[q->name]);
+    self->inflight_.erase(q->name);
+    for (auto& [check, index] : waiters) {
+      if (check->finished) continue;
+      check->answers[index] = evaluate(check->zones[index], raw);
+      if (check->answers[index]->kind == ZoneAnswer::Error)
+        spdlog::warn("dnsbl {}: {}", check->zones[index].name, check->answers[index]->detail);
+      self->finish_if_ready(*check);
+    }
   }
 
   void sweep_cache() {
@@ -332,6 +351,7 @@ class CaresDnsbl final : public DnsblChecker {
   ares_channel channel_ = nullptr;
   std::unordered_map<ares_socket_t, std::shared_ptr<Watch>> watches_;
   std::unordered_map<std::string, CacheEntry> cache_;
+  std::unordered_map<std::string, std::vector<std::pair<std::shared_ptr<Check>, size_t>>> inflight_;
   std::thread thread_;
 };
 

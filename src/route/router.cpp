@@ -44,7 +44,7 @@ ClientInfo Router::classify_client(const IpAddress& ip) const {
   c.ip = ip;
   c.relay_allowed = in_networks(relay_from_, ip);
   c.backup_outbound = !backup_domains_.empty() && in_networks(backup_relay_from_, ip);
-  c.trusted = c.relay_allowed || c.backup_outbound || in_networks(dnsbl_allow_, ip);
+  c.trusted = c.relay_allowed || in_networks(backup_relay_from_, ip) || in_networks(dnsbl_allow_, ip);
   return c;
 }
 

@@ -89,7 +89,9 @@ Session::~Session() = default;
 
 awaitable<void> Session::run() {
   spdlog::debug("{}: connect from [{}]:{}", id_, client_address_, client_port_);
-  if (auto refusal = co_await check_dnsbl()) {
+  // (co_await stays out of conditions: GCC 12 miscompiles some of those forms.)
+  auto refusal = co_await check_dnsbl();
+  if (refusal) {
     // RFC 5321 3.1: a server may refuse service with a 554 (or 421) greeting.
     reply(*refusal);
     co_await flush();
@@ -317,6 +319,16 @@ awaitable<void> Session::handle_rcpt(std::string_view arg) {
       if (service && !id->empty()) service->release(*id);
     }
   } release_guard{env_.aliases, &reserved_alias};
+  // The same final recipient twice in one transaction (say, two aliases of one
+  // target) is relayed once: a second RCPT upstream could mean a second copy.
+  auto same = [&](const Mailbox& m) {
+    return m.local == route.recipient.local && m.domain_lower == route.recipient.domain_lower;
+  };
+  if (std::any_of(tx_.recipients.begin(), tx_.recipients.end(), same)) {
+    if (!reserved_alias.empty()) tx_.alias_uses.push_back(std::exchange(reserved_alias, {}));
+    reply(Reply{250, "2.1.5", "Ok (duplicate recipient)"});
+    co_return;
+  }
   auto* factory = env_.upstream_for(route.destination);
   if (tx_.upstream && tx_.upstream != factory) {
     // RFC 5321 3.3: the client sends the remaining recipients in another transaction.
@@ -727,7 +739,8 @@ awaitable<Session::LineStatus> Session::read_line(std::string& line) {
     error_code ec;
     client_->expires_after(std::chrono::seconds(settings_.smtp.timeout));
     waiting_for_command_ = true;
-    size_t n = draining_ ? 0 : co_await client_->read_some(boost::asio::buffer(inbuf_.data() + old, kReadChunk), ec);
+    size_t n = 0;
+    if (!draining_) n = co_await client_->read_some(boost::asio::buffer(inbuf_.data() + old, kReadChunk), ec);
     waiting_for_command_ = false;
     inbuf_.resize(old + n);
     if (draining_) co_return LineStatus::Aborted;
