@@ -704,6 +704,9 @@ awaitable<bool> Session::flush() {
 // Reads one command line (without CRLF). Replies buffered so far are sent
 // first whenever the client's input has no complete line (RFC 2920 3.2).
 awaitable<Session::LineStatus> Session::read_line(std::string& line) {
+  // One deadline for the whole line, not per read: a client dripping a byte
+  // at a time must not hold the session forever (Postfix's per-request deadline).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(settings_.smtp.timeout);
   bool discarding = false;  // inside an over-long line: skip to its end
   size_t scanned = inpos_;
   while (true) {
@@ -737,7 +740,7 @@ awaitable<Session::LineStatus> Session::read_line(std::string& line) {
     size_t old = inbuf_.size();
     inbuf_.resize(old + kReadChunk);
     error_code ec;
-    client_->expires_after(std::chrono::seconds(settings_.smtp.timeout));
+    client_->expires_at(deadline);
     waiting_for_command_ = true;
     size_t n = 0;
     if (!draining_) n = co_await client_->read_some(boost::asio::buffer(inbuf_.data() + old, kReadChunk), ec);

@@ -1,5 +1,6 @@
-// tcp_transport.h — Transport over a TCP socket, with Beast's tcp_stream
-// providing per-operation deadlines.
+// tcp_transport.h — Transport over a TCP socket, and over TLS after STARTTLS.
+// Deadlines cancel the pending operation (timed_out) without closing the
+// socket, so a session can still answer 421 4.4.2 before it hangs up.
 #pragma once
 #include <boost/asio/ip/tcp.hpp>
 

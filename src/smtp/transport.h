@@ -30,8 +30,11 @@ class Transport {
   virtual ~Transport() = default;
   virtual awaitable<size_t> read_some(boost::asio::mutable_buffer buf, error_code& ec) = 0;
   virtual awaitable<void> write_all(std::string_view bytes, error_code& ec) = 0;
-  // Deadline for the next read or write (RFC 5321 4.5.3.2 timeouts).
-  virtual void expires_after(std::chrono::steady_clock::duration d) = 0;
+  // Deadline for the following reads and writes (RFC 5321 4.5.3.2 timeouts).
+  // An operation past it fails with asio::error::timed_out and the connection
+  // stays open, so that the server can still say 421.
+  virtual void expires_after(std::chrono::steady_clock::duration d) { expires_at(std::chrono::steady_clock::now() + d); }
+  virtual void expires_at(std::chrono::steady_clock::time_point t) = 0;
   // Aborts a pending read or write (graceful shutdown); the operation returns operation_aborted.
   virtual void cancel() = 0;
   virtual void close() = 0;

@@ -33,7 +33,7 @@ class TestTransport final : public Transport {
                                              asio::as_tuple(asio::use_awaitable));
     ec = e;
   }
-  void expires_after(std::chrono::steady_clock::duration) override {}
+  void expires_at(std::chrono::steady_clock::time_point) override {}
   void cancel() override {}
   void close() override { s_.close(); }
   asio::any_io_executor get_executor() override { return s_.get_executor(); }

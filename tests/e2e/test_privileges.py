@@ -1,0 +1,207 @@
+"""Privilege drop: started as root, mailkeep runs as [general] user (real, effective, saved
+and filesystem ids), with no supplementary groups, no capabilities, not dumpable and
+RLIMIT_CORE 0; its data directories belong to that user. `user = root` keeps root with a
+warning; an unknown user is a startup error."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import Mailkeep, RawSMTP, default_config, free_port
+from tls_support import client_context, make_pki, starttls
+
+MSG = b"From: a@client.test\r\nSubject: unprivileged\r\n\r\nhello\r\n"
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+def mailkeep_ids() -> tuple[int, int]:
+    try:
+        pw = pwd.getpwnam("mailkeep")
+    except KeyError:
+        pytest.skip("user mailkeep does not exist (run setup.sh)")
+    return pw.pw_uid, pw.pw_gid
+
+
+@pytest.fixture
+def workdir(mailkeep_bin):
+    # pytest's tmp_path is under a 0700 directory the unprivileged user cannot traverse.
+    d = Path(tempfile.mkdtemp(prefix="mailkeep-priv-", dir="/var/tmp"))
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def run(workdir, capture):
+    started: list[Mailkeep] = []
+
+    def start(name: str = "mk", **overrides) -> Mailkeep:
+        cfg = default_config(free_port(), capture.address, **overrides)
+        mk = Mailkeep(workdir / name, cfg)
+        os.chmod(mk.workdir, 0o755)
+        started.append(mk)
+        return mk.start()
+
+    yield start
+    for mk in started:
+        code = mk.stop()
+        print(f"--- mailkeep log (exit {code}) ---\n{mk.log()[-3000:]}")
+
+
+def status(pid: int) -> dict[str, list[str]]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        out[key] = value.split()
+    return out
+
+
+def assert_unprivileged(pid: int, uid: int, gid: int) -> None:
+    for task in os.listdir(f"/proc/{pid}/task"):     # every thread, not just the main one
+        st = {}
+        for line in Path(f"/proc/{pid}/task/{task}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            st[key] = value.split()
+        assert st["Uid"] == [str(uid)] * 4, f"thread {task}: Uid {st['Uid']}"
+        assert st["Gid"] == [str(gid)] * 4, f"thread {task}: Gid {st['Gid']}"
+        assert st["Groups"] == [], f"thread {task}: supplementary groups {st['Groups']}"
+        assert int(st["CapPrm"][0], 16) == 0 and int(st["CapEff"][0], 16) == 0, st["CapEff"]
+        assert int(st["CapAmb"][0], 16) == 0
+
+
+def core_limit(pid: int) -> tuple[str, str]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max core file size"):
+            soft, hard = line.split()[4:6]
+            return soft, hard
+    raise AssertionError("no core limit line")
+
+
+def relay_one(mk, capture, sender: str = "a@client.test") -> None:
+    before = len(capture.messages)
+    with RawSMTP(mk.host, mk.port) as c:
+        c.ehlo()
+        r = c.send_message(sender, ["user@example.org"], MSG)
+        assert r.code == 250, str(r)
+    assert any(m.mail_from == sender for m in capture.wait_for(before + 1))
+
+
+def test_drops_to_mailkeep_user(run, capture, workdir):
+    uid, gid = mailkeep_ids()
+    mk = run(general={"user": "mailkeep", "log_level": "info"})
+    assert_unprivileged(mk.pid, uid, gid)
+    # Not dumpable: the kernel makes /proc/PID/* owned by root for a non-dumpable process.
+    assert os.stat(f"/proc/{mk.pid}/status").st_uid == 0
+    assert core_limit(mk.pid)[0] == "0", core_limit(mk.pid)
+    assert core_limit(mk.pid)[1] == "0", f"hard core limit {core_limit(mk.pid)[1]}: could be raised again"
+    assert "running as user mailkeep" in mk.log()
+    assert "user = root" not in mk.log()
+
+    relay_one(mk, capture)
+    # Everything mailkeep creates belongs to the unprivileged user.
+    data = mk.workdir / "data"
+    for path in [data, data / "spool", *data.rglob("*")]:
+        st = path.stat()
+        assert (st.st_uid, st.st_gid) == (uid, gid), f"{path} owned by {st.st_uid}:{st.st_gid}"
+    # Still the same ids after work was done (no thread regained privileges).
+    assert_unprivileged(mk.pid, uid, gid)
+
+
+def test_drop_after_binding_privileged_port(workdir, capture):
+    uid, gid = mailkeep_ids()
+    port = None
+    for candidate in range(587, 1024, 7):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+        port = candidate
+        break
+    if port is None:
+        pytest.skip("no free privileged port")
+    cfg = default_config(port, capture.address, general={"user": "mailkeep"})
+    mk = Mailkeep(workdir / "low", cfg)
+    os.chmod(mk.workdir, 0o755)
+    mk.start()
+    try:
+        assert_unprivileged(mk.pid, uid, gid)
+        relay_one(mk, capture)
+    finally:
+        mk.stop()
+
+
+def test_root_only_tls_key_loaded_before_drop(workdir, capture):
+    """The usual setup: key readable by root only. Loaded before the drop; SIGHUP (which
+    runs unprivileged) may fail to re-read it but must keep the loaded one and keep serving."""
+    uid, gid = mailkeep_ids()
+    pki = make_pki(workdir / "pki")
+    key = workdir / "pki" / "private.key"
+    shutil.copyfile(pki.server.key, key)
+    os.chmod(key, 0o600)
+    cfg = default_config(free_port(), capture.address, general={"user": "mailkeep"},
+                         tls={"cert": pki.server.cert, "key": key})
+    mk = Mailkeep(workdir / "tlsmk", cfg)
+    os.chmod(mk.workdir, 0o755)
+    mk.start()
+    try:
+        assert_unprivileged(mk.pid, uid, gid)
+        before = mk.log().count("SIGHUP:")
+        mk.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while mk.log().count("SIGHUP:") == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert mk.log().count("SIGHUP:") > before, mk.log()
+        print([l for l in mk.log().splitlines() if "SIGHUP" in l])
+        assert mk.proc.poll() is None
+        c = RawSMTP(mk.host, mk.port)
+        c.ehlo()
+        assert c.cmd("STARTTLS").code == 220
+        with starttls(c, client_context(pki.ca)) as t:
+            assert t.sock.getpeercert(binary_form=True) == pki.server.der()
+            assert t.cmd("EHLO x").code == 250
+    finally:
+        mk.stop()
+
+
+def test_user_root_keeps_root_and_warns(run, capture):
+    mk = run(general={"user": "root"})
+    st = status(mk.pid)
+    assert st["Uid"] == ["0"] * 4
+    assert "user = root" in mk.log()
+    assert "warning" in [l for l in mk.log().splitlines() if "user = root" in l][0]
+    relay_one(mk, capture)
+
+
+def test_unknown_user_is_fatal(workdir, capture, mailkeep_bin):
+    cfg = default_config(free_port(), capture.address, general={"user": "no-such-user-mk"})
+    mk = Mailkeep(workdir / "nouser", cfg)
+    mk.start_error = None
+    with pytest.raises(RuntimeError):
+        mk.start(timeout=10)
+    assert mk.proc.returncode not in (None, 0)
+    assert "no such user" in mk.log().lower(), mk.log()
+    assert "no-such-user-mk" in mk.log()
+
+
+def test_default_user_is_mailkeep(mailkeep_bin, tmp_path):
+    """Without [general] user the server drops to the mailkeep system user."""
+    cfg = default_config(free_port(), "127.0.0.1:25")
+    del cfg["general"]["user"]
+    path = tmp_path / "c.ini"
+    from harness import render_ini, run_mailkeep
+    path.write_text(render_ini(cfg))
+    res = run_mailkeep("check-config", "-c", str(path))
+    assert res.returncode == 0, res.stderr
+    assert "user = mailkeep" in res.stdout
