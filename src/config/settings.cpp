@@ -68,6 +68,15 @@ Key string_key(const char* sec, const char* name, const char* def, const char* h
              [=](const Settings& s) { return get(const_cast<Settings&>(s)); }};
 }
 
+// A DNS host name: letters, digits and '-' in non-empty dot-separated labels.
+bool valid_hostname(std::string_view h) {
+  if (h.empty() || h.size() > 253 || h.front() == '.' || h.back() == '.' || h.find("..") != std::string_view::npos)
+    return false;
+  for (char c : h)
+    if (!(isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.')) return false;
+  return true;
+}
+
 // A host:port list. `listen` lists need IP addresses (we bind them); port 0 = required.
 template <class Get>
 Key bool_key(const char* sec, const char* name, const char* def, const char* help, Get get) {
@@ -91,8 +100,10 @@ Key endpoints_key(const char* sec, const char* name, const char* def, uint16_t d
                  std::string err;
                  auto hp = parse_host_port(item, default_port, &err);
                  if (!hp) return "'" + item + "': " + err;
-                 if (ip_only && !IpAddress::parse(hp->host))
+                 bool literal = IpAddress::parse(hp->host).has_value();
+                 if (ip_only && !literal)
                    return "'" + item + "': expected an IP address and port, as 127.0.0.1:2525 or [::1]:2525";
+                 if (!literal && !valid_hostname(hp->host)) return "'" + item + "': invalid host name";
                  out.push_back(*hp);
                }
                get(s) = std::move(out);

@@ -57,6 +57,9 @@ TEST(Settings, ErrorsNameFileLineAndKey) {
       {"[smtp]\nlisten = 127.0.0.1:99999\n", "mk.ini:2: [smtp] listen:"},
       {"[smtp]\nlisten = mx.example.org:25\n", "mk.ini:2: [smtp] listen: 'mx.example.org:25': expected an IP address"},
       {"[smtp]\nlisten = 127.0.0.1\n", "mk.ini:2: [smtp] listen: '127.0.0.1': missing port"},
+      // Found by fuzz_ini: a host name of control bytes did not survive check-config's output.
+      {"[dnsbl]\nresolver = \x15\xcb.x:53\n", "mk.ini:2: [dnsbl] resolver: '\x15\xcb.x:53': invalid host name"},
+      {"[delivery]\nsmarthost = relay..example:25\n", "mk.ini:2: [delivery] smarthost: 'relay..example:25': invalid host name"},
       {"[smtp]\nfrobnicate = 1\n", "mk.ini:2: [smtp] frobnicate: unknown key"},
       {"[nonsense]\nx = 1\n", "mk.ini:2: unknown section [nonsense]"},
       {"[relay]\nrelay_from = 10.0.0.0/40\n", "mk.ini:2: [relay] relay_from:"},
