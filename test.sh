@@ -1,31 +1,75 @@
 #!/usr/bin/env bash
-# test.sh — runs every test: unit (CTest/GoogleTest) and end-to-end (pytest
-# against the real build/mailkeep and real peers). Sets up first if needed.
-# Prints one closing line: "total: N passed, N failed".
+# test.sh — runs every test, setting up first if needed:
+#   1. unit tests (CTest/GoogleTest) and end-to-end tests (pytest: the real
+#      build/mailkeep between real clients, upstreams, Dovecot, a DNS server
+#      and headless Chromium);
+#   2. the same two suites again on a build with ASan + UBSan (build-asan/);
+#   3. a short run of every libFuzzer target (clang, ASan + UBSan) over its
+#      seed corpus (build-fuzz/).
+# MAILKEEP_QUICK=1 skips 2 and 3. Prints one closing line:
+#   total: N passed, N failed, N skipped
 set -uo pipefail
 cd "$(dirname "$0")"
+results=build/test-results
 
 ./setup.sh || { echo "total: 0 passed, 1 failed"; exit 1; }
 tests/data/fetch.sh || echo "warning: could not fetch the SpamAssassin corpus; corpus tests will fail" >&2
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error || echo "warning: npm ci failed" >&2
+fi
+mkdir -p "$results"
+rm -f "$results"/*.xml
+status=0
 
-mkdir -p build/test-results
-rm -f build/test-results/*.xml
+run_suites() {  # $1 = build dir, $2 = label
+  echo "== unit tests ($2)"
+  (cd "$1" && ctest --output-on-failure -j 2 --output-junit "$PWD/../$results/unit-$2.xml") || status=1
+  echo "== end-to-end tests ($2)"
+  MAILKEEP_BIN="$PWD/$1/mailkeep" MAILKEEP_REQUIRE_BINARY=1 /usr/bin/python3 -m pytest tests/e2e -q \
+    -p no:cacheprovider --junitxml="$results/e2e-$2.xml" || status=1
+}
 
-echo "== unit tests"
-(cd build && ctest --output-on-failure -j 2 --output-junit test-results/unit.xml)
-unit_rc=$?
+run_suites build release
 
-echo "== end-to-end tests"
-MAILKEEP_REQUIRE_BINARY=1 /usr/bin/python3 -m pytest tests/e2e -q -p no:cacheprovider \
-  --junitxml=build/test-results/e2e.xml
-e2e_rc=$?
+if [ "${MAILKEEP_QUICK:-0}" != 1 ]; then
+  echo "== sanitizer build (ASan + UBSan)"
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  if cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMAILKEEP_SANITIZE=ON >/dev/null &&
+     cmake --build build-asan -j 2; then
+    run_suites build-asan asan
+  else
+    echo "sanitizer build failed"; status=1
+  fi
 
-/usr/bin/python3 - <<'PY'
-import xml.etree.ElementTree as ET, glob
+  echo "== fuzzing (libFuzzer, 30 s per target)"
+  if cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++-14 \
+       -DMAILKEEP_FUZZ=ON -DMAILKEEP_TESTS=OFF >/dev/null && cmake --build build-fuzz -j 2; then
+    {
+      echo '<testsuite name="fuzz">'
+      for target in smtp_command data_reader ini http_api; do
+        work=$(mktemp -d)
+        if build-fuzz/tests/fuzz/fuzz_$target -max_total_time=30 -max_len=4096 -artifact_prefix="$work/" \
+             "$work" "tests/fuzz/corpus/$target" > "$work/log" 2>&1; then
+          echo "  <testcase classname=\"fuzz\" name=\"$target\"/>"
+        else
+          echo "  <testcase classname=\"fuzz\" name=\"$target\"><failure>see below</failure></testcase>"
+          tail -n 40 "$work/log" >&2
+          status=1
+        fi
+        rm -rf "$work"
+      done
+      echo '</testsuite>'
+    } > "$results/fuzz.xml"
+  else
+    echo "fuzz build failed"; status=1
+  fi
+fi
+
+/usr/bin/python3 - "$results" <<'PY'
+import glob, sys, xml.etree.ElementTree as ET
 passed = failed = skipped = 0
-for path in glob.glob("build/test-results/*.xml"):
-    root = ET.parse(path).getroot()
-    for case in root.iter("testcase"):
+for path in glob.glob(sys.argv[1] + "/*.xml"):
+    for case in ET.parse(path).getroot().iter("testcase"):
         kinds = {child.tag for child in case}
         if kinds & {"failure", "error"}:
             failed += 1
@@ -35,4 +79,4 @@ for path in glob.glob("build/test-results/*.xml"):
             passed += 1
 print(f"total: {passed} passed, {failed} failed, {skipped} skipped")
 PY
-[ $unit_rc -eq 0 ] && [ $e2e_rc -eq 0 ]
+exit $status

@@ -219,14 +219,14 @@ const std::vector<Key>& key_table() {
       // the loop CPU-bound.
       uint_key("smtp", "threads", "1", 0, 256, "worker threads (event loops); 0 = one per core",
                [](Settings& s) -> auto& { return s.smtp.threads; }),
+      string_key("smtp", "spool_dir", "data/spool", "where large messages wait (unlinked temporary files)",
+                 [](Settings& s) -> auto& { return s.smtp.spool_dir; }),
       bool_key("smtp", "require_tls", "false", "refuse MAIL before STARTTLS (530 5.7.0)",
                [](Settings& s) -> auto& { return s.smtp.require_tls; }),
       string_key("tls", "cert", "", "PEM certificate (with chain) for STARTTLS; re-read on SIGHUP",
                  [](Settings& s) -> auto& { return s.tls.cert; }),
       string_key("tls", "key", "", "PEM private key for STARTTLS; re-read on SIGHUP",
                  [](Settings& s) -> auto& { return s.tls.key; }),
-      string_key("smtp", "spool_dir", "data/spool", "where large messages wait (unlinked temporary files)",
-                 [](Settings& s) -> auto& { return s.smtp.spool_dir; }),
 
       endpoints_key("delivery", "smarthost", "", 25, false, "upstream host:port list, tried in order like an MX list",
                     [](Settings& s) -> auto& { return s.delivery.smarthost; }),
