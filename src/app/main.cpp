@@ -102,6 +102,19 @@ asio::awaitable<void> write_stats(std::string path, int64_t started) {
   }
 }
 
+// Hourly archive housekeeping: tmp/ leftovers of crashes (36 h, as the
+// Maildir spec suggests) and expired Sent dedupe markers.
+asio::awaitable<void> clean_archive(std::string root, int64_t dedupe_days, asio::any_io_executor blocking) {
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  while (true) {
+    auto removed = co_await mk::run_blocking(
+        blocking, [&] { return mk::archive::clean_archive(root, unix_now(), 36 * 3600, dedupe_days * 86400); });
+    if (removed) spdlog::info("archive housekeeping: removed {} stale files", removed);
+    timer.expires_after(std::chrono::hours(1));
+    co_await timer.async_wait(asio::use_awaitable);
+  }
+}
+
 // Re-reads the accounts file every reload_interval seconds.
 asio::awaitable<void> watch_accounts(mk::archive::AccountDirectory& accounts, std::chrono::seconds interval) {
   asio::steady_timer timer(co_await asio::this_coro::executor);
@@ -246,6 +259,9 @@ int serve(const mk::Settings& settings) {
                    asio::detached);
   const int64_t started = unix_now();
   asio::co_spawn(main_io, write_stats(settings.general.stats_file, started), asio::detached);
+  if (accounts)
+    asio::co_spawn(main_io, clean_archive(settings.backup.archive, settings.backup.dedupe_days, blocking.get_executor()),
+                   asio::detached);
   if (accounts)
     asio::co_spawn(main_io, watch_accounts(*accounts, std::chrono::seconds(settings.backup.reload_interval)),
                    asio::detached);

@@ -168,6 +168,39 @@ void ArchiveCopies::abort() {
   copies_.clear();
 }
 
+size_t clean_archive(const std::string& root, int64_t now, int64_t tmp_max_age_s, int64_t marker_max_age_s) {
+  size_t removed = 0;
+  auto remove_if_old = [&](const fs::directory_entry& f, int64_t max_age) {
+    struct stat st {};
+    if (::lstat(f.path().c_str(), &st) == 0 && S_ISREG(st.st_mode) && now - st.st_mtime > max_age &&
+        ::unlink(f.path().c_str()) == 0)
+      ++removed;
+  };
+  std::error_code ec;
+  const auto options = fs::directory_options::skip_permission_denied;
+  // Maildir tmp/ folders: files a crash left behind (never new/ or cur/).
+  for (auto it = fs::recursive_directory_iterator(root, options, ec); !ec && it != fs::recursive_directory_iterator();
+       it.increment(ec)) {
+    if (!it->is_directory(ec) || it->is_symlink(ec)) continue;
+    auto name = it->path().filename().string();
+    if (it.depth() == 0 && name == ".mailkeep") {
+      it.disable_recursion_pending();
+    } else if (name == "new" || name == "cur") {
+      it.disable_recursion_pending();
+    } else if (name == "tmp") {
+      std::error_code e;
+      for (auto& f : fs::directory_iterator(it->path(), e)) remove_if_old(f, tmp_max_age_s);
+      it.disable_recursion_pending();
+    }
+  }
+  // Sent dedupe markers past their time.
+  ec.clear();
+  for (auto it = fs::recursive_directory_iterator(fs::path(root) / ".mailkeep" / "sent-seen", options, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
+    if (it->is_regular_file(ec)) remove_if_old(*it, marker_max_age_s);
+  return removed;
+}
+
 std::vector<FolderStats> archive_stats(const std::string& root) {
   std::vector<FolderStats> out;
   std::error_code ec;

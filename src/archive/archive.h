@@ -56,6 +56,11 @@ class ArchiveCopies {
   size_t published_ = 0, duplicates_ = 0;
 };
 
+// Housekeeping: removes files left in tmp/ by a crash, older than
+// `tmp_max_age_s` (36 h, as the Maildir spec suggests), and Sent dedupe
+// markers older than `marker_max_age_s`. Returns how many files went.
+size_t clean_archive(const std::string& archive_root, int64_t now, int64_t tmp_max_age_s, int64_t marker_max_age_s);
+
 // Folder statistics for `mailkeep archive stats`.
 struct FolderStats {
   std::string user;    // "example.org/alice"

@@ -263,6 +263,8 @@ const std::vector<Key>& key_table() {
                    [](Settings& s) -> auto& { return s.backup.relay_from; }),
       uint_key("backup", "reload_interval", "2", 1, 3600, "seconds between checks of the accounts file for changes",
                [](Settings& s) -> auto& { return s.backup.reload_interval; }),
+      uint_key("backup", "dedupe_days", "30", 1, 3650, "days a Sent copy is remembered to drop its duplicates",
+               [](Settings& s) -> auto& { return s.backup.dedupe_days; }),
 
       string_key("store", "path", "data/mailkeep.db", "SQLite database (aliases)",
                  [](Settings& s) -> auto& { return s.store.path; }),

@@ -58,6 +58,7 @@ struct Settings {
     std::vector<HostPort> upstream;    // the provider's inbound servers; empty = [delivery] smarthost
     std::vector<Cidr> relay_from;      // the provider's outbound relays
     uint32_t reload_interval = 0;      // seconds between checks of the accounts file
+    uint32_t dedupe_days = 0;          // how long a Sent copy is remembered for deduplication
   } backup;
   struct Store {
     std::string path;  // SQLite database file

@@ -147,5 +147,26 @@ TEST_F(ArchiveTest, StatsPerUserAndFolder) {
   EXPECT_EQ(stats[2].folder, "Sent");
 }
 
+TEST_F(ArchiveTest, HousekeepingRemovesOnlyOldTmpFilesAndMarkers) {
+  StringContent msg("Message-ID: <h@x>\r\n\r\nbody\r\n");
+  ArchiveCopies copies;
+  ASSERT_EQ(copies.prepare({inbox("alice"), sent("bob")}, "a@b", "", msg).outcome, Outcome::Ok);
+  ASSERT_EQ(copies.commit().outcome, Outcome::Ok);
+  // A crash leftover in tmp/, and a fresh one.
+  std::ofstream(root / "example.org/alice/tmp/leftover") << "x";
+  std::ofstream(root / "example.org/alice/tmp/fresh") << "x";
+  auto ten_days_ago = std::filesystem::file_time_type::clock::now() - std::chrono::hours(240);
+  std::filesystem::last_write_time(root / "example.org/alice/tmp/leftover", ten_days_ago);
+  int64_t now = time(nullptr);
+  EXPECT_EQ(clean_archive(root.string(), now, 36 * 3600, 30 * 86400), 1u);
+  EXPECT_FALSE(fs::exists(root / "example.org/alice/tmp/leftover"));
+  EXPECT_TRUE(fs::exists(root / "example.org/alice/tmp/fresh"));
+  EXPECT_EQ(count_files(root / "example.org/alice/new"), 1u);  // messages untouched, however old
+  EXPECT_EQ(count_files(root / "example.org/bob/.Sent/new"), 1u);
+  // The marker goes once it is older than the dedupe window.
+  EXPECT_EQ(clean_archive(root.string(), now + 31 * 86400, 36 * 3600 * 100, 30 * 86400), 1u);
+  EXPECT_EQ(count_files(root / "example.org/bob/.Sent/new"), 1u);
+}
+
 }  // namespace
 }  // namespace mk::archive
