@@ -7,6 +7,8 @@
 
 #include <stdexcept>
 
+#include "core/strings.h"
+
 namespace mk::aliases {
 namespace {
 
@@ -14,15 +16,6 @@ void random_bytes(unsigned char* buf, size_t n) {
   if (RAND_bytes(buf, static_cast<int>(n)) != 1) throw std::runtime_error("CSPRNG failure (RAND_bytes)");
 }
 
-std::string hex(const unsigned char* p, size_t n) {
-  static const char digits[] = "0123456789abcdef";
-  std::string out;
-  for (size_t i = 0; i < n; ++i) {
-    out += digits[p[i] >> 4];
-    out += digits[p[i] & 15];
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -57,14 +50,14 @@ std::optional<std::string> normalise_alias_id(std::string_view local) {
 std::string generate_token() {
   unsigned char buf[32];
   random_bytes(buf, sizeof buf);
-  return hex(buf, sizeof buf);
+  return to_hex(buf, sizeof buf);
 }
 
 std::string hash_token(std::string_view token) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   EVP_Digest(token.data(), token.size(), digest, &len, EVP_sha256(), nullptr);
-  return hex(digest, len);
+  return to_hex(digest, len);
 }
 
 bool token_matches(std::string_view hash, std::string_view token) {

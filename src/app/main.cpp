@@ -27,6 +27,7 @@
 #include "config/settings.h"
 #include "core/blocking.h"
 #include "core/log.h"
+#include "core/strings.h"
 #include "delivery/outbox_upstream.h"
 #include "delivery/smtp_upstream.h"
 #include "http/api.h"
@@ -307,14 +308,6 @@ int serve(const mk::Settings& settings) {
   return 0;
 }
 
-std::string iso_time(int64_t t) {
-  std::time_t tt = static_cast<std::time_t>(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 // `mailkeep alias ...`: the operator's view of the alias store (the server
 // may run at the same time; SQLite's WAL lets both work).
@@ -339,8 +332,8 @@ int alias_command(const mk::Settings& settings, const AliasCommand& cmd) {
               << "aid: " << a.id << "\n"
               << "target: " << a.target << "\n"
               << "status: " << mk::aliases::state_name(service.state(a)) << "\n"
-              << "created: " << iso_time(a.created) << "\n"
-              << "valid_until: " << (a.valid_until ? iso_time(*a.valid_until) : "none") << "\n"
+              << "created: " << mk::iso8601_utc(a.created) << "\n"
+              << "valid_until: " << (a.valid_until ? mk::iso8601_utc(*a.valid_until) : "none") << "\n"
               << "max_usage: " << (a.max_usage ? std::to_string(*a.max_usage) : "unlimited") << "\n"
               << "uses: " << a.uses << "\n"
               << "creator: " << a.creator_ip << "\n";
@@ -361,7 +354,7 @@ int alias_command(const mk::Settings& settings, const AliasCommand& cmd) {
       for (auto& a : service.list(cmd.limit))
         std::cout << a.id << "\t" << a.target << "\t" << mk::aliases::state_name(service.state(a)) << "\t" << a.uses
                   << "\t" << (a.max_usage ? std::to_string(*a.max_usage) : "-") << "\t"
-                  << (a.valid_until ? iso_time(*a.valid_until) : "-") << "\t" << iso_time(a.created) << "\n";
+                  << (a.valid_until ? mk::iso8601_utc(*a.valid_until) : "-") << "\t" << mk::iso8601_utc(a.created) << "\n";
       return 0;
     }
     if (cmd.action == "show" || cmd.action == "disable") {
@@ -404,7 +397,7 @@ int show_stats(const mk::Settings& settings) {
     if (line.empty() || line[0] == '#') continue;
     std::istringstream fields(line);
     fields >> key >> value;
-    if (key == "started" || key == "updated") std::cout << key << " " << iso_time(value) << "\n";
+    if (key == "started" || key == "updated") std::cout << key << " " << mk::iso8601_utc(value) << "\n";
     else std::cout << key << " " << value << "\n";
   }
   return 0;

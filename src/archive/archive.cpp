@@ -22,15 +22,6 @@ namespace fs = std::filesystem;
 // that two sessions carrying copies of one message cannot both publish it.
 std::mutex dedupe_mutex;
 
-std::string hex(const unsigned char* p, size_t n) {
-  static const char digits[] = "0123456789abcdef";
-  std::string out;
-  for (size_t i = 0; i < n; ++i) {
-    out += digits[p[i] >> 4];
-    out += digits[p[i] & 15];
-  }
-  return out;
-}
 
 bool make_dirs(const std::string& path) {
   std::error_code ec;
@@ -93,11 +84,11 @@ std::optional<std::string> message_fingerprint(const ContentSource& content) {
   if (message_id.empty()) return std::nullopt;
 
   // The marker name: sha256(Message-ID \0 body digest).
-  std::string key = message_id + '\0' + hex(digest, len);
+  std::string key = message_id + '\0' + to_hex(digest, len);
   unsigned char name[EVP_MAX_MD_SIZE];
   unsigned int name_len = 0;
   EVP_Digest(key.data(), key.size(), name, &name_len, EVP_sha256(), nullptr);
-  return hex(name, name_len);
+  return to_hex(name, name_len);
 }
 
 MaildirResult ArchiveCopies::prepare(const std::vector<ArchiveTarget>& targets, const std::string& return_path,

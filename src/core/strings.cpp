@@ -1,6 +1,8 @@
 // strings.cpp — see strings.h.
 #include "core/strings.h"
 
+#include <ctime>
+
 namespace mk {
 
 static char lower(char c) { return (c >= 'A' && c <= 'Z') ? char(c - 'A' + 'a') : c; }
@@ -39,6 +41,26 @@ std::vector<std::string> split_list(std::string_view s, char sep) {
     s.remove_prefix(pos + 1);
   }
   return out;
+}
+
+std::string to_hex(const unsigned char* p, size_t n) {
+  static const char digits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(2 * n);
+  for (size_t i = 0; i < n; ++i) {
+    out += digits[p[i] >> 4];
+    out += digits[p[i] & 15];
+  }
+  return out;
+}
+
+std::string iso8601_utc(int64_t unix_seconds) {
+  std::time_t t = static_cast<std::time_t>(unix_seconds);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
 }
 
 }  // namespace mk

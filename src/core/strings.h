@@ -1,6 +1,7 @@
 // strings.h — small string helpers shared by every component (ASCII only:
 // mail protocol keywords and domains are compared case-insensitively, RFC 5321 2.4).
 #pragma once
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -13,5 +14,9 @@ bool istarts_with(std::string_view s, std::string_view prefix);
 std::string_view trim(std::string_view s);
 // Splits on `sep`, trims each piece and drops empty pieces.
 std::vector<std::string> split_list(std::string_view s, char sep = ',');
+// Lower-case hexadecimal of `n` bytes.
+std::string to_hex(const unsigned char* p, size_t n);
+// "2026-11-28T19:01:40Z" for unix seconds.
+std::string iso8601_utc(int64_t unix_seconds);
 
 }  // namespace mk

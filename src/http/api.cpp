@@ -18,14 +18,6 @@ namespace {
 namespace bh = boost::beast::http;
 namespace json = boost::json;
 
-std::string iso8601(int64_t t) {
-  std::time_t tt = static_cast<std::time_t>(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 void add_cors(Response& res) {
   res.set(bh::field::access_control_allow_origin, "*");
@@ -222,19 +214,19 @@ Response Api::create(const Request& req, const IpAddress& client, bool tempalias
   stats::count(stats::Counter::http_alias_created);
   auto& a = *created.alias;
   spdlog::info("http: alias {} created by {} for <{}>, valid until {}, max_usage {}", a.id, client.to_string(),
-               a.target, iso8601(*a.valid_until), a.max_usage ? std::to_string(*a.max_usage) : "none");
+               a.target, iso8601_utc(*a.valid_until), a.max_usage ? std::to_string(*a.max_usage) : "none");
   json::value max_usage = a.max_usage ? json::value(*a.max_usage) : json::value(nullptr);
   if (tempalias_shape) {
     int64_t days = (*a.valid_until - a.created + 86399) / 86400;
     return json_response(200,
-                         json::object{{"aid", a.id}, {"valid_from", iso8601(a.created)},
-                                      {"valid_until", iso8601(*a.valid_until)}, {"max_usage", max_usage},
+                         json::object{{"aid", a.id}, {"valid_from", iso8601_utc(a.created)},
+                                      {"valid_until", iso8601_utc(*a.valid_until)}, {"max_usage", max_usage},
                                       {"target", a.target}, {"days", days}},
                          v);
   }
   return json_response(201,
                        json::object{{"alias", aliases_.address_of(a)}, {"aid", a.id}, {"target", a.target},
-                                    {"valid_until", iso8601(*a.valid_until)}, {"max_usage", max_usage},
+                                    {"valid_until", iso8601_utc(*a.valid_until)}, {"max_usage", max_usage},
                                     {"uses", a.uses}, {"manage_token", created.token}},
                        v);
 }
@@ -290,8 +282,8 @@ Response Api::manage(const Request& req, std::string_view aid) {
                                     {"alias", aliases_.address_of(*a)},
                                     {"target", a->target},
                                     {"status", aliases::state_name(state)},
-                                    {"created", iso8601(a->created)},
-                                    {"valid_until", a->valid_until ? json::value(iso8601(*a->valid_until)) : json::value(nullptr)},
+                                    {"created", iso8601_utc(a->created)},
+                                    {"valid_until", a->valid_until ? json::value(iso8601_utc(*a->valid_until)) : json::value(nullptr)},
                                     {"max_usage", a->max_usage ? json::value(*a->max_usage) : json::value(nullptr)},
                                     {"uses", a->uses},
                                     {"uses_left", uses_left}},

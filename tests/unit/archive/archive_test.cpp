@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "support/string_content.h"
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -13,20 +15,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class StringContent : public ContentSource {
- public:
-  explicit StringContent(std::string s) : s_(std::move(s)) {}
-  uint64_t size() const override { return s_.size(); }
-  size_t read_at(uint64_t off, char* buf, size_t n) const override {
-    if (off >= s_.size()) return 0;
-    n = std::min<size_t>(n, s_.size() - off);
-    std::copy_n(s_.data() + off, n, buf);
-    return n;
-  }
-
- private:
-  std::string s_;
-};
+using mk::testing::StringContent;
 
 size_t count_files(const fs::path& dir) {
   size_t n = 0;

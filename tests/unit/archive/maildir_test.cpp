@@ -2,6 +2,8 @@
 #include "archive/maildir.h"
 
 #include <gtest/gtest.h>
+
+#include "support/string_content.h"
 #include <sys/stat.h>
 
 #include <filesystem>
@@ -13,20 +15,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class StringContent : public ContentSource {
- public:
-  explicit StringContent(std::string s) : s_(std::move(s)) {}
-  uint64_t size() const override { return s_.size(); }
-  size_t read_at(uint64_t off, char* buf, size_t n) const override {
-    if (off >= s_.size()) return 0;
-    n = std::min<size_t>(n, s_.size() - off);
-    std::copy_n(s_.data() + off, n, buf);
-    return n;
-  }
-
- private:
-  std::string s_;
-};
+using mk::testing::StringContent;
 
 std::vector<fs::path> files_in(const fs::path& dir) {
   std::vector<fs::path> out;
