@@ -37,6 +37,8 @@
 #include "policy/rate_limit.h"
 #include "route/router.h"
 #include "smtp/server.h"
+#include "spam/corpus.h"
+#include "spam/model.h"
 #include "tls/tls_context.h"
 
 namespace {
@@ -403,6 +405,130 @@ int show_stats(const mk::Settings& settings) {
   return 0;
 }
 
+// `mailkeep spam ...`: training and batch classification with the model file.
+struct SpamCommand {
+  std::string action;  // train | classify | stats
+  std::vector<std::string> spam, ham, files;
+  std::string files_from;
+  std::string mode = "on-error";
+  int passes = 3;
+  double rate = 0.02, margin = 0.35;
+  bool online = false;  // train: classify each message before learning it (TREC style)
+};
+
+int spam_command(const mk::Settings& settings, const SpamCommand& cmd) {
+  mk::spam::TokenizerSettings tok;
+  mk::spam::Model model(tok);
+  auto err = mk::spam::Model::load(settings.spam.model, model, tok);
+  bool fresh = !err.empty() && !std::filesystem::exists(settings.spam.model);
+  if (!err.empty() && !fresh) {
+    std::cerr << "mailkeep: " << err << "\n";
+    return 1;
+  }
+  auto features_of = [&](const std::string& path, std::vector<uint32_t>& out) {
+    mk::spam::Tokenizer t(tok);
+    if (!mk::spam::tokenize_file(path, t)) return false;
+    out = t.finish();
+    return true;
+  };
+  if (cmd.action == "stats") {
+    std::cout << "model " << settings.spam.model << (fresh ? " (not trained yet)" : "") << "\n"
+              << "learned.spam " << model.trained_spam() << "\n"
+              << "learned.ham " << model.trained_ham() << "\n";
+    return 0;
+  }
+  if (cmd.action == "classify") {
+    std::vector<std::string> files = cmd.files;
+    if (!cmd.files_from.empty()) {
+      std::ifstream list_file;
+      std::istream* list = &std::cin;
+      if (cmd.files_from != "-") {
+        list_file.open(cmd.files_from);
+        if (!list_file) {
+          std::cerr << "mailkeep: cannot read " << cmd.files_from << "\n";
+          return 1;
+        }
+        list = &list_file;
+      }
+      for (std::string line; std::getline(*list, line);)
+        if (!line.empty()) files.push_back(line);
+    }
+    int status = 0;
+    std::vector<uint32_t> features;
+    std::string out;
+    for (auto& f : files) {
+      if (!features_of(f, features)) {
+        std::cerr << "mailkeep: cannot read " << f << "\n";
+        status = 1;
+        continue;
+      }
+      double s = model.score(features);
+      char score[32];
+      std::snprintf(score, sizeof score, "%.6f", s);
+      out += f + "\t" + score + "\t" + (s >= settings.spam.tag_score ? "spam" : "ham") + "\n";
+      if (out.size() > 64 * 1024) {
+        std::cout << out;
+        out.clear();
+      }
+    }
+    std::cout << out;
+    return status;
+  }
+  // train
+  struct Example {
+    std::string path;
+    bool spam;
+  };
+  std::vector<Example> examples;
+  for (auto& f : mk::spam::message_files(cmd.spam)) examples.push_back({f, true});
+  for (auto& f : mk::spam::message_files(cmd.ham)) examples.push_back({f, false});
+  if (examples.empty()) {
+    std::cerr << "mailkeep: no messages to train on\n";
+    return 1;
+  }
+  auto mode = cmd.mode == "everything" ? mk::spam::TrainMode::Everything : mk::spam::TrainMode::OnError;
+  model.learning_rate = cmd.rate;
+  model.margin = cmd.margin;
+  if (cmd.online) {
+    // TREC style, in the order given: classify, report, then learn the truth.
+    uint64_t errors = 0;
+    std::vector<uint32_t> features;
+    for (auto& e : examples) {
+      if (!features_of(e.path, features)) continue;
+      double s = model.score(features);
+      bool wrong = (s >= settings.spam.tag_score) != e.spam;
+      errors += wrong;
+      std::printf("%s\t%.6f\t%s\t%s\n", e.path.c_str(), s, e.spam ? "spam" : "ham", wrong ? "error" : "ok");
+      model.train(features, e.spam, mode);
+    }
+    std::printf("# online errors %llu of %zu\n", (unsigned long long)errors, examples.size());
+  } else {
+    // Batch: tokenized once, interleaved in a fixed pseudo-random order, several passes.
+    std::vector<std::vector<uint32_t>> features(examples.size());
+    for (size_t i = 0; i < examples.size(); ++i) features_of(examples[i].path, features[i]);
+    std::vector<size_t> order(examples.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    uint64_t seed = 0x2545F4914F6CDD1Dull;
+    for (size_t i = order.size(); i > 1; --i) {
+      seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+      std::swap(order[i - 1], order[seed % i]);
+    }
+    for (int pass = 0; pass < std::max(1, cmd.passes); ++pass) {
+      size_t updates = 0;
+      for (auto i : order) updates += model.train(features[i], examples[i].spam, mode);
+      std::cerr << "pass " << pass + 1 << ": " << updates << " updates\n";
+      if (updates == 0) break;
+    }
+  }
+  auto saved = model.save(settings.spam.model);
+  if (!saved.empty()) {
+    std::cerr << "mailkeep: " << saved << "\n";
+    return 1;
+  }
+  std::cerr << "trained on " << examples.size() << " messages; model " << settings.spam.model << "\n";
+  return 0;
+}
+
 int archive_stats(const mk::Settings& settings) {
   std::cout << "# user\tfolder\tmessages\tbytes\n";
   uint64_t messages = 0, bytes = 0;
@@ -451,6 +577,23 @@ int main(int argc, char** argv) {
   for (auto* sub : {alias_create, alias_list, alias_show, alias_disable, alias_purge})
     sub->add_option("-c,--config", config_path, "INI configuration file");
 
+  SpamCommand spam_cmd;
+  auto* spam_top = app.add_subcommand("spam", "Train the spam classifier and classify messages");
+  spam_top->require_subcommand(1);
+  auto* spam_train = spam_top->add_subcommand("train", "Learn from messages (files, Maildirs, directories)");
+  spam_train->add_option("--spam", spam_cmd.spam, "spam messages");
+  spam_train->add_option("--ham", spam_cmd.ham, "good messages");
+  spam_train->add_option("--mode", spam_cmd.mode, "on-error (default) | everything")->check(CLI::IsMember({"on-error", "everything"}));
+  spam_train->add_option("--passes", spam_cmd.passes, "passes over the set (batch)");
+  spam_train->add_option("--rate", spam_cmd.rate, "learning rate");
+  spam_train->add_option("--margin", spam_cmd.margin, "near-error band around 0.5 for on-error training");
+  spam_train->add_flag("--online", spam_cmd.online, "classify each message before learning it, in order; print the verdicts");
+  auto* spam_classify = spam_top->add_subcommand("classify", "Score messages: PATH<TAB>SCORE<TAB>spam|ham");
+  spam_classify->add_option("--files-from", spam_cmd.files_from, "file with one path per line, - for stdin");
+  spam_classify->add_option("files", spam_cmd.files, "message files");
+  auto* spam_stats = spam_top->add_subcommand("stats", "What the model has learned");
+  for (auto* sub : {spam_train, spam_classify, spam_stats}) sub->add_option("-c,--config", config_path, "INI configuration file");
+
   CLI11_PARSE(app, argc, argv);
 
   auto settings = load(config_path);
@@ -465,5 +608,7 @@ int main(int argc, char** argv) {
   if (*stats_top) return show_stats(*settings);
   for (auto* sub : alias_top->get_subcommands()) alias_cmd.action = sub->get_name();
   if (*alias_top) return alias_command(*settings, alias_cmd);
+  for (auto* sub : spam_top->get_subcommands()) spam_cmd.action = sub->get_name();
+  if (*spam_top) return spam_command(*settings, spam_cmd);
   return serve(*settings);
 }

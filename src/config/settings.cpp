@@ -91,6 +91,25 @@ Key bool_key(const char* sec, const char* name, const char* def, const char* hel
 }
 
 template <class Get>
+Key score_key(const char* sec, const char* name, const char* def, const char* help, Get get) {
+  return Key{sec, name, def, help,
+             [=](Settings& s, std::string_view v) -> std::string {
+               char* end = nullptr;
+               std::string text(v);
+               double d = std::strtod(text.c_str(), &end);
+               if (text.empty() || *end || !(d >= 0.0 && d <= 1.0))
+                 return "expected a score between 0 and 1, got '" + text + "'";
+               get(s) = d;
+               return "";
+             },
+             [=](const Settings& s) {
+               char buf[32];
+               std::snprintf(buf, sizeof buf, "%g", get(const_cast<Settings&>(s)));
+               return std::string(buf);
+             }};
+}
+
+template <class Get>
 Key endpoints_key(const char* sec, const char* name, const char* def, uint16_t default_port, bool ip_only,
                   const char* help, Get get) {
   return Key{sec, name, def, help,
@@ -301,6 +320,15 @@ const std::vector<Key>& key_table() {
       uint_key("limits", "smtp_messages_per_ip_per_minute", "0", 0, 1000000,
                "transactions per client IP per minute; 0 = off",
                [](Settings& s) -> auto& { return s.limits.smtp_messages_per_ip_per_minute; }),
+
+      bool_key("spam", "enabled", "false", "score inbound mail at the end of DATA",
+               [](Settings& s) -> auto& { return s.spam.enabled; }),
+      string_key("spam", "model", "data/spam.model", "the classifier's model file (mailkeep spam train)",
+                 [](Settings& s) -> auto& { return s.spam.model; }),
+      score_key("spam", "tag_score", "0.5", "X-Spam-Status: Yes at or above this score",
+                [](Settings& s) -> auto& { return s.spam.tag_score; }),
+      score_key("spam", "reject_score", "0.99", "550 5.7.1 for alias domains at or above this score",
+                [](Settings& s) -> auto& { return s.spam.reject_score; }),
 
       endpoints_key("http", "listen", "127.0.0.1:8080", 0, true, "HTTP listener(s) for the web page and API; empty = off",
                     [](Settings& s) -> auto& { return s.http.listen; }),

@@ -83,6 +83,12 @@ struct Settings {
     uint32_t smtp_connections_per_ip = 0;          // simultaneous; 0 = off
     uint32_t smtp_messages_per_ip_per_minute = 0;  // 0 = off
   } limits;
+  struct Spam {
+    bool enabled = false;
+    std::string model;        // model file
+    double tag_score = 0;     // X-Spam-Status: Yes at or above
+    double reject_score = 0;  // 550 5.7.1 for alias domains at or above
+  } spam;
   struct Http {
     std::vector<HostPort> listen;  // empty: no HTTP listener
     std::vector<Cidr> trusted_proxies;

@@ -1,0 +1,123 @@
+// model.cpp — see model.h.
+#include "spam/model.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+
+namespace mk::spam {
+namespace {
+
+constexpr char kMagic[8] = {'M', 'K', 'S', 'P', 'A', 'M', '\0', '\1'};
+constexpr uint32_t kFormat = 1;
+
+struct Header {
+  char magic[8];
+  uint32_t format;
+  uint32_t tokenizer_version;
+  uint32_t hash_bits;
+  uint32_t osb_window;
+  uint32_t max_features;
+  uint32_t reserved;
+  uint64_t trained_spam;
+  uint64_t trained_ham;
+  float bias;
+  uint32_t reserved2;
+};
+
+double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+}  // namespace
+
+Model::Model(TokenizerSettings settings) : settings_(settings), weights_(size_t(1) << settings.hash_bits, 0.0f) {}
+
+double Model::score(const std::vector<uint32_t>& features) const {
+  double sum = bias_;
+  for (auto f : features) sum += weights_[f];
+  return sigmoid(sum);
+}
+
+bool Model::train(const std::vector<uint32_t>& features, bool is_spam, TrainMode mode) {
+  double p = score(features);
+  double y = is_spam ? 1.0 : 0.0;
+  (is_spam ? trained_spam_ : trained_ham_)++;
+  if (mode == TrainMode::OnError) {
+    bool wrong_side = is_spam ? p < 0.5 : p >= 0.5;
+    if (!wrong_side && std::fabs(p - 0.5) >= margin) return false;
+  }
+  float step = float(learning_rate * (y - p));
+  for (auto f : features) weights_[f] += step;
+  bias_ += step * 0.1f;
+  return true;
+}
+
+std::string Model::save(const std::string& path) const {
+  Header h{};
+  std::memcpy(h.magic, kMagic, sizeof kMagic);
+  h.format = kFormat;
+  h.tokenizer_version = settings_.version;
+  h.hash_bits = settings_.hash_bits;
+  h.osb_window = settings_.osb_window;
+  h.max_features = settings_.max_features;
+  h.trained_spam = trained_spam_;
+  h.trained_ham = trained_ham_;
+  h.bias = bias_;
+  uLong crc = crc32(0, reinterpret_cast<const Bytef*>(&h), sizeof h);
+  crc = crc32(crc, reinterpret_cast<const Bytef*>(weights_.data()), uInt(weights_.size() * sizeof(float)));
+  uint32_t crc32v = uint32_t(crc);
+
+  auto tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+  if (fd < 0) return "cannot create " + tmp + ": " + std::strerror(errno);
+  auto write_all = [&](const void* p, size_t n) {
+    auto* c = static_cast<const char*>(p);
+    while (n > 0) {
+      ssize_t w = ::write(fd, c, n);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) return false;
+      c += w;
+      n -= size_t(w);
+    }
+    return true;
+  };
+  bool ok = write_all(&h, sizeof h) && write_all(weights_.data(), weights_.size() * sizeof(float)) &&
+            write_all(&crc32v, sizeof crc32v) && ::fsync(fd) == 0;
+  int saved = errno;
+  ::close(fd);
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    ::unlink(tmp.c_str());
+    return "cannot write " + path + ": " + std::strerror(ok ? errno : saved);
+  }
+  return "";
+}
+
+std::string Model::load(const std::string& path, Model& out, const TokenizerSettings& expected) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "cannot read " + path;
+  Header h{};
+  if (!in.read(reinterpret_cast<char*>(&h), sizeof h) || std::memcmp(h.magic, kMagic, sizeof kMagic) != 0)
+    return path + ": not a mailkeep spam model";
+  if (h.format != kFormat) return path + ": model format " + std::to_string(h.format) + " not supported";
+  if (h.tokenizer_version != expected.version || h.hash_bits != expected.hash_bits ||
+      h.osb_window != expected.osb_window || h.max_features != expected.max_features)
+    return path + ": trained with other tokenizer settings; retrain";
+  Model m(expected);
+  if (!in.read(reinterpret_cast<char*>(m.weights_.data()), std::streamsize(m.weights_.size() * sizeof(float))))
+    return path + ": truncated";
+  uint32_t stored = 0;
+  if (!in.read(reinterpret_cast<char*>(&stored), sizeof stored)) return path + ": truncated";
+  uLong crc = crc32(0, reinterpret_cast<const Bytef*>(&h), sizeof h);
+  crc = crc32(crc, reinterpret_cast<const Bytef*>(m.weights_.data()), uInt(m.weights_.size() * sizeof(float)));
+  if (uint32_t(crc) != stored) return path + ": checksum mismatch (corrupt model)";
+  m.bias_ = h.bias;
+  m.trained_spam_ = h.trained_spam;
+  m.trained_ham_ = h.trained_ham;
+  out = std::move(m);
+  return "";
+}
+
+}  // namespace mk::spam

@@ -1,0 +1,152 @@
+// spam_test.cpp — the tokenizer (MIME decoding, header tags, determinism
+// under any chunking, malformed input) and the model file (round trip,
+// corruption and settings checks).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+
+#include "spam/model.h"
+#include "spam/tokenizer.h"
+
+namespace mk::spam {
+namespace {
+
+std::vector<std::string> tokens_of(const std::string& message, size_t chunk = 0) {
+  Tokenizer t;
+  t.keep_tokens(true);
+  if (chunk == 0) chunk = message.size() + 1;
+  for (size_t i = 0; i < message.size(); i += chunk) t.feed(std::string_view(message).substr(i, chunk));
+  t.finish();
+  return t.tokens();
+}
+
+bool has(const std::vector<std::string>& v, const std::string& s) { return std::find(v.begin(), v.end(), s) != v.end(); }
+
+TEST(Tokenizer, MimeDecodingTable) {
+  struct Case {
+    const char* name;
+    std::string message;
+    std::vector<std::string> expected;  // tokens that must appear
+    std::vector<std::string> absent;
+  } cases[] = {
+      {"plain with header tags",
+       "Subject: Cheap Viagra now\r\nFrom: Bob <bob@spam.example>\r\n\r\nHello friend\r\n",
+       {"subj:cheap", "subj:viagra", "from:bob", "hello", "friend", "hdr:subject"},
+       {}},
+      {"base64 body",
+       "Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8gd29ybGQgbW9u\r\nZXk=\r\n",
+       {"hello", "world", "money", "cte:base64"},
+       {"agvsbg8gd29ybgqgbw9u"}},
+      {"quoted-printable with soft break",
+       "Content-Transfer-Encoding: quoted-printable\r\n\r\nfree=20mon=\r\ney caf=C3=A9\r\n",
+       {"free", "money", "café"},
+       {}},
+      {"latin-1 converted to UTF-8",
+       "Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=E9 cr=E8me\r\n",
+       {"café", "crème", "charset:iso-8859-1"},
+       {}},
+      {"html reduced to text, tags and urls",
+       "Content-Type: text/html\r\n\r\n<html><body><font color=red>Click</font> <a href=\"http://www.win.example.com/x?y\">here</a>"
+       "<script>var hidden=1</script><img src='http://1.2.3.4/p.gif'></body></html>\r\n",
+       {"click", "here", "tag:font", "attr:font:color", "url:www.win.example.com", "url:example.com", "url:numeric-host", "tag:img"},
+       {"hidden", "var"}},
+      {"multipart walk with nested parts",
+       "Content-Type: multipart/mixed; boundary=\"OUTER\"\r\n\r\npreamble words\r\n--OUTER\r\n"
+       "Content-Type: multipart/alternative; boundary=inner\r\n\r\n--inner\r\nContent-Type: text/plain\r\n\r\nalpha\r\n"
+       "--inner\r\nContent-Type: text/html\r\n\r\n<b>beta</b>\r\n--inner--\r\n--OUTER\r\n"
+       "Content-Type: image/gif\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"x.GIF\"\r\n\r\n"
+       "R0lGODlhAQABAIAAAP\r\n--OUTER--\r\nepilogue\r\n",
+       {"alpha", "beta", "tag:b", "part:image/gif", "fileext:gif", "ct:multipart/alternative"},
+       {"preamble", "epilogue", "r0lgodlhaqabaiaaap"}},
+      {"spam verdicts of other filters are ignored",
+       "X-Spam-Status: Yes, hits=20\r\nSubject: hi\r\n\r\nbody\r\n",
+       {"subj:hi"},
+       {"hdr:x-spam-status", "yes"}},
+      {"received ips",
+       "Received: from x ([192.0.2.55]) by y\r\n\r\nbody\r\n",
+       {"ip:192.0.2.55", "ip24:192.0.2"},
+       {}},
+  };
+  for (auto& c : cases) {
+    auto got = tokens_of(c.message);
+    for (auto& e : c.expected) EXPECT_TRUE(has(got, e)) << c.name << ": missing " << e;
+    for (auto& a : c.absent) EXPECT_FALSE(has(got, a)) << c.name << ": unexpected " << a;
+  }
+}
+
+TEST(Tokenizer, SameFeaturesWhateverTheChunking) {
+  std::string m =
+      "Subject: test\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+      "aGVsbG8gd29ybGQ=\r\n--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>caf\xC3\xA9 <a href=http://x.example/>go</a>\r\n--b--\r\n";
+  Tokenizer whole;
+  whole.feed(m);
+  auto expected = whole.finish();
+  ASSERT_FALSE(expected.empty());
+  for (size_t chunk : {1, 2, 3, 7, 64}) {
+    Tokenizer t;
+    for (size_t i = 0; i < m.size(); i += chunk) t.feed(std::string_view(m).substr(i, chunk));
+    EXPECT_EQ(t.finish(), expected) << "chunk " << chunk;
+  }
+}
+
+TEST(Tokenizer, MalformedMimeNeverThrows) {
+  const std::string bad[] = {
+      "Content-Type: multipart/mixed; boundary=\r\n\r\n--\r\n--\r\n",
+      "Content-Transfer-Encoding: base64\r\n\r\n!!!!====****\r\n",
+      "Content-Transfer-Encoding: quoted-printable\r\n\r\n=ZZ=4=\r\n",
+      "Content-Type: text/plain; charset=no-such-charset\r\n\r\n\xff\xfe bytes\r\n",
+      std::string(200000, 'x'),
+      "Subject: " + std::string(100000, 'y') + "\r\n\r\n",
+      std::string("\0\0\0\r\n\r\n\0", 8),
+  };
+  for (auto& m : bad) {
+    Tokenizer t;
+    EXPECT_NO_THROW(t.feed(m));
+    EXPECT_NO_THROW(t.finish());
+    EXPECT_LE(t.finish().size(), TokenizerSettings{}.max_features);
+  }
+}
+
+TEST(Model, LearnsAndRoundTripsAndRejectsCorruption) {
+  TokenizerSettings settings;
+  settings.hash_bits = 16;
+  Model m(settings);
+  m.learning_rate = 0.5;
+  std::vector<uint32_t> spam{1, 2, 3}, ham{4, 5, 6};
+  for (int i = 0; i < 50; ++i) {
+    m.train(spam, true, TrainMode::Everything);
+    m.train(ham, false, TrainMode::Everything);
+  }
+  EXPECT_GT(m.score(spam), 0.9);
+  EXPECT_LT(m.score(ham), 0.1);
+  EXPECT_FALSE(m.train(spam, true, TrainMode::OnError));  // confidently right: no update
+  auto path = ::testing::TempDir() + "/mk_spam_model_test.model";
+  ASSERT_EQ(m.save(path), "");
+  Model back(settings);
+  ASSERT_EQ(Model::load(path, back, settings), "");
+  EXPECT_DOUBLE_EQ(back.score(spam), m.score(spam));
+  EXPECT_EQ(back.trained_spam(), m.trained_spam());
+
+  TokenizerSettings other = settings;
+  other.osb_window = 5;
+  Model wrong(other);
+  EXPECT_NE(Model::load(path, wrong, other).find("other tokenizer settings"), std::string::npos);
+
+  {  // flip one byte of the weights
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(200);
+    char c = 0;
+    f.read(&c, 1);
+    f.seekp(200);
+    c ^= 0x5a;
+    f.write(&c, 1);
+  }
+  EXPECT_NE(Model::load(path, back, settings).find("checksum"), std::string::npos);
+  std::filesystem::resize_file(path, 100);
+  EXPECT_FALSE(Model::load(path, back, settings).empty());
+}
+
+}  // namespace
+}  // namespace mk::spam
