@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 BUILD_PACKAGES=(build-essential cmake ninja-build pkg-config libboost1.81-dev libssl-dev
-  libc-ares-dev libsqlite3-dev libinih-dev libcli11-dev libfmt-dev libspdlog-dev
+  libc-ares-dev libsqlite3-dev libcli11-dev libfmt-dev libspdlog-dev
   libgtest-dev libgmock-dev zlib1g-dev)
 # Real peers for the end-to-end tests and benchmarks.
 TEST_PACKAGES=(postfix swaks python3-aiosmtpd python3-dnslib python3-pytest dovecot-imapd

@@ -1,14 +1,15 @@
 // settings.cpp — the one table of configuration keys, and the INI loader.
 //
-// inih does the INI syntax (sections, `;` comments, continuation lines); we
-// wrap its reader to count lines, so that every error names its own line.
+// The INI syntax is read by parse_text() below (why not inih: see there);
+// every error names its own line.
 #include "config/settings.h"
 
-#include <ini.h>
 #include <unistd.h>
 
 #include <charconv>
 #include <cstdio>
+#include <fstream>
+#include <optional>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -368,63 +369,106 @@ void finish(Settings& s) {
   if (s.delivery.helo_name.empty()) s.delivery.helo_name = s.smtp.hostname;
 }
 
-// State shared with inih's C callbacks while one file is parsed.
+// The INI syntax, read here rather than with inih: Debian's libinih is built
+// with a 200-byte line limit and splits longer lines silently (fuzz_ini found
+// a long `smtp_zones` list turning into a second key), and a list of domains
+// or networks easily passes 200 characters. The syntax is inih's: [section],
+// key = value (or key: value), comment lines starting with ; or #, inline
+// comments after " ;", and indented lines continuing the previous key's
+// list (each such line is one more item).
 struct ParseState {
   std::string name;
   ConfigResult* result = nullptr;
-  int line = 0;
   std::map<std::string, int> seen;  // "section.key" -> line
-  // For text input:
-  std::string_view text;
-  FILE* file = nullptr;
 };
 
-char* read_line(char* buf, int size, void* stream) {
-  auto* st = static_cast<ParseState*>(stream);
-  char* got = nullptr;
-  if (st->file) {
-    got = fgets(buf, size, st->file);
-  } else if (!st->text.empty()) {
-    size_t newline = st->text.find('\n');
-    size_t n = newline == std::string_view::npos ? st->text.size() : newline + 1;
-    n = std::min<size_t>(n, static_cast<size_t>(size - 1));
-    std::memcpy(buf, st->text.data(), n);
-    buf[n] = '\0';
-    st->text.remove_prefix(n);
-    got = buf;
-  }
-  if (got) ++st->line;
-  return got;
-}
-
-int on_key(void* user, const char* section, const char* name, const char* value) {
-  auto* st = static_cast<ParseState*>(user);
-  if (!name) return 1;  // section header without keys (INI_CALL_HANDLER_ON_NEW_SECTION)
-  auto where = st->name + ":" + std::to_string(st->line) + ": [" + section + "] " + name + ": ";
-  if (!known_section(section)) {
-    st->result->errors.push_back(st->name + ":" + std::to_string(st->line) + ": unknown section [" + section + "]");
-    return 1;
-  }
+void apply_key(ParseState& st, const std::string& section, const std::string& name, const std::string& value, int line) {
+  auto where = st.name + ":" + std::to_string(line) + ": [" + section + "] " + name + ": ";
   const Key* key = find_key(section, name);
   if (!key) {
-    st->result->errors.push_back(where + "unknown key");
-    return 1;
+    st.result->errors.push_back(where + "unknown key");
+    return;
   }
-  auto id = std::string(section) + "." + name;
-  if (auto it = st->seen.find(id); it != st->seen.end()) {
-    st->result->errors.push_back(where + "set twice (first on line " + std::to_string(it->second) + ")");
-    return 1;
+  auto id = section + "." + name;
+  if (auto it = st.seen.find(id); it != st.seen.end()) {
+    st.result->errors.push_back(where + "set twice (first on line " + std::to_string(it->second) + ")");
+    return;
   }
-  st->seen[id] = st->line;
-  auto err = key->apply(st->result->settings, trim(value));
-  if (!err.empty()) st->result->errors.push_back(where + err);
-  return 1;
+  st.seen[id] = line;
+  auto err = key->apply(st.result->settings, trim(value));
+  if (!err.empty()) st.result->errors.push_back(where + err);
 }
 
-void parse_into(ParseState& st) {
-  int rc = ini_parse_stream(read_line, &st, on_key, &st);
-  // Our handler never fails, so a positive rc is inih's own syntax error.
-  if (rc > 0) st.result->errors.push_back(st.name + ":" + std::to_string(rc) + ": syntax error (expected [section] or key = value)");
+// A value without its inline comment (" ;" or "\t;" starts one).
+std::string_view strip_inline_comment(std::string_view v) {
+  for (size_t i = 1; i < v.size(); ++i)
+    if (v[i] == ';' && (v[i - 1] == ' ' || v[i - 1] == '\t')) return trim(v.substr(0, i));
+  return trim(v);
+}
+
+void parse_text(ParseState& st, std::string_view text) {
+  if (text.starts_with("\xEF\xBB\xBF")) text.remove_prefix(3);  // UTF-8 BOM
+  std::string section;
+  bool section_known = false;
+  struct Pending {
+    std::string name, value;
+    int line = 0;
+  };
+  std::optional<Pending> pending;
+  auto commit = [&] {
+    if (pending && section_known) apply_key(st, section, pending->name, pending->value, pending->line);
+    pending.reset();
+  };
+  int line_no = 0;
+  while (!text.empty()) {
+    ++line_no;
+    auto nl = text.find('\n');
+    std::string_view raw = text.substr(0, nl);
+    text.remove_prefix(nl == std::string_view::npos ? text.size() : nl + 1);
+    if (!raw.empty() && raw.back() == '\r') raw.remove_suffix(1);
+    bool indented = !raw.empty() && (raw.front() == ' ' || raw.front() == '\t');
+    auto line = trim(raw);
+    if (line.empty() || line.front() == ';' || line.front() == '#') continue;
+    if (indented && pending) {  // an indented line continues the previous key's list
+      pending->value += ", ";
+      pending->value += strip_inline_comment(line);
+      continue;
+    }
+    commit();
+    auto syntax_error = [&](const char* what) {
+      st.result->errors.push_back(st.name + ":" + std::to_string(line_no) + ": syntax error (" + what + ")");
+    };
+    if (line.front() == '[') {
+      auto close = line.find(']');
+      if (close == std::string_view::npos) {
+        syntax_error("expected [section]");
+        section_known = false;
+        continue;
+      }
+      if (!strip_inline_comment(line.substr(close + 1)).empty()) syntax_error("text after [section]");
+      section = std::string(trim(line.substr(1, close - 1)));
+      section_known = known_section(section);
+      if (!section_known)
+        st.result->errors.push_back(st.name + ":" + std::to_string(line_no) + ": unknown section [" + section + "]");
+      continue;
+    }
+    auto sep = line.find_first_of("=:");
+    if (sep == std::string_view::npos || sep == 0) {
+      syntax_error("expected key = value");
+      continue;
+    }
+    if (section.empty()) {
+      syntax_error("key outside a [section]");
+      continue;
+    }
+    pending = Pending{std::string(trim(line.substr(0, sep))), std::string(strip_inline_comment(line.substr(sep + 1))),
+                      line_no};
+  }
+  commit();
+}
+
+void parse_into(ParseState& st, std::string_view text) {
+  parse_text(st, text);
   // Keys that only make sense together.
   auto& s = st.result->settings;
   auto line_of = [&](const char* key) {
@@ -463,8 +507,7 @@ ConfigResult load_settings_text(const std::string& text, const std::string& name
   ParseState st;
   st.name = name;
   st.result = &r;
-  st.text = text;
-  parse_into(st);
+  parse_into(st, text);
   return r;
 }
 
@@ -473,17 +516,24 @@ ConfigResult load_settings_file(const std::string& path) {
   r.settings = default_settings();
   r.settings.smtp.hostname.clear();
   r.settings.delivery.helo_name.clear();
-  FILE* f = fopen(path.c_str(), "r");
-  if (!f) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
     r.errors.push_back(path + ":0: cannot read file: " + std::strerror(errno));
     return r;
+  }
+  std::string text;
+  char buf[8192];
+  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+    text.append(buf, size_t(in.gcount()));
+    if (text.size() > 4 * 1024 * 1024) {
+      r.errors.push_back(path + ":0: file too large for a configuration (over 4 MB)");
+      return r;
+    }
   }
   ParseState st;
   st.name = path;
   st.result = &r;
-  st.file = f;
-  parse_into(st);
-  fclose(f);
+  parse_into(st, text);
   return r;
 }
 

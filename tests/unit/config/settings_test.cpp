@@ -61,19 +61,35 @@ TEST(Settings, ErrorsNameFileLineAndKey) {
       {"[dnsbl]\nresolver = \x15\xcb.x:53\n", "mk.ini:2: [dnsbl] resolver: '\x15\xcb.x:53': invalid host name"},
       {"[delivery]\nsmarthost = relay..example:25\n", "mk.ini:2: [delivery] smarthost: 'relay..example:25': invalid host name"},
       {"[smtp]\nfrobnicate = 1\n", "mk.ini:2: [smtp] frobnicate: unknown key"},
-      {"[nonsense]\nx = 1\n", "mk.ini:2: unknown section [nonsense]"},
+      {"[nonsense]\nx = 1\n", "mk.ini:1: unknown section [nonsense]"},
       {"[relay]\nrelay_from = 10.0.0.0/40\n", "mk.ini:2: [relay] relay_from:"},
       {"[relay]\ndomains = exa mple.org\n", "mk.ini:2: [relay] domains: invalid domain"},
       {"[general]\nlog_level = loud\n", "mk.ini:2: [general] log_level: expected one of"},
       {"[smtp]\ntimeout = 5\ntimeout = 6\n", "mk.ini:3: [smtp] timeout: set twice (first on line 2)"},
       {"[smtp\n", "mk.ini:1: syntax error"},
       {"[smtp]\njust words\n", "mk.ini:2: syntax error"},
+      {"hostname = x\n", "mk.ini:1: syntax error (key outside a [section])"},
+      {"[smtp] listen = 127.0.0.1:25\n", "mk.ini:1: syntax error (text after [section])"},
   };
   for (auto& c : cases) {
     auto r = load_settings_text(c.text, "mk.ini");
     ASSERT_FALSE(r.ok()) << c.text;
     EXPECT_NE(r.errors[0].find(c.expected), std::string::npos) << "got:  " << r.errors[0] << "\nwant: " << c.expected;
   }
+}
+
+// Found by fuzz_ini: Debian's inih split lines over 200 bytes into two keys.
+TEST(Settings, LongLinesAndContinuationLines) {
+  std::string many;
+  for (int i = 0; i < 60; ++i) many += (i ? ", " : "") + std::string("d") + std::to_string(i) + ".example.org";
+  ASSERT_GT(many.size(), 600u);
+  auto r = load_settings_text("[relay]\ndomains = " + many + "\nrelay_from = 127.0.0.0/8,\n  10.0.0.0/8 ; ours\n"
+                              "  ; a comment line inside\n  192.0.2.0/24\n",
+                              "long.ini");
+  ASSERT_TRUE(r.ok()) << r.errors[0];
+  EXPECT_EQ(r.settings.relay.domains.size(), 60u);
+  EXPECT_EQ(r.settings.relay.domains.back(), "d59.example.org");
+  EXPECT_EQ(r.settings.relay.relay_from.size(), 3u);
 }
 
 TEST(Settings, UnreadableFileIsAnError) {
