@@ -410,6 +410,7 @@ struct SpamCommand {
   std::string action;  // train | classify | stats
   std::vector<std::string> spam, ham, files;
   std::string files_from;
+  std::string labelled;  // train: "spam<TAB>PATH" / "ham<TAB>PATH" lines, in this order
   std::string mode = "on-error";
   int passes = 3;
   double rate = 0.02, margin = 0.35;
@@ -482,6 +483,23 @@ int spam_command(const mk::Settings& settings, const SpamCommand& cmd) {
   std::vector<Example> examples;
   for (auto& f : mk::spam::message_files(cmd.spam)) examples.push_back({f, true});
   for (auto& f : mk::spam::message_files(cmd.ham)) examples.push_back({f, false});
+  if (!cmd.labelled.empty()) {
+    std::ifstream list(cmd.labelled);
+    if (!list) {
+      std::cerr << "mailkeep: cannot read " << cmd.labelled << "\n";
+      return 1;
+    }
+    for (std::string line; std::getline(list, line);) {
+      auto tab = line.find('\t');
+      if (tab == std::string::npos) continue;
+      auto label = line.substr(0, tab);
+      if (label != "spam" && label != "ham") {
+        std::cerr << "mailkeep: " << cmd.labelled << ": label must be spam or ham: " << label << "\n";
+        return 1;
+      }
+      examples.push_back({line.substr(tab + 1), label == "spam"});
+    }
+  }
   if (examples.empty()) {
     std::cerr << "mailkeep: no messages to train on\n";
     return 1;
@@ -585,6 +603,7 @@ int main(int argc, char** argv) {
   spam_train->add_option("--ham", spam_cmd.ham, "good messages");
   spam_train->add_option("--mode", spam_cmd.mode, "on-error (default) | everything")->check(CLI::IsMember({"on-error", "everything"}));
   spam_train->add_option("--passes", spam_cmd.passes, "passes over the set (batch)");
+  spam_train->add_option("--labelled", spam_cmd.labelled, "file of 'spam|ham<TAB>PATH' lines, learned in that order");
   spam_train->add_option("--rate", spam_cmd.rate, "learning rate");
   spam_train->add_option("--margin", spam_cmd.margin, "near-error band around 0.5 for on-error training");
   spam_train->add_flag("--online", spam_cmd.online, "classify each message before learning it, in order; print the verdicts");
