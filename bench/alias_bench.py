@@ -36,45 +36,8 @@ PLAIN_RCPT = "user@example.org"
 TARGET = "bench-target@example.org"
 
 
-class Sink:
-    """smtp-sink -c (running message counter in its output file)."""
+from sink import Sink  # noqa: E402  (bench/sink.py)
 
-    def __init__(self, workdir: Path):
-        self.port = free_port()
-        self.out = workdir / f"sink-{self.port}.out"
-        self._f = open(self.out, "wb")
-        self.proc = subprocess.Popen(
-            ["smtp-sink", "-u", "nobody", "-c", f"127.0.0.1:{self.port}", "1000"],
-            stdout=self._f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        wait_port("127.0.0.1", self.port, 10, self.proc)
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def count(self) -> int:
-        found = re.findall(rb"mesg=(\d+)", self.out.read_bytes()[-4096:])
-        return int(found[-1]) if found else 0
-
-    def wait_count(self, target: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.count() >= target:
-                return True
-            time.sleep(0.002)
-        return self.count() >= target
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self._f.close()
-
-
-# --------------------------------------------------------------------------- HTTP helpers
 
 def api(port: int, method: str, path: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,

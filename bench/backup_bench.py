@@ -41,40 +41,7 @@ ARCHIVED_RCPT = "user@example.org"     # listed user of the backup domain
 RELAYED_RCPT = "user@example.net"      # plain relay domain: no archive
 
 
-class Sink:
-    """smtp-sink with its running message counter (-c) written to a file."""
-
-    def __init__(self, workdir: Path):
-        self.port = free_port()
-        self.out = workdir / f"sink-{self.port}.out"
-        self._f = open(self.out, "wb")
-        self.proc = subprocess.Popen(["smtp-sink", "-u", "nobody", "-c", f"127.0.0.1:{self.port}", "1000"],
-                                     stdout=self._f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        wait_port("127.0.0.1", self.port, 10, self.proc)
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def count(self) -> int:
-        found = re.findall(rb"mesg=(\d+)", self.out.read_bytes()[-4096:])
-        return int(found[-1]) if found else 0
-
-    def wait_count(self, target: int, deadline: float) -> bool:
-        while time.monotonic() < deadline:
-            if self.count() >= target:
-                return True
-            time.sleep(0.002)
-        return self.count() >= target
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self._f.close()
+from sink import Sink  # noqa: E402  (bench/sink.py)
 
 
 class Target:
@@ -97,7 +64,7 @@ def run_once(t: Target, sink: Sink, sessions: int, messages: int, size: int, tim
         rc, out = res.returncode, (res.stdout + res.stderr).strip()
     except subprocess.TimeoutExpired:
         rc, out = -1, f"smtp-source timed out after {timeout}s"
-    complete = rc == 0 and sink.wait_count(before + messages, deadline)
+    complete = rc == 0 and sink.wait_count(before + messages, max(0.0, deadline - time.monotonic()))
     elapsed = time.monotonic() - t0
     got = sink.count() - before
     archived = t.archived() - archived_before
