@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <fstream>
@@ -395,7 +396,18 @@ void apply_key(ParseState& st, const std::string& section, const std::string& na
     return;
   }
   st.seen[id] = line;
-  auto err = key->apply(st.result->settings, trim(value));
+  auto v = trim(value);
+  // What check-config prints must read back the same (found by fuzz_ini):
+  // no control characters, and no leading ';' or '#', which read as a comment.
+  if (std::any_of(v.begin(), v.end(), [](unsigned char c) { return c < 0x20 || c == 0x7f; })) {
+    st.result->errors.push_back(where + "control characters are not allowed in a value");
+    return;
+  }
+  if (!v.empty() && (v.front() == ';' || v.front() == '#')) {
+    st.result->errors.push_back(where + "a value cannot start with ';' or '#' (that reads as a comment)");
+    return;
+  }
+  auto err = key->apply(st.result->settings, v);
   if (!err.empty()) st.result->errors.push_back(where + err);
 }
 

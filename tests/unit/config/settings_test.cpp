@@ -49,7 +49,7 @@ TEST(Settings, ParsesIssueExample) {
 
 TEST(Settings, ErrorsNameFileLineAndKey) {
   struct Case {
-    const char* text;
+    std::string text;
     const char* expected;  // substring of the first error
   } cases[] = {
       {"[smtp]\nmax_recipients = abc\n", "mk.ini:2: [smtp] max_recipients: expected a non-negative integer"},
@@ -58,8 +58,12 @@ TEST(Settings, ErrorsNameFileLineAndKey) {
       {"[smtp]\nlisten = mx.example.org:25\n", "mk.ini:2: [smtp] listen: 'mx.example.org:25': expected an IP address"},
       {"[smtp]\nlisten = 127.0.0.1\n", "mk.ini:2: [smtp] listen: '127.0.0.1': missing port"},
       // Found by fuzz_ini: a host name of control bytes did not survive check-config's output.
-      {"[dnsbl]\nresolver = \x15\xcb.x:53\n", "mk.ini:2: [dnsbl] resolver: '\x15\xcb.x:53': invalid host name"},
+      {"[dnsbl]\nresolver = \x15\xcb.x:53\n", "mk.ini:2: [dnsbl] resolver: control characters are not allowed"},
+      {"[dnsbl]\nresolver = \xcb.x:53\n", "mk.ini:2: [dnsbl] resolver: '\xcb.x:53': invalid host name"},
       {"[delivery]\nsmarthost = relay..example:25\n", "mk.ini:2: [delivery] smarthost: 'relay..example:25': invalid host name"},
+      // Found by fuzz_ini: values check-config could not print back as the same value.
+      {"[smtp]\nspool_dir=;x\n", "mk.ini:2: [smtp] spool_dir: a value cannot start with ';' or '#'"},
+      {std::string("[smtp]\nspool_dir = a\0b\n", 23), "mk.ini:2: [smtp] spool_dir: control characters are not allowed"},
       {"[smtp]\nfrobnicate = 1\n", "mk.ini:2: [smtp] frobnicate: unknown key"},
       {"[nonsense]\nx = 1\n", "mk.ini:1: unknown section [nonsense]"},
       {"[relay]\nrelay_from = 10.0.0.0/40\n", "mk.ini:2: [relay] relay_from:"},
