@@ -38,6 +38,7 @@
 #include "route/router.h"
 #include "smtp/server.h"
 #include "spam/corpus.h"
+#include "spam/classifier.h"
 #include "spam/model.h"
 #include "tls/tls_context.h"
 
@@ -115,6 +116,22 @@ asio::awaitable<void> clean_archive(std::string root, int64_t dedupe_days, asio:
     if (removed) spdlog::info("archive housekeeping: removed {} stale files", removed);
     timer.expires_after(std::chrono::hours(1));
     co_await timer.async_wait(asio::use_awaitable);
+  }
+}
+
+// Picks up a retrained spam model (checked every 5 s; loaded on the blocking pool).
+asio::awaitable<void> watch_spam_model(mk::spam::Classifier& spam, asio::any_io_executor blocking) {
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  bool had = spam.model() != nullptr;
+  while (true) {
+    timer.expires_after(std::chrono::seconds(5));
+    co_await timer.async_wait(asio::use_awaitable);
+    std::string err;
+    auto before = spam.model();
+    bool ok = co_await mk::run_blocking(blocking, [&] { return spam.reload_if_changed(err); });
+    if (ok && spam.model() != before) spdlog::info("spam model reloaded");
+    else if (!ok && had) spdlog::warn("spam model: {}; keeping the loaded one", err);
+    had = had || ok;
   }
 }
 
@@ -210,6 +227,15 @@ int serve(const mk::Settings& settings) {
   env.dnsbl = dnsbl.get();
   env.message_limiter = message_limiter.enabled() ? &message_limiter : nullptr;
   env.tls = tls.get();
+  // The spam classifier: the model is loaded now and re-read when `mailkeep spam train` rewrites it.
+  std::unique_ptr<mk::spam::Classifier> spam;
+  if (settings.spam.enabled) {
+    spam = std::make_unique<mk::spam::Classifier>(settings.spam.model);
+    std::string err;
+    if (spam->reload_if_changed(err)) spdlog::info("spam model {} loaded", settings.spam.model);
+    else spdlog::warn("spam: {}; mail is not scored until a model is trained", err);
+    env.spam = spam.get();
+  }
 
   // One io_context per thread (see server.h).
   unsigned threads = settings.smtp.threads ? settings.smtp.threads : std::max(1u, std::thread::hardware_concurrency());
@@ -262,6 +288,8 @@ int serve(const mk::Settings& settings) {
                    asio::detached);
   const int64_t started = unix_now();
   asio::co_spawn(main_io, write_stats(settings.general.stats_file, started), asio::detached);
+  if (spam)
+    asio::co_spawn(main_io, watch_spam_model(*spam, blocking.get_executor()), asio::detached);
   if (accounts)
     asio::co_spawn(main_io, clean_archive(settings.backup.archive, settings.backup.dedupe_days, blocking.get_executor()),
                    asio::detached);

@@ -38,7 +38,9 @@ namespace mk::stats {
   X(http_alias_created, "http.alias_created")                             \
   X(http_reject_rate_limited, "http.reject.rate_limited")                 \
   X(http_reject_dnsbl_listed, "http.reject.dnsbl_listed")                 \
-  X(http_reject_invalid, "http.reject.invalid")
+  X(http_reject_invalid, "http.reject.invalid")                           \
+  X(spam_detected, "spam.detected")                                       \
+  X(reject_spam, "reject.spam")
 
 enum class Counter {
 #define MK_X(id, name) id,

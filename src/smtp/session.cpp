@@ -386,7 +386,12 @@ awaitable<void> Session::handle_data(std::string_view arg) {
   }
 
   Spool spool(env_.spool_dir, env_.spool_memory_limit);
-  auto data = co_await read_message(spool);
+  // Inbound mail from the internet is scored; our own networks' and the provider's mail is not.
+  std::shared_ptr<const spam::Model> spam_model;
+  std::optional<spam::Tokenizer> tokenizer;
+  if (env_.spam && !client_info_.relay_allowed && !client_info_.backup_outbound) spam_model = env_.spam->model();
+  if (spam_model) tokenizer.emplace(env_.spam->settings());
+  auto data = co_await read_message(spool, tokenizer ? &*tokenizer : nullptr);
   if (data.connection != LineStatus::Ok) {
     spdlog::info("{}: lost connection with [{}]:{} during DATA after {} bytes; nothing was acknowledged", id_,
                  client_address_, client_port_, data.size);
@@ -412,6 +417,30 @@ awaitable<void> Session::handle_data(std::string_view arg) {
     result = Reply{451, "4.3.0", "Error: local problem storing the message; try again later"};
   } else {
     delivery::MessageBody body{received_header(), &spool};
+    // The spam verdict: headers on the relayed message; at or above
+    // reject_score mail to an alias is refused and a backup copy goes to .Junk.
+    std::optional<double> spam_score;
+    if (tokenizer) {
+      spam_score = spam_model->score(tokenizer->finish());
+      body.prefix += spam_headers(*spam_score, id_ + "." + std::to_string(transactions_ + 1));
+    }
+    bool is_spam = spam_score && *spam_score >= settings_.spam.reject_score;
+    if (is_spam) {
+      stats::count(stats::Counter::spam_detected);
+      for (auto& t : tx_.archive) {  // INBOX copies become .Junk copies
+        t.folder += "/.Junk";
+        t.label = t.label.substr(0, t.label.rfind('/')) + "/Junk";
+      }
+    }
+    if (is_spam && !tx_.alias_uses.empty()) {
+      result = Reply{550, "5.7.1", "Message rejected as spam"};
+      stats::count(stats::Counter::reject_spam);
+      log_reject("DATA", result, fmt::format("spam score {:.3f} >= reject_score {}", *spam_score, settings_.spam.reject_score));
+      co_await reset_transaction();
+      tx_ = Transaction{};
+      reply(result);
+      co_return;
+    }
     // The acknowledgement order: archive copies fsynced in tmp/ → upstream
     // 250 → copies renamed into new/ and the directories fsynced → our 250.
     auto targets = tx_.archive;
@@ -604,7 +633,7 @@ awaitable<void> Session::finish_alias_uses(bool delivered) {
   }
 }
 
-awaitable<Session::DataResult> Session::read_message(Spool& spool) {
+awaitable<Session::DataResult> Session::read_message(Spool& spool, spam::Tokenizer* tokenizer) {
   DataResult result;
   DataDecoder decoder;
   const uint64_t limit = settings_.smtp.max_message_size;
@@ -615,6 +644,7 @@ awaitable<Session::DataResult> Session::read_message(Spool& spool) {
       return;
     }
     spool.append(bytes);  // a failure is kept in spool.error()
+    if (tokenizer) tokenizer->feed(bytes);
   };
   // Bytes the client sent after DATA in the same packet come first.
   std::string_view pending(inbuf_);
@@ -643,6 +673,12 @@ awaitable<Session::DataResult> Session::read_message(Spool& spool) {
   result.defect = decoder.defect();
   result.size = decoder.content_size();
   co_return result;
+}
+
+std::string Session::spam_headers(double score, const std::string& signature) const {
+  bool spam = score >= settings_.spam.tag_score;
+  return fmt::format("X-Spam-Status: {}, score={:.3f} tag={} reject={}\r\nX-Spam-Score: {:.3f}\r\nX-Mailkeep-Signature: {}\r\n",
+                     spam ? "Yes" : "No", score, settings_.spam.tag_score, settings_.spam.reject_score, score, signature);
 }
 
 std::string Session::received_header() const {

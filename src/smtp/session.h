@@ -21,6 +21,8 @@
 #include "core/stats.h"
 #include "policy/dnsbl.h"
 #include "policy/rate_limit.h"
+#include "spam/classifier.h"
+#include "spam/tokenizer.h"
 #include "tls/tls_context.h"
 #include "config/settings.h"
 #include "delivery/upstream.h"
@@ -47,6 +49,7 @@ struct SessionEnvironment {
   policy::DnsblChecker* dnsbl = nullptr;     // null: no [dnsbl] smtp_zones
   policy::WindowLimiter* message_limiter = nullptr;
   tls::ServerContext* tls = nullptr;  // null: no STARTTLS
+  spam::Classifier* spam = nullptr;   // null: [spam] enabled = false
 };
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -120,7 +123,10 @@ class Session : public std::enable_shared_from_this<Session> {
     bool too_big = false;
     LineStatus connection = LineStatus::Ok;  // not Ok: the client is gone mid-DATA
   };
-  awaitable<DataResult> read_message(Spool& spool);
+  // `tokenizer` (may be null) sees the content as it arrives: no second pass.
+  awaitable<DataResult> read_message(Spool& spool, spam::Tokenizer* tokenizer);
+  // The X-Spam-* header lines for a score.
+  std::string spam_headers(double score, const std::string& signature) const;
   std::string received_header() const;
   void log_transaction(const Reply& final_reply, uint64_t size, size_t archive_copies);
 
