@@ -100,8 +100,13 @@ MaildirResult ArchiveCopies::prepare(const std::vector<ArchiveTarget>& targets, 
     auto slash = t.folder.rfind('/');
     bool subfolder = slash != std::string::npos && t.folder.compare(slash + 1, 1, ".") == 0;
     if (subfolder) {
-      if (auto r = ensure_maildir(t.folder.substr(0, slash)); r.outcome != Outcome::Ok) return abort(), r;
-      if (auto r = ensure_maildir(t.folder); r.outcome != Outcome::Ok) return abort(), r;
+      for (auto& folder : {t.folder.substr(0, slash), t.folder}) {
+        auto r = ensure_maildir(folder);
+        if (r.outcome != Outcome::Ok) {
+          abort();
+          return {Outcome::TempFail, t.label + ": " + r.detail};
+        }
+      }
       int fd = ::open((t.folder + "/maildirfolder").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
       if (fd >= 0) ::close(fd);
     }
