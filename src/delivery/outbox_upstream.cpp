@@ -7,25 +7,6 @@
 namespace mk::delivery {
 namespace {
 
-// The outbox file = our header lines + the message as received.
-class PrefixedContent final : public ContentSource {
- public:
-  PrefixedContent(std::string prefix, const MessageBody& body) : prefix_(std::move(prefix) + body.prefix), body_(body) {}
-  uint64_t size() const override { return prefix_.size() + (body_.content ? body_.content->size() : 0); }
-  size_t read_at(uint64_t off, char* buf, size_t n) const override {
-    if (off < prefix_.size()) {
-      size_t k = std::min<size_t>(n, prefix_.size() - off);
-      std::copy_n(prefix_.data() + off, k, buf);
-      return k;
-    }
-    return body_.content ? body_.content->read_at(off - prefix_.size(), buf, n) : 0;
-  }
-
- private:
-  std::string prefix_;
-  const MessageBody& body_;
-};
-
 class OutboxUpstream final : public Upstream {
  public:
   OutboxUpstream(std::string maildir, boost::asio::any_io_executor blocking)
@@ -40,8 +21,10 @@ class OutboxUpstream final : public Upstream {
     co_return Reply{250, "2.1.5", "Ok"};
   }
   awaitable<Reply> data(const MessageBody& body) override {
-    PrefixedContent content(envelope_, body);
-    auto r = co_await run_blocking(blocking_, [&] { return archive::deliver_to_maildir(maildir_, "", content); });
+    if (!body.content) co_return Reply{451, "4.3.0", "Outbox write failed: no message content"};
+    // The outbox file = the envelope lines, our header lines, the message as received.
+    auto r = co_await run_blocking(
+        blocking_, [&] { return archive::deliver_to_maildir(maildir_, envelope_ + body.prefix, *body.content); });
     if (r.outcome != Outcome::Ok) co_return Reply{451, "4.3.0", "Outbox write failed: " + r.detail};
     co_return Reply{250, "2.0.0", "Ok: stored in outbox as " + r.detail};
   }

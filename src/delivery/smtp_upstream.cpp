@@ -173,7 +173,7 @@ class SmtpUpstream final : public Upstream {
     if (!conn_) co_return;
     pending_mail_.clear();
     if (!in_transaction_ && inbuf_.empty() &&
-        pool_->put(IdleConnection{std::move(conn_), caps_, peer_, tls_, Clock::now()})) {
+        pool_->put(IdleConnection{std::move(conn_), caps_, peer_, tls_, {}})) {
       co_return;
     }
     error_code ec;

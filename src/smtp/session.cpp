@@ -307,7 +307,6 @@ awaitable<void> Session::handle_rcpt(std::string_view arg) {
                  : route.reply.status == "5.7.1" ? stats::Counter::reject_relay_denied
                                                  : stats::Counter::reject_unknown_user);
     log_reject("RCPT", route.reply, route.reason, path.mailbox.address());
-    ++tx_.rejected;
     reply(route.reply);
     co_return;
   }
@@ -353,7 +352,6 @@ awaitable<void> Session::handle_rcpt(std::string_view arg) {
   if (!r.positive()) {
     stats::count(stats::Counter::reject_upstream_rcpt);
     log_reject("RCPT", r, "upstream " + upstream_->peer_name(), path.mailbox.address());
-    ++tx_.rejected;
     reply(r);
     co_return;
   }
@@ -436,8 +434,7 @@ awaitable<void> Session::handle_data(std::string_view arg) {
       result = Reply{550, "5.7.1", "Message rejected as spam"};
       stats::count(stats::Counter::reject_spam);
       log_reject("DATA", result, fmt::format("spam score {:.3f} >= reject_score {}", *spam_score, settings_.spam.reject_score));
-      co_await reset_transaction();
-      tx_ = Transaction{};
+      co_await reset_transaction();  // releases the alias uses too
       reply(result);
       co_return;
     }
@@ -463,7 +460,7 @@ awaitable<void> Session::handle_data(std::string_view arg) {
       result = co_await upstream_->data(body);
       sent_upstream = true;
       const bool delivered = result.positive();  // the upstream has it, whatever we answer
-      if (result.positive() && !targets.empty()) {
+      if (delivered && !targets.empty()) {
         auto committed = co_await run_blocking(env_.blocking, [&] { return copies.commit(); });
         if (committed.outcome != Outcome::Ok) {
           // The upstream has it but an archive copy is not published: make the

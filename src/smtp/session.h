@@ -83,7 +83,6 @@ class Session : public std::enable_shared_from_this<Session> {
     std::vector<archive::ArchiveTarget> archive;    // INBOX copies of archived recipients
     std::vector<std::string> alias_uses;            // aliases with a use reserved for this message
     std::optional<Reply> upstream_mail_reply;  // set once MAIL went upstream
-    int rejected = 0;
   };
 
   awaitable<void> handle_helo(std::string_view arg);
