@@ -1,13 +1,14 @@
 // sqlite_store.cpp — see sqlite_store.h.
 #include "aliases/sqlite_store.h"
 
-#include <sqlite3.h>
-
-#include <filesystem>
 #include <mutex>
+
+#include "db/sqlite.h"
 
 namespace mk::aliases {
 namespace {
+
+using db::Statement;
 
 // Each entry upgrades the schema by one version; never edit a shipped entry.
 const char* const kMigrations[] = {
@@ -27,50 +28,10 @@ const char* const kMigrations[] = {
     "CREATE INDEX aliases_created ON aliases(created);",
 };
 
-class Statement {
- public:
-  Statement(sqlite3* db, const char* sql) : db_(db) {
-    if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr) != SQLITE_OK)
-      throw StoreError(std::string("prepare: ") + sqlite3_errmsg(db));
-  }
-  ~Statement() { sqlite3_finalize(stmt_); }
-  sqlite3_stmt* get() { return stmt_; }
-  // Resets and clears bindings when the caller is done with a use.
-  struct Use {
-    sqlite3_stmt* s;
-    ~Use() {
-      sqlite3_reset(s);
-      sqlite3_clear_bindings(s);
-    }
-  };
-  Use use() { return Use{stmt_}; }
-  void bind(int i, const std::string& v) { sqlite3_bind_text(stmt_, i, v.data(), int(v.size()), SQLITE_TRANSIENT); }
-  void bind(int i, int64_t v) { sqlite3_bind_int64(stmt_, i, v); }
-  void bind_null(int i) { sqlite3_bind_null(stmt_, i); }
-  int step() {
-    int rc = sqlite3_step(stmt_);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE && rc != SQLITE_CONSTRAINT)
-      throw StoreError(std::string("sqlite: ") + sqlite3_errmsg(db_));
-    return rc;
-  }
-
- private:
-  sqlite3* db_;
-  sqlite3_stmt* stmt_ = nullptr;
-};
-
 class SqliteAliasStore final : public AliasStore {
  public:
   explicit SqliteAliasStore(const std::string& path) {
-    auto parent = std::filesystem::path(path).parent_path();
-    std::error_code ec;
-    if (!parent.empty()) std::filesystem::create_directories(parent, ec);
-    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-                        nullptr) != SQLITE_OK) {
-      std::string err = db_ ? sqlite3_errmsg(db_) : "out of memory";
-      sqlite3_close(db_);
-      throw StoreError("cannot open " + path + ": " + err);
-    }
+    db_ = db::open_database(path, kMigrations);
     try {
       prepare(path);
     } catch (...) {
@@ -83,22 +44,13 @@ class SqliteAliasStore final : public AliasStore {
   }
 
   void prepare(const std::string& path) {
-    sqlite3_busy_timeout(db_, 5000);  // the CLI may hold the write lock briefly
-    exec("PRAGMA journal_mode = WAL");
-    // WAL + NORMAL: a commit survives a crash of the process; after a power
-    // failure the last uses may be forgotten (an alias might deliver once more).
-    exec("PRAGMA synchronous = NORMAL");
-    exec("PRAGMA foreign_keys = ON");
-    migrate();
     insert_id_ = std::make_unique<Statement>(db_, "INSERT OR IGNORE INTO alias_ids(id) VALUES (?)");
     insert_ = std::make_unique<Statement>(
         db_, "INSERT INTO aliases(id,target,created,valid_until,max_usage,uses,creator_ip,disabled,token_hash) "
              "VALUES (?,?,?,?,?,0,?,0,?)");
     // Lookups use a second connection: in WAL mode readers never wait for a
     // writer, so an RCPT is not held up while a creation (or the CLI) writes.
-    if (sqlite3_open_v2(path.c_str(), &reader_, SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX, nullptr) != SQLITE_OK)
-      throw StoreError("cannot open " + path + " for reading: " + (reader_ ? sqlite3_errmsg(reader_) : "out of memory"));
-    sqlite3_busy_timeout(reader_, 5000);
+    reader_ = db::open_reader(path);
     find_ = std::make_unique<Statement>(
         reader_,
         "SELECT id,target,created,valid_until,max_usage,uses,creator_ip,disabled,token_hash FROM aliases WHERE id=?");
@@ -214,48 +166,8 @@ class SqliteAliasStore final : public AliasStore {
     return a;
   }
 
-  void exec(const char* sql) {
-    char* err = nullptr;
-    if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-      std::string msg = err ? err : "unknown error";
-      sqlite3_free(err);
-      throw StoreError(std::string(sql).substr(0, 40) + ": " + msg);
-    }
-  }
-  void exec_noexcept(const char* sql) { sqlite3_exec(db_, sql, nullptr, nullptr, nullptr); }
-
-  int user_version() {
-    sqlite3_stmt* s = nullptr;
-    sqlite3_prepare_v2(db_, "PRAGMA user_version", -1, &s, nullptr);
-    int version = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int(s, 0) : 0;
-    sqlite3_finalize(s);
-    return version;
-  }
-
-  // One migration per write transaction; the version is read inside it, so
-  // that a server and a CLI opening a new database at once migrate it once.
-  void migrate() {
-    const int latest = int(std::size(kMigrations));
-    while (true) {
-      exec("BEGIN IMMEDIATE");
-      try {
-        int version = user_version();
-        if (version > latest)
-          throw StoreError("database schema version " + std::to_string(version) + " is newer than this mailkeep (" +
-                           std::to_string(latest) + ")");
-        if (version == latest) {
-          exec("COMMIT");
-          return;
-        }
-        exec(kMigrations[version]);
-        exec(("PRAGMA user_version = " + std::to_string(version + 1)).c_str());
-        exec("COMMIT");
-      } catch (...) {
-        exec_noexcept("ROLLBACK");
-        throw;
-      }
-    }
-  }
+  void exec(const char* sql) { db::exec(db_, sql); }
+  void exec_noexcept(const char* sql) { db::exec_noexcept(db_, sql); }
 
   sqlite3* db_ = nullptr;      // writes (and migrations)
   sqlite3* reader_ = nullptr;  // lookups

@@ -11,12 +11,11 @@
 #include <vector>
 
 #include "aliases/alias.h"
+#include "db/error.h"
 
 namespace mk::aliases {
 
-struct StoreError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
+using StoreError = db::Error;
 
 class AliasStore {
  public:

@@ -22,6 +22,7 @@
 #include "aliases/service.h"
 #include "aliases/sqlite_store.h"
 #include "app/privileges.h"
+#include "app/spam_cli.h"
 #include "archive/accounts.h"
 #include "archive/archive.h"
 #include "config/settings.h"
@@ -32,13 +33,14 @@
 #include "delivery/smtp_upstream.h"
 #include "http/api.h"
 #include "http/server.h"
+#include "http/spam_page.h"
 #include "core/stats.h"
 #include "policy/dnsbl.h"
 #include "policy/rate_limit.h"
 #include "route/router.h"
 #include "smtp/server.h"
-#include "spam/corpus.h"
 #include "spam/classifier.h"
+#include "spam/history.h"
 #include "spam/model.h"
 #include "tls/tls_context.h"
 
@@ -119,12 +121,35 @@ asio::awaitable<void> clean_archive(std::string root, int64_t dedupe_days, asio:
   }
 }
 
-// Picks up a retrained spam model (checked every 5 s; loaded on the blocking pool).
+// Drops old spam verdicts and features ([spam] history_days, signature_days), hourly.
+asio::awaitable<void> purge_spam_history(mk::spam::History& history, mk::Settings::Spam settings,
+                                         asio::any_io_executor blocking) {
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  // Locals, not the parameters, go into the lambda (GCC 12 miscompiles captured coroutine parameters).
+  mk::spam::History* store = &history;
+  const int64_t feature_age = int64_t(settings.signature_days) * 86400, row_age = int64_t(settings.history_days) * 86400;
+  while (true) {
+    const int64_t now = unix_now();
+    auto error = co_await mk::run_blocking(blocking, [&]() -> std::string {
+      try {
+        store->purge(now - feature_age, now - row_age);
+        return "";
+      } catch (const std::exception& e) {
+        return e.what();
+      }
+    });
+    if (!error.empty()) spdlog::warn("spam history: purge failed: {}", error);
+    timer.expires_after(std::chrono::hours(1));
+    co_await timer.async_wait(asio::use_awaitable);
+  }
+}
+
+// Picks up a retrained spam model (checked every 2 s; loaded on the blocking pool).
 asio::awaitable<void> watch_spam_model(mk::spam::Classifier& spam, asio::any_io_executor blocking) {
   asio::steady_timer timer(co_await asio::this_coro::executor);
   bool had = spam.model() != nullptr;
   while (true) {
-    timer.expires_after(std::chrono::seconds(5));
+    timer.expires_after(std::chrono::seconds(2));  // a stat() per look
     co_await timer.async_wait(asio::use_awaitable);
     std::string err;
     auto before = spam.model();
@@ -236,6 +261,17 @@ int serve(const mk::Settings& settings) {
     else spdlog::warn("spam: {}; mail is not scored until a model is trained", err);
     env.spam = spam.get();
   }
+  // The verdict history (the /spam page, reclassification); opened before the privilege drop, like the alias store.
+  std::unique_ptr<mk::spam::History> spam_history;
+  if (spam) {
+    try {
+      spam_history = mk::spam::open_sqlite_history(settings.spam.history);
+    } catch (const std::exception& e) {
+      spdlog::critical("spam history: {}", e.what());
+      return 1;
+    }
+    env.spam_history = spam_history.get();
+  }
 
   // One io_context per thread (see server.h).
   unsigned threads = settings.smtp.threads ? settings.smtp.threads : std::max(1u, std::thread::hardware_concurrency());
@@ -247,11 +283,17 @@ int serve(const mk::Settings& settings) {
   }
   auto& main_io = *workers.front();
   mk::smtp::Server server(worker_ptrs, env);
+  std::unique_ptr<mk::http::SpamPage> spam_page;
+  if (spam_history && !settings.http.admin_token.empty())
+    spam_page = std::make_unique<mk::http::SpamPage>(
+        *spam_history, spam.get(),
+        mk::http::SpamPageConfig{settings.http.admin_token, settings.spam.model, settings.spam.tag_score});
   std::unique_ptr<mk::http::Api> api;
   std::unique_ptr<mk::http::Server> http;
-  if (aliases && !settings.http.listen.empty()) {
+  if ((aliases || spam_page) && !settings.http.listen.empty()) {
     api = std::make_unique<mk::http::Api>(
-        *aliases, mk::http::ApiConfig{settings.http.trusted_proxies, settings.aliases.create_interval});
+        aliases.get(), mk::http::ApiConfig{settings.http.trusted_proxies, settings.aliases.create_interval},
+        spam_page.get());
     http = std::make_unique<mk::http::Server>(worker_ptrs, settings, *api, blocking.get_executor(), dnsbl.get(), https);
   }
   try {
@@ -276,6 +318,14 @@ int serve(const mk::Settings& settings) {
   std::vector<std::string> data_files;
   if (aliases)
     for (auto suffix : {"", "-wal", "-shm"}) data_files.push_back(settings.store.path + suffix);
+  if (spam_history) {
+    if (auto dir = std::filesystem::path(settings.spam.history).parent_path().string(); !dir.empty())
+      data_dirs.push_back(dir);
+    if (auto dir = std::filesystem::path(settings.spam.model).parent_path().string(); !dir.empty())
+      data_dirs.push_back(dir);  // the /spam page's reclassify rewrites the model
+    for (auto suffix : {"", "-wal", "-shm"}) data_files.push_back(settings.spam.history + suffix);
+    for (auto suffix : {"", ".lock"}) data_files.push_back(settings.spam.model + suffix);
+  }
   if (auto err = mk::app::drop_privileges(settings.general.user, data_dirs, data_files); !err.empty()) {
     spdlog::critical("{}", err);
     return 1;
@@ -290,6 +340,8 @@ int serve(const mk::Settings& settings) {
   asio::co_spawn(main_io, write_stats(settings.general.stats_file, started), asio::detached);
   if (spam)
     asio::co_spawn(main_io, watch_spam_model(*spam, blocking.get_executor()), asio::detached);
+  if (spam_history)
+    asio::co_spawn(main_io, purge_spam_history(*spam_history, settings.spam, blocking.get_executor()), asio::detached);
   if (accounts)
     asio::co_spawn(main_io, clean_archive(settings.backup.archive, settings.backup.dedupe_days, blocking.get_executor()),
                    asio::detached);
@@ -433,148 +485,6 @@ int show_stats(const mk::Settings& settings) {
   return 0;
 }
 
-// `mailkeep spam ...`: training and batch classification with the model file.
-struct SpamCommand {
-  std::string action;  // train | classify | stats
-  std::vector<std::string> spam, ham, files;
-  std::string files_from;
-  std::string labelled;  // train: "spam<TAB>PATH" / "ham<TAB>PATH" lines, in this order
-  std::string mode = "on-error";
-  int passes = 3;
-  double rate = 0.02, margin = 0.35;
-  bool online = false;  // train: classify each message before learning it (TREC style)
-};
-
-int spam_command(const mk::Settings& settings, const SpamCommand& cmd) {
-  mk::spam::TokenizerSettings tok;
-  mk::spam::Model model(tok);
-  auto err = mk::spam::Model::load(settings.spam.model, model, tok);
-  bool fresh = !err.empty() && !std::filesystem::exists(settings.spam.model);
-  if (!err.empty() && !fresh) {
-    std::cerr << "mailkeep: " << err << "\n";
-    return 1;
-  }
-  auto features_of = [&](const std::string& path, std::vector<uint32_t>& out) {
-    mk::spam::Tokenizer t(tok);
-    if (!mk::spam::tokenize_file(path, t)) return false;
-    out = t.finish();
-    return true;
-  };
-  if (cmd.action == "stats") {
-    std::cout << "model " << settings.spam.model << (fresh ? " (not trained yet)" : "") << "\n"
-              << "learned.spam " << model.trained_spam() << "\n"
-              << "learned.ham " << model.trained_ham() << "\n";
-    return 0;
-  }
-  if (cmd.action == "classify") {
-    std::vector<std::string> files = cmd.files;
-    if (!cmd.files_from.empty()) {
-      std::ifstream list_file;
-      std::istream* list = &std::cin;
-      if (cmd.files_from != "-") {
-        list_file.open(cmd.files_from);
-        if (!list_file) {
-          std::cerr << "mailkeep: cannot read " << cmd.files_from << "\n";
-          return 1;
-        }
-        list = &list_file;
-      }
-      for (std::string line; std::getline(*list, line);)
-        if (!line.empty()) files.push_back(line);
-    }
-    int status = 0;
-    std::vector<uint32_t> features;
-    std::string out;
-    for (auto& f : files) {
-      if (!features_of(f, features)) {
-        std::cerr << "mailkeep: cannot read " << f << "\n";
-        status = 1;
-        continue;
-      }
-      double s = model.score(features);
-      char score[32];
-      std::snprintf(score, sizeof score, "%.6f", s);
-      out += f + "\t" + score + "\t" + (s >= settings.spam.tag_score ? "spam" : "ham") + "\n";
-      if (out.size() > 64 * 1024) {
-        std::cout << out;
-        out.clear();
-      }
-    }
-    std::cout << out;
-    return status;
-  }
-  // train
-  struct Example {
-    std::string path;
-    bool spam;
-  };
-  std::vector<Example> examples;
-  for (auto& f : mk::spam::message_files(cmd.spam)) examples.push_back({f, true});
-  for (auto& f : mk::spam::message_files(cmd.ham)) examples.push_back({f, false});
-  if (!cmd.labelled.empty()) {
-    std::ifstream list(cmd.labelled);
-    if (!list) {
-      std::cerr << "mailkeep: cannot read " << cmd.labelled << "\n";
-      return 1;
-    }
-    for (std::string line; std::getline(list, line);) {
-      auto tab = line.find('\t');
-      if (tab == std::string::npos) continue;
-      auto label = line.substr(0, tab);
-      if (label != "spam" && label != "ham") {
-        std::cerr << "mailkeep: " << cmd.labelled << ": label must be spam or ham: " << label << "\n";
-        return 1;
-      }
-      examples.push_back({line.substr(tab + 1), label == "spam"});
-    }
-  }
-  if (examples.empty()) {
-    std::cerr << "mailkeep: no messages to train on\n";
-    return 1;
-  }
-  auto mode = cmd.mode == "everything" ? mk::spam::TrainMode::Everything : mk::spam::TrainMode::OnError;
-  model.learning_rate = cmd.rate;
-  model.margin = cmd.margin;
-  if (cmd.online) {
-    // TREC style, in the order given: classify, report, then learn the truth.
-    uint64_t errors = 0;
-    std::vector<uint32_t> features;
-    for (auto& e : examples) {
-      if (!features_of(e.path, features)) continue;
-      double s = model.score(features);
-      bool wrong = (s >= settings.spam.tag_score) != e.spam;
-      errors += wrong;
-      std::printf("%s\t%.6f\t%s\t%s\n", e.path.c_str(), s, e.spam ? "spam" : "ham", wrong ? "error" : "ok");
-      model.train(features, e.spam, mode);
-    }
-    std::printf("# online errors %llu of %zu\n", (unsigned long long)errors, examples.size());
-  } else {
-    // Batch: tokenized once, interleaved in a fixed pseudo-random order, several passes.
-    std::vector<std::vector<uint32_t>> features(examples.size());
-    for (size_t i = 0; i < examples.size(); ++i) features_of(examples[i].path, features[i]);
-    std::vector<size_t> order(examples.size());
-    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-    uint64_t seed = 0x2545F4914F6CDD1Dull;
-    for (size_t i = order.size(); i > 1; --i) {
-      seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
-      std::swap(order[i - 1], order[seed % i]);
-    }
-    for (int pass = 0; pass < std::max(1, cmd.passes); ++pass) {
-      size_t updates = 0;
-      for (auto i : order) updates += model.train(features[i], examples[i].spam, mode);
-      std::cerr << "pass " << pass + 1 << ": " << updates << " updates\n";
-      if (updates == 0) break;
-    }
-  }
-  auto saved = model.save(settings.spam.model);
-  if (!saved.empty()) {
-    std::cerr << "mailkeep: " << saved << "\n";
-    return 1;
-  }
-  std::cerr << "trained on " << examples.size() << " messages; model " << settings.spam.model << "\n";
-  return 0;
-}
-
 int archive_stats(const mk::Settings& settings) {
   std::cout << "# user\tfolder\tmessages\tbytes\n";
   uint64_t messages = 0, bytes = 0;
@@ -623,7 +533,7 @@ int main(int argc, char** argv) {
   for (auto* sub : {alias_create, alias_list, alias_show, alias_disable, alias_purge})
     sub->add_option("-c,--config", config_path, "INI configuration file");
 
-  SpamCommand spam_cmd;
+  mk::app::SpamCommand spam_cmd;
   auto* spam_top = app.add_subcommand("spam", "Train the spam classifier and classify messages");
   spam_top->require_subcommand(1);
   auto* spam_train = spam_top->add_subcommand("train", "Learn from messages (files, Maildirs, directories)");
@@ -638,8 +548,13 @@ int main(int argc, char** argv) {
   auto* spam_classify = spam_top->add_subcommand("classify", "Score messages: PATH<TAB>SCORE<TAB>spam|ham");
   spam_classify->add_option("--files-from", spam_cmd.files_from, "file with one path per line, - for stdin");
   spam_classify->add_option("files", spam_cmd.files, "message files");
-  auto* spam_stats = spam_top->add_subcommand("stats", "What the model has learned");
-  for (auto* sub : {spam_train, spam_classify, spam_stats}) sub->add_option("-c,--config", config_path, "INI configuration file");
+  auto* spam_reclassify = spam_top->add_subcommand("reclassify", "Retrain from a scored message's stored features");
+  spam_reclassify->add_option("signature", spam_cmd.signature, "the message's X-Mailkeep-Signature")->required();
+  spam_reclassify->add_option("--as", spam_cmd.as, "spam | ham")->required()->check(CLI::IsMember({"spam", "ham"}));
+  auto* spam_stats = spam_top->add_subcommand("stats", "Verdict counts since a date, learned counts, errors corrected");
+  spam_stats->add_option("--since", spam_cmd.since, "YYYY-MM-DD (UTC); default: the whole history");
+  for (auto* sub : {spam_train, spam_classify, spam_reclassify, spam_stats})
+    sub->add_option("-c,--config", config_path, "INI configuration file");
 
   CLI11_PARSE(app, argc, argv);
 
@@ -656,6 +571,6 @@ int main(int argc, char** argv) {
   for (auto* sub : alias_top->get_subcommands()) alias_cmd.action = sub->get_name();
   if (*alias_top) return alias_command(*settings, alias_cmd);
   for (auto* sub : spam_top->get_subcommands()) spam_cmd.action = sub->get_name();
-  if (*spam_top) return spam_command(*settings, spam_cmd);
+  if (*spam_top) return mk::app::spam_command(*settings, spam_cmd);
   return serve(*settings);
 }

@@ -70,6 +70,19 @@ Key string_key(const char* sec, const char* name, const char* def, const char* h
              [=](const Settings& s) { return get(const_cast<Settings&>(s)); }};
 }
 
+// A secret (a password or token): at least 16 characters when set, and
+// never shown by check-config, so that its output can be pasted or logged.
+template <class Get>
+Key secret_key(const char* sec, const char* name, const char* help, Get get) {
+  return Key{sec, name, "", help,
+             [=](Settings& s, std::string_view v) -> std::string {
+               if (!v.empty() && v.size() < 16) return "too short: use at least 16 characters (e.g. openssl rand -hex 16)";
+               get(s) = std::string(v);
+               return "";
+             },
+             [](const Settings&) { return std::string(); }};
+}
+
 // A DNS host name: letters, digits and '-' in non-empty dot-separated labels.
 bool valid_hostname(std::string_view h) {
   if (h.empty() || h.size() > 253 || h.front() == '.' || h.back() == '.' || h.find("..") != std::string_view::npos)
@@ -331,6 +344,13 @@ const std::vector<Key>& key_table() {
                 [](Settings& s) -> auto& { return s.spam.tag_score; }),
       score_key("spam", "reject_score", "0.99", "550 5.7.1 for alias domains at or above this score",
                 [](Settings& s) -> auto& { return s.spam.reject_score; }),
+      string_key("spam", "history", "data/spam-history.db",
+                 "SQLite file of verdicts and their features (the /spam page, mailkeep spam reclassify)",
+                 [](Settings& s) -> auto& { return s.spam.history; }),
+      uint_key("spam", "signature_days", "14", 1, 3650, "days a message's features are kept for reclassification",
+               [](Settings& s) -> auto& { return s.spam.signature_days; }),
+      uint_key("spam", "history_days", "90", 1, 3650, "days verdicts are kept in the history (and counted by spam stats)",
+               [](Settings& s) -> auto& { return s.spam.history_days; }),
 
       endpoints_key("http", "listen", "127.0.0.1:8080", 0, true, "HTTP listener(s) for the web page and API; empty = off",
                     [](Settings& s) -> auto& { return s.http.listen; }),
@@ -342,6 +362,9 @@ const std::vector<Key>& key_table() {
                  [](Settings& s) -> auto& { return s.http.cert; }),
       string_key("http", "key", "", "PEM private key for HTTPS",
                  [](Settings& s) -> auto& { return s.http.key; }),
+      secret_key("http", "admin_token", "the operator's token for /spam (HTTP Basic password or Bearer token); "
+                 "empty = operator pages off; never shown",
+                 [](Settings& s) -> auto& { return s.http.admin_token; }),
   };
   return table;
 }

@@ -88,12 +88,16 @@ struct Settings {
     std::string model;        // model file
     double tag_score = 0;     // X-Spam-Status: Yes at or above
     double reject_score = 0;  // 550 5.7.1 for alias domains at or above
+    std::string history;      // SQLite file of verdicts and features
+    uint32_t signature_days = 0;  // features kept for reclassification
+    uint32_t history_days = 0;    // verdict rows kept
   } spam;
   struct Http {
     std::vector<HostPort> listen;  // empty: no HTTP listener
     std::vector<Cidr> trusted_proxies;
     uint32_t max_body = 0;
     std::string cert, key;  // HTTPS when both are set
+    std::string admin_token;  // the operator's secret for /spam; empty = off
   } http;
 };
 

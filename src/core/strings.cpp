@@ -63,4 +63,11 @@ std::string iso8601_utc(int64_t unix_seconds) {
   return buf;
 }
 
+std::optional<int64_t> parse_date_utc(const std::string& date) {
+  std::tm tm{};
+  const char* end = date.size() == 10 ? strptime(date.c_str(), "%Y-%m-%d", &tm) : nullptr;
+  if (!end || *end) return std::nullopt;
+  return int64_t(timegm(&tm));
+}
+
 }  // namespace mk

@@ -2,6 +2,7 @@
 // mail protocol keywords and domains are compared case-insensitively, RFC 5321 2.4).
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -18,5 +19,7 @@ std::vector<std::string> split_list(std::string_view s, char sep = ',');
 std::string to_hex(const unsigned char* p, size_t n);
 // "2026-11-28T19:01:40Z" for unix seconds.
 std::string iso8601_utc(int64_t unix_seconds);
+// "2026-11-28" → unix seconds of that day's 00:00 UTC; nullopt when malformed.
+std::optional<int64_t> parse_date_utc(const std::string& date);
 
 }  // namespace mk

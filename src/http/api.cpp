@@ -24,6 +24,8 @@ void add_cors(Response& res) {
   res.set(bh::field::access_control_expose_headers, "Retry-After");
 }
 
+}  // namespace
+
 Response json_response(unsigned status, const json::value& body, unsigned version) {
   Response res{static_cast<bh::status>(status), version};
   res.set(bh::field::content_type, "application/json");
@@ -33,6 +35,8 @@ Response json_response(unsigned status, const json::value& body, unsigned versio
   res.prepare_payload();
   return res;
 }
+
+namespace {
 
 std::string percent_decode(std::string_view s) {
   std::string out;
@@ -45,6 +49,8 @@ std::string percent_decode(std::string_view s) {
   }
   return out;
 }
+
+}  // namespace
 
 std::map<std::string, std::string> parse_query(std::string_view q) {
   std::map<std::string, std::string> out;
@@ -59,6 +65,8 @@ std::map<std::string, std::string> parse_query(std::string_view q) {
   }
   return out;
 }
+
+namespace {
 
 // An optional integer field: a JSON number, a numeric string (HTML forms and
 // the tempalias clients send strings), null or absent. False on anything else.
@@ -98,8 +106,9 @@ Response json_error(unsigned status, std::string_view code, std::string_view des
   return json_response(status, json::object{{"error", code}, {"description", description}}, version);
 }
 
-Api::Api(aliases::AliasService& aliases, ApiConfig config)
-    : aliases_(aliases), config_(std::move(config)), create_limiter_(config_.create_interval) {}
+Api::Api(aliases::AliasService* aliases, ApiConfig config, RouteHandler* operator_pages)
+    : aliases_(aliases), operator_pages_(operator_pages), config_(std::move(config)),
+      create_limiter_(config_.create_interval) {}
 
 bool Api::is_creation(const Request& req) {
   std::string_view target(req.target().data(), req.target().size());
@@ -132,7 +141,9 @@ Response Api::handle(const Request& req, const IpAddress& peer) {
   std::string_view path = target.substr(0, qpos);
   unsigned v = req.version();
 
+  if (operator_pages_ && operator_pages_->handles(path)) return operator_pages_->handle(req);
   if (path == "/api/v1/aliases" || path == "/aliases" || path.starts_with("/api/v1/aliases/")) {
+    if (!aliases_) return json_error(404, "not-found", "no alias domains are configured here", v);
     if (req.method() == bh::verb::options) {  // CORS preflight
       Response res{bh::status::no_content, v};
       add_cors(res);
@@ -185,7 +196,7 @@ Response Api::create(const Request& req, const IpAddress& client, bool tempalias
   if (!ctype.starts_with("application/json"))
     return json_error(415, "invalid-request-type", "send the request as application/json", v);
   auto key = policy::client_key(client);
-  int64_t now = aliases_.now();
+  int64_t now = aliases_->now();
   if (auto wait = create_limiter_.retry_after(key, now)) {
     stats::count(stats::Counter::http_reject_rate_limited);
     spdlog::info("http: reject: alias creation from {}: rate-limited for {}s", client.to_string(), *wait);
@@ -204,7 +215,7 @@ Response Api::create(const Request& req, const IpAddress& client, bool tempalias
   if (!optional_int(o, "days", cr.days, error) ||
       !optional_int(o, tempalias_shape ? "max-usage" : "max_usage", cr.max_usage, error))
     return json_error(400, "invalid-data", error, v);
-  auto created = aliases_.create(cr);
+  auto created = aliases_->create(cr);
   if (!created.alias) {
     stats::count(stats::Counter::http_reject_invalid);
     spdlog::info("http: reject: alias creation from {}: invalid-data: {}", client.to_string(), created.error);
@@ -225,7 +236,7 @@ Response Api::create(const Request& req, const IpAddress& client, bool tempalias
                          v);
   }
   return json_response(201,
-                       json::object{{"alias", aliases_.address_of(a)}, {"aid", a.id}, {"target", a.target},
+                       json::object{{"alias", aliases_->address_of(a)}, {"aid", a.id}, {"target", a.target},
                                     {"valid_until", iso8601_utc(*a.valid_until)}, {"max_usage", max_usage},
                                     {"uses", a.uses}, {"manage_token", created.token}},
                        v);
@@ -265,21 +276,21 @@ Response Api::manage(const Request& req, std::string_view aid) {
     return res;
   }
   auto token = trim(auth.substr(7));
-  auto a = aliases_.find(aid);
+  auto a = aliases_->find(aid);
   // An unknown id and a wrong token answer alike: the API is no oracle for guessing ids.
   if (!a || !aliases::token_matches(a->token_hash, token))
     return json_error(404, "not-found", "no alias with this id and token", v);
   if (req.method() == bh::verb::delete_) {
-    aliases_.disable(a->id);
+    aliases_->disable(a->id);
     spdlog::info("http: alias {} disabled by its owner", a->id);
     a->disabled = true;
   }
-  auto state = aliases_.state(*a);
+  auto state = aliases_->state(*a);
   json::value uses_left = a->max_usage ? json::value(int64_t(*a->max_usage) - int64_t(a->uses)) : json::value(nullptr);
   if (uses_left.is_int64() && uses_left.as_int64() < 0) uses_left = 0;
   return json_response(200,
                        json::object{{"aid", a->id},
-                                    {"alias", aliases_.address_of(*a)},
+                                    {"alias", aliases_->address_of(*a)},
                                     {"target", a->target},
                                     {"status", aliases::state_name(state)},
                                     {"created", iso8601_utc(a->created)},

@@ -7,6 +7,7 @@
 //   POST   /aliases                 tempalias body (target, days, max-usage) → its reply shape
 //   GET    /aliases?callback=f&...  tempalias JSONP, as the original bookmarklet used it
 //   GET    /, /app.js, /style.css   the web page
+//   /spam, /spam/...                the operator's spam history (http/spam_page.h), when configured
 // Errors: {"error": CODE, "description": TEXT} with a stable CODE and status
 // (invalid-data 400, unauthorized 401, not-found 404, method-not-allowed 405,
 // too-much-data 413, invalid-request-type 415, rate-limited 429 + Retry-After,
@@ -15,6 +16,8 @@
 // alias service, so it is unit-tested without sockets.
 // Threading: safe from any thread.
 #pragma once
+#include <boost/json/fwd.hpp>
+#include <map>
 #include <string>
 
 #include "aliases/service.h"
@@ -31,7 +34,9 @@ struct ApiConfig {
 
 class Api {
  public:
-  Api(aliases::AliasService& aliases, ApiConfig config);
+  // `aliases` null: no alias domains (the alias routes answer 404). `operator_pages`
+  // (may be null): more routes, e.g. the /spam history (http/spam_page.h).
+  Api(aliases::AliasService* aliases, ApiConfig config, RouteHandler* operator_pages = nullptr);
   // `peer`: the socket's remote address. The body was already bounded by the server.
   Response handle(const Request& request, const IpAddress& peer);
   // True for the requests that create an alias (and so are DNSBL-checked).
@@ -44,11 +49,16 @@ class Api {
   Response create_jsonp(const Request& req, const IpAddress& client);
   Response manage(const Request& req, std::string_view aid);
 
-  aliases::AliasService& aliases_;
+  aliases::AliasService* aliases_;
+  RouteHandler* operator_pages_;
   ApiConfig config_;
   policy::IntervalLimiter create_limiter_;
 };
 
+// A JSON response (no-store, CORS headers).
+Response json_response(unsigned status, const boost::json::value& body, unsigned version = 11);
+// "a=1&b=%20" → {a: "1", b: " "}.
+std::map<std::string, std::string> parse_query(std::string_view query);
 // A JSON error response with CORS headers.
 Response json_error(unsigned status, std::string_view code, std::string_view description, unsigned version = 11);
 

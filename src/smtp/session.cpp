@@ -399,6 +399,8 @@ awaitable<void> Session::handle_data(std::string_view arg) {
 
   Reply result;
   bool sent_upstream = false;
+  std::optional<double> spam_score;  // set when the message was scored
+  std::string signature;
   if (data.defect != DataDecoder::Defect::None) {
     const char* what = data.defect == DataDecoder::Defect::BareLineFeed   ? "bare <LF>"
                        : data.defect == DataDecoder::Defect::BareCarriageReturn ? "bare <CR>"
@@ -417,10 +419,10 @@ awaitable<void> Session::handle_data(std::string_view arg) {
     delivery::MessageBody body{received_header(), &spool};
     // The spam verdict: headers on the relayed message; at or above
     // reject_score mail to an alias is refused and a backup copy goes to .Junk.
-    std::optional<double> spam_score;
     if (tokenizer) {
       spam_score = spam_model->score(tokenizer->finish());
-      body.prefix += spam_headers(*spam_score, id_ + "." + std::to_string(transactions_ + 1));
+      signature = spam::make_signature(std::time(nullptr));
+      body.prefix += spam_headers(*spam_score, signature);
     }
     bool is_spam = spam_score && *spam_score >= settings_.spam.reject_score;
     if (is_spam) {
@@ -433,7 +435,9 @@ awaitable<void> Session::handle_data(std::string_view arg) {
     if (is_spam && !tx_.alias_uses.empty()) {
       result = Reply{550, "5.7.1", "Message rejected as spam"};
       stats::count(stats::Counter::reject_spam);
-      log_reject("DATA", result, fmt::format("spam score {:.3f} >= reject_score {}", *spam_score, settings_.spam.reject_score));
+      log_reject("DATA", result, fmt::format("spam score {:.3f} >= reject_score {}, signature {}", *spam_score,
+                                             settings_.spam.reject_score, signature));
+      co_await record_verdict(signature, *spam_score, tokenizer->finish(), tokenizer->subject(), result);
       co_await reset_transaction();  // releases the alias uses too
       reply(result);
       co_return;
@@ -477,6 +481,7 @@ awaitable<void> Session::handle_data(std::string_view arg) {
       co_await finish_alias_uses(delivered);
     }
   }
+  if (spam_score) co_await record_verdict(signature, *spam_score, tokenizer->finish(), tokenizer->subject(), result);
   if (!sent_upstream) co_await reset_transaction();
   tx_ = Transaction{};  // after DATA the upstream's transaction is over whatever it answered
   reply(result);
@@ -707,6 +712,32 @@ void Session::log_transaction(const Reply& final_reply, uint64_t size, size_t ar
                id_, transactions_, client_address_, client_port_, printable(tx_.sender.address(), 512), to, size,
                upstream_ ? upstream_->peer_name() : "none", archive_copies, status,
                printable(final_reply.summary(), 512), elapsed);
+}
+
+awaitable<void> Session::record_verdict(const std::string& signature, double score,
+                                        const std::vector<uint32_t>& features, const std::string& subject,
+                                        const Reply& result) {
+  if (!env_.spam_history) co_return;
+  spam::Verdict v;
+  v.signature = signature;
+  v.time = std::time(nullptr);
+  v.client = client_address_;
+  v.sender = printable(tx_.sender.address(), 512);
+  for (auto& r : tx_.recipients) v.recipients += (v.recipients.empty() ? "" : ", ") + printable(r.address(), 512);
+  v.subject = subject;
+  v.score = score;
+  v.spam = score >= settings_.spam.tag_score;
+  v.action = result.positive() ? "relayed" : result.code >= 500 ? "rejected" : "deferred";
+  // The history is for the operator: a failure to write it never changes the answer to the client.
+  auto error = co_await run_blocking(env_.blocking, [&]() -> std::string {
+    try {
+      env_.spam_history->record(v, features);
+      return "";
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+  });
+  if (!error.empty()) spdlog::warn("{}: spam history: cannot record signature {}: {}", id_, signature, error);
 }
 
 void Session::log_reject(std::string_view command, const Reply& r, std::string_view reason,

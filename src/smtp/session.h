@@ -22,6 +22,7 @@
 #include "policy/dnsbl.h"
 #include "policy/rate_limit.h"
 #include "spam/classifier.h"
+#include "spam/history.h"
 #include "spam/tokenizer.h"
 #include "tls/tls_context.h"
 #include "config/settings.h"
@@ -50,6 +51,7 @@ struct SessionEnvironment {
   policy::WindowLimiter* message_limiter = nullptr;
   tls::ServerContext* tls = nullptr;  // null: no STARTTLS
   spam::Classifier* spam = nullptr;   // null: [spam] enabled = false
+  spam::History* spam_history = nullptr;  // null: verdicts are not recorded
 };
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -126,6 +128,9 @@ class Session : public std::enable_shared_from_this<Session> {
   awaitable<DataResult> read_message(Spool& spool, spam::Tokenizer* tokenizer);
   // The X-Spam-* header lines for a score.
   std::string spam_headers(double score, const std::string& signature) const;
+  // Records a verdict in the spam history (the /spam page, reclassification).
+  awaitable<void> record_verdict(const std::string& signature, double score, const std::vector<uint32_t>& features,
+                                 const std::string& subject, const Reply& result);
   std::string received_header() const;
   void log_transaction(const Reply& final_reply, uint64_t size, size_t archive_copies);
 

@@ -1,10 +1,11 @@
 // classifier.h — the spam verdict in the SMTP path: an immutable model
 // snapshot that sessions score with, swapped when the model file changes
 // (after `mailkeep spam train`), so classification never waits for training.
-// Threading: score() from any thread; reload_if_changed() from one thread.
+// Threading: all calls from any thread.
 #pragma once
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "spam/model.h"
@@ -25,8 +26,10 @@ class Classifier {
   std::string path_;
   TokenizerSettings settings_;
   std::atomic<std::shared_ptr<const Model>> model_;
+  std::mutex reload_mutex_;  // guards the file identity below
   int64_t mtime_ns_ = -1;
   int64_t size_ = -1;
+  int64_t inode_ = -1;
 };
 
 }  // namespace mk::spam

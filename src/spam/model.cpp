@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 
 namespace mk::spam {
@@ -70,7 +71,7 @@ std::string Model::save(const std::string& path) const {
   crc = crc32(crc, reinterpret_cast<const Bytef*>(weights_.data()), uInt(weights_.size() * sizeof(float)));
   uint32_t crc32v = uint32_t(crc);
 
-  auto tmp = path + ".tmp";
+  auto tmp = path + ".tmp." + std::to_string(::getpid());  // writers never share a temp file
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
   if (fd < 0) return "cannot create " + tmp + ": " + std::strerror(errno);
   auto write_all = [&](const void* p, size_t n) {
@@ -91,6 +92,13 @@ std::string Model::save(const std::string& path) const {
   if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
     ::unlink(tmp.c_str());
     return "cannot write " + path + ": " + std::strerror(ok ? errno : saved);
+  }
+  // The rename is durable once the directory is synced.
+  auto dir = std::filesystem::path(path).parent_path();
+  int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
   }
   return "";
 }

@@ -17,7 +17,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static mk::aliases::FakeAliasStore store;
   static int64_t now = 1'700'000'000;
   static mk::aliases::AliasService service(store, {{"alias.example"}, 7, 60, 100}, [] { return now; });
-  static mk::http::Api api(service, {{*mk::Cidr::parse("127.0.0.1/32", nullptr)}, 0});
+  static mk::http::Api api(&service, {{*mk::Cidr::parse("127.0.0.1/32", nullptr)}, 0});
   if (store.rows.size() > 1000) store.rows.clear();
 
   bh::request_parser<bh::string_body> parser;

@@ -18,7 +18,7 @@ struct ApiTest : ::testing::Test {
   aliases::FakeAliasStore store;
   int64_t now = 1'700'000'000;
   aliases::AliasService service{store, {{"alias.example"}, 7, 60, 100}, [this] { return now; }};
-  Api api{service, {{*Cidr::parse("10.0.0.1/32", nullptr)}, 30}};
+  Api api{&service, {{*Cidr::parse("10.0.0.1/32", nullptr)}, 30}};
   IpAddress client = *IpAddress::parse("192.0.2.10");
 
   Response call(bh::verb method, std::string target, std::string body = "", std::string ctype = "application/json",

@@ -1,0 +1,225 @@
+// spam_cli.cpp — see spam_cli.h. Training and reclassification hold the
+// model's lock (spam/trainer.h); classification reads the file as it is.
+#include "app/spam_cli.h"
+
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "core/strings.h"
+#include "spam/corpus.h"
+#include "spam/history.h"
+#include "spam/model.h"
+#include "spam/trainer.h"
+
+namespace mk::app {
+namespace {
+
+using spam::Model;
+using spam::TokenizerSettings;
+
+bool features_of(const TokenizerSettings& tok, const std::string& path, std::vector<uint32_t>& out) {
+  spam::Tokenizer t(tok);
+  if (!spam::tokenize_file(path, t)) return false;
+  out = t.finish();
+  return true;
+}
+
+int classify(const Settings& settings, const SpamCommand& cmd) {
+  TokenizerSettings tok;
+  Model model(tok);
+  if (auto err = Model::load(settings.spam.model, model, tok); !err.empty()) {
+    std::cerr << "mailkeep: " << err << "\n";
+    return 1;
+  }
+  std::vector<std::string> files = cmd.files;
+  if (!cmd.files_from.empty()) {
+    std::ifstream list_file;
+    std::istream* list = &std::cin;
+    if (cmd.files_from != "-") {
+      list_file.open(cmd.files_from);
+      if (!list_file) {
+        std::cerr << "mailkeep: cannot read " << cmd.files_from << "\n";
+        return 1;
+      }
+      list = &list_file;
+    }
+    for (std::string line; std::getline(*list, line);)
+      if (!line.empty()) files.push_back(line);
+  }
+  int status = 0;
+  std::vector<uint32_t> features;
+  std::string out;
+  for (auto& f : files) {
+    if (!features_of(tok, f, features)) {
+      std::cerr << "mailkeep: cannot read " << f << "\n";
+      status = 1;
+      continue;
+    }
+    double s = model.score(features);
+    char score[32];
+    std::snprintf(score, sizeof score, "%.6f", s);
+    out += f + "\t" + score + "\t" + (s >= settings.spam.tag_score ? "spam" : "ham") + "\n";
+    if (out.size() > 64 * 1024) {
+      std::cout << out;
+      out.clear();
+    }
+  }
+  std::cout << out;
+  return status;
+}
+
+int train(const Settings& settings, const SpamCommand& cmd) {
+  struct Example {
+    std::string path;
+    bool spam;
+  };
+  std::vector<Example> examples;
+  for (auto& f : spam::message_files(cmd.spam)) examples.push_back({f, true});
+  for (auto& f : spam::message_files(cmd.ham)) examples.push_back({f, false});
+  if (!cmd.labelled.empty()) {
+    std::ifstream list(cmd.labelled);
+    if (!list) {
+      std::cerr << "mailkeep: cannot read " << cmd.labelled << "\n";
+      return 1;
+    }
+    for (std::string line; std::getline(list, line);) {
+      auto tab = line.find('\t');
+      if (tab == std::string::npos) continue;
+      auto label = line.substr(0, tab);
+      if (label != "spam" && label != "ham") {
+        std::cerr << "mailkeep: " << cmd.labelled << ": label must be spam or ham: " << label << "\n";
+        return 1;
+      }
+      examples.push_back({line.substr(tab + 1), label == "spam"});
+    }
+  }
+  if (examples.empty()) {
+    std::cerr << "mailkeep: no messages to train on\n";
+    return 1;
+  }
+  TokenizerSettings tok;
+  spam::ModelLock lock(settings.spam.model);
+  if (!lock.error().empty()) {
+    std::cerr << "mailkeep: " << lock.error() << "\n";
+    return 1;
+  }
+  Model model(tok);
+  if (auto err = spam::load_or_new(settings.spam.model, tok, model); !err.empty()) {
+    std::cerr << "mailkeep: " << err << "\n";
+    return 1;
+  }
+  auto mode = cmd.mode == "everything" ? spam::TrainMode::Everything : spam::TrainMode::OnError;
+  model.learning_rate = cmd.rate;
+  model.margin = cmd.margin;
+  if (cmd.online) {
+    // TREC style, in the order given: classify, report, then learn the truth.
+    uint64_t errors = 0;
+    std::vector<uint32_t> features;
+    for (auto& e : examples) {
+      if (!features_of(tok, e.path, features)) continue;
+      double s = model.score(features);
+      bool wrong = (s >= settings.spam.tag_score) != e.spam;
+      errors += wrong;
+      std::printf("%s\t%.6f\t%s\t%s\n", e.path.c_str(), s, e.spam ? "spam" : "ham", wrong ? "error" : "ok");
+      model.train(features, e.spam, mode);
+    }
+    std::printf("# online errors %llu of %zu\n", (unsigned long long)errors, examples.size());
+  } else {
+    // Batch: tokenized once, interleaved in a fixed pseudo-random order, several passes.
+    std::vector<std::vector<uint32_t>> features(examples.size());
+    for (size_t i = 0; i < examples.size(); ++i)
+      if (!features_of(tok, examples[i].path, features[i])) std::cerr << "mailkeep: cannot read " << examples[i].path << "\n";
+    std::vector<size_t> order(examples.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    uint64_t seed = 0x2545F4914F6CDD1Dull;
+    for (size_t i = order.size(); i > 1; --i) {
+      seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+      std::swap(order[i - 1], order[seed % i]);
+    }
+    for (int pass = 0; pass < std::max(1, cmd.passes); ++pass) {
+      size_t updates = 0;
+      for (auto i : order) updates += model.train(features[i], examples[i].spam, mode);
+      std::cerr << "pass " << pass + 1 << ": " << updates << " updates\n";
+      if (updates == 0) break;
+    }
+  }
+  if (auto saved = model.save(settings.spam.model); !saved.empty()) {
+    std::cerr << "mailkeep: " << saved << "\n";
+    return 1;
+  }
+  std::cerr << "trained on " << examples.size() << " messages; model " << settings.spam.model << "\n";
+  return 0;
+}
+
+int reclassify(const Settings& settings, const SpamCommand& cmd) {
+  std::unique_ptr<spam::History> history;
+  try {
+    history = spam::open_sqlite_history(settings.spam.history);
+  } catch (const std::exception& e) {
+    std::cerr << "mailkeep: spam history: " << e.what() << "\n";
+    return 1;
+  }
+  auto r = spam::reclassify(*history, settings.spam.model, TokenizerSettings{}, cmd.signature, cmd.as == "spam",
+                            settings.spam.tag_score);
+  if (r.outcome != Outcome::Ok) {
+    std::cerr << "mailkeep: " << r.code << ": " << r.detail << "\n";
+    return r.outcome == Outcome::TempFail ? 75 : 1;  // EX_TEMPFAIL: try again
+  }
+  std::printf("%s\t%s\tscore %.6f -> %.6f\t(was %s, from <%s>, subject: %s)\n", cmd.signature.c_str(),
+              cmd.as.c_str(), r.before, r.after, r.verdict.spam ? "spam" : "ham", r.verdict.sender.c_str(),
+              r.verdict.subject.c_str());
+  return 0;
+}
+
+int stats(const Settings& settings, const SpamCommand& cmd) {
+  TokenizerSettings tok;
+  Model model(tok);
+  if (auto err = spam::load_or_new(settings.spam.model, tok, model); !err.empty()) {
+    std::cerr << "mailkeep: " << err << "\n";
+    return 1;
+  }
+  int64_t since = 0;
+  if (!cmd.since.empty()) {
+    auto parsed = parse_date_utc(cmd.since);
+    if (!parsed) {
+      std::cerr << "mailkeep: --since: expected YYYY-MM-DD, got '" << cmd.since << "'\n";
+      return 1;
+    }
+    since = *parsed;
+  }
+  spam::VerdictCounts counts;
+  std::error_code ec;
+  if (std::filesystem::exists(settings.spam.history, ec)) {
+    try {
+      counts = spam::open_sqlite_history(settings.spam.history)->counts(since);
+    } catch (const std::exception& e) {
+      std::cerr << "mailkeep: spam history: " << e.what() << "\n";
+      return 1;
+    }
+  }
+  bool trained = std::filesystem::exists(settings.spam.model, ec);
+  std::cout << "model " << settings.spam.model << (trained ? "" : " (not trained yet)") << "\n"
+            << "learned.spam " << model.trained_spam() << "\n"
+            << "learned.ham " << model.trained_ham() << "\n"
+            << "since " << (since ? cmd.since : std::string("all")) << "\n"
+            << "spam " << counts.spam << "\n"
+            << "ham " << counts.ham << "\n"
+            << "errors.corrected " << counts.missed_spam + counts.false_positives << "\n"
+            << "errors.missed_spam " << counts.missed_spam << "\n"
+            << "errors.false_positives " << counts.false_positives << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int spam_command(const Settings& settings, const SpamCommand& cmd) {
+  if (cmd.action == "classify") return classify(settings, cmd);
+  if (cmd.action == "train") return train(settings, cmd);
+  if (cmd.action == "reclassify") return reclassify(settings, cmd);
+  return stats(settings, cmd);
+}
+
+}  // namespace mk::app

@@ -1,0 +1,27 @@
+// spam_cli.h — `mailkeep spam train | classify | reclassify | stats`.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "config/settings.h"
+
+namespace mk::app {
+
+struct SpamCommand {
+  std::string action;  // train | classify | reclassify | stats
+  std::vector<std::string> spam, ham, files;
+  std::string files_from;
+  std::string labelled;  // train: "spam<TAB>PATH" / "ham<TAB>PATH" lines, in this order
+  std::string mode = "on-error";
+  int passes = 3;
+  double rate = 0.02, margin = 0.35;
+  bool online = false;     // train: classify each message before learning it (TREC style)
+  std::string signature;   // reclassify
+  std::string as;          // reclassify: spam | ham
+  std::string since;       // stats: YYYY-MM-DD (UTC)
+};
+
+// Returns the process exit status; messages go to stdout/stderr.
+int spam_command(const Settings& settings, const SpamCommand& cmd);
+
+}  // namespace mk::app

@@ -1,0 +1,50 @@
+// spam_page.h — the operator's spam history (issue: DSPAM's history view):
+//
+//   GET  /spam[?since=YYYY-MM-DD&limit=N]  HTML: counts since the date, and
+//        the recent verdicts (time, client, sender, recipients, subject,
+//        score, verdict, signature), spam rows red, a reclassify button each
+//   POST /spam/reclassify  {"signature": S, "as": "spam"|"ham"} → JSON
+//
+// Operator only: HTTP Basic with [http] admin_token as the password (any
+// user name), or "Authorization: Bearer <admin_token>"; 401 otherwise. With
+// no admin_token configured the routes do not exist (404).
+// CSRF: the POST takes only application/json and /spam sends no CORS headers,
+// so another site's page cannot make the operator's browser reclassify.
+// Errors: {"error": CODE, "description": TEXT}: invalid-data 400,
+// unauthorized 401, not-found 404, method-not-allowed 405, invalid-request-type
+// 415, expired 410 (features purged), history-unavailable/model-unavailable 503.
+#pragma once
+#include <string>
+
+#include "http/message.h"
+#include "spam/classifier.h"
+#include "spam/history.h"
+
+namespace mk::http {
+
+struct SpamPageConfig {
+  std::string admin_token;
+  std::string model_path;
+  double tag_score = 0.5;
+};
+
+class SpamPage final : public RouteHandler {
+ public:
+  // `classifier` may be null (then a retrained model is only picked up by the file watch).
+  SpamPage(spam::History& history, spam::Classifier* classifier, SpamPageConfig config);
+  bool handles(std::string_view path) const override;
+  Response handle(const Request& request) override;
+
+  // True when the Authorization header carries the admin token (Basic password or Bearer).
+  static bool authorized(std::string_view authorization, const std::string& token);
+
+ private:
+  Response page(const Request& req);
+  Response reclassify(const Request& req);
+
+  spam::History& history_;
+  spam::Classifier* classifier_;
+  SpamPageConfig config_;
+};
+
+}  // namespace mk::http

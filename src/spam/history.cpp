@@ -1,0 +1,249 @@
+// history.cpp — see history.h.
+#include "spam/history.h"
+
+#include <fmt/format.h>
+
+#include <mutex>
+#include <random>
+
+#include "db/sqlite.h"
+
+namespace mk::spam {
+
+std::string encode_features(const std::vector<uint32_t>& sorted) {
+  std::string out;
+  out.reserve(sorted.size() * 2);
+  uint32_t previous = 0;
+  for (uint32_t f : sorted) {
+    uint32_t delta = f - previous;
+    previous = f;
+    while (delta >= 0x80) {
+      out += char(0x80 | (delta & 0x7F));
+      delta >>= 7;
+    }
+    out += char(delta);
+  }
+  return out;
+}
+
+bool decode_features(std::string_view blob, std::vector<uint32_t>& out) {
+  out.clear();
+  uint32_t previous = 0;
+  size_t i = 0;
+  while (i < blob.size()) {
+    uint64_t delta = 0;
+    int shift = 0;
+    while (true) {
+      if (i >= blob.size() || shift > 28) return false;
+      auto byte = static_cast<unsigned char>(blob[i++]);
+      delta |= uint64_t(byte & 0x7F) << shift;
+      shift += 7;
+      if (!(byte & 0x80)) break;
+    }
+    uint64_t value = previous + delta;
+    if (value > UINT32_MAX || (!out.empty() && delta == 0)) return false;
+    previous = uint32_t(value);
+    out.push_back(previous);
+  }
+  return true;
+}
+
+std::string make_signature(int64_t now) {
+  thread_local std::mt19937 rng{std::random_device{}()};
+  return fmt::format("{:08x}{:08x}", uint32_t(now), uint32_t(rng()));
+}
+
+namespace {
+
+using db::Statement;
+
+const char* const kMigrations[] = {
+    // 1: verdicts, and the features of recent ones (purged sooner).
+    "CREATE TABLE verdicts ("
+    "  signature TEXT PRIMARY KEY,"
+    "  time INTEGER NOT NULL,"
+    "  client TEXT NOT NULL,"
+    "  sender TEXT NOT NULL,"
+    "  recipients TEXT NOT NULL,"
+    "  subject TEXT NOT NULL,"
+    "  score REAL NOT NULL,"
+    "  spam INTEGER NOT NULL,"
+    "  action TEXT NOT NULL,"
+    "  reclassified INTEGER"
+    ");"
+    "CREATE INDEX verdicts_time ON verdicts(time);"
+    "CREATE TABLE features ("
+    "  signature TEXT PRIMARY KEY REFERENCES verdicts(signature) ON DELETE CASCADE,"
+    "  time INTEGER NOT NULL,"
+    "  data BLOB NOT NULL"
+    ");"
+    "CREATE INDEX features_time ON features(time);",
+};
+
+constexpr const char* kColumns = "signature,time,client,sender,recipients,subject,score,spam,action,reclassified";
+
+class SqliteHistory final : public History {
+ public:
+  explicit SqliteHistory(const std::string& path) {
+    db_ = db::open_database(path, kMigrations);
+    try {
+      insert_verdict_ = std::make_unique<Statement>(
+          db_, "INSERT OR REPLACE INTO verdicts(signature,time,client,sender,recipients,subject,score,spam,action) "
+               "VALUES (?,?,?,?,?,?,?,?,?)");
+      insert_features_ = std::make_unique<Statement>(db_, "INSERT OR REPLACE INTO features(signature,time,data) VALUES (?,?,?)");
+      recent_ = std::make_unique<Statement>(
+          db_, fmt::format("SELECT {} FROM verdicts ORDER BY time DESC, rowid DESC LIMIT ?", kColumns).c_str());
+      find_ = std::make_unique<Statement>(db_, fmt::format("SELECT {} FROM verdicts WHERE signature=?", kColumns).c_str());
+      find_features_ = std::make_unique<Statement>(db_, "SELECT data FROM features WHERE signature=?");
+      reclassify_ = std::make_unique<Statement>(db_, "UPDATE verdicts SET reclassified=? WHERE signature=?");
+      counts_ = std::make_unique<Statement>(
+          db_, "SELECT COALESCE(SUM(spam),0), COALESCE(SUM(1-spam),0),"
+               " COALESCE(SUM(spam=0 AND reclassified=1),0), COALESCE(SUM(spam=1 AND reclassified=0),0)"
+               " FROM verdicts WHERE time >= ?");
+      purge_features_ = std::make_unique<Statement>(db_, "DELETE FROM features WHERE time < ?");
+      purge_rows_ = std::make_unique<Statement>(db_, "DELETE FROM verdicts WHERE time < ?");
+    } catch (...) {
+      finalize();
+      sqlite3_close(db_);
+      throw;
+    }
+  }
+  ~SqliteHistory() override {
+    finalize();
+    sqlite3_close(db_);
+  }
+
+  void record(const Verdict& v, const std::vector<uint32_t>& features) override {
+    std::lock_guard lock(mutex_);
+    db::exec(db_, "BEGIN IMMEDIATE");
+    try {
+      {
+        auto u = insert_verdict_->use();
+        auto& s = *insert_verdict_;
+        s.bind(1, v.signature);
+        s.bind(2, v.time);
+        s.bind(3, v.client);
+        s.bind(4, v.sender);
+        s.bind(5, v.recipients);
+        s.bind(6, v.subject);
+        s.bind(7, v.score);
+        s.bind(8, int64_t(v.spam));
+        s.bind(9, v.action);
+        s.step();
+      }
+      {
+        auto u = insert_features_->use();
+        insert_features_->bind(1, v.signature);
+        insert_features_->bind(2, v.time);
+        insert_features_->bind_blob(3, encode_features(features));
+        insert_features_->step();
+      }
+      db::exec(db_, "COMMIT");
+    } catch (...) {
+      db::exec_noexcept(db_, "ROLLBACK");
+      throw;
+    }
+  }
+
+  std::vector<Verdict> recent(size_t limit) override {
+    std::lock_guard lock(mutex_);
+    std::vector<Verdict> out;
+    auto u = recent_->use();
+    recent_->bind(1, int64_t(limit));
+    while (recent_->step() == SQLITE_ROW) out.push_back(row(*recent_));
+    return out;
+  }
+
+  std::optional<Verdict> find(const std::string& signature, std::vector<uint32_t>* features) override {
+    std::lock_guard lock(mutex_);
+    std::optional<Verdict> v;
+    {
+      auto u = find_->use();
+      find_->bind(1, signature);
+      if (find_->step() != SQLITE_ROW) return std::nullopt;
+      v = row(*find_);
+    }
+    if (features) {
+      features->clear();
+      auto u = find_features_->use();
+      find_features_->bind(1, signature);
+      if (find_features_->step() == SQLITE_ROW && !decode_features(find_features_->blob(0), *features))
+        throw db::Error("stored features of " + signature + " are damaged");
+    }
+    return v;
+  }
+
+  void set_reclassified(const std::string& signature, bool as_spam) override {
+    std::lock_guard lock(mutex_);
+    auto u = reclassify_->use();
+    reclassify_->bind(1, int64_t(as_spam));
+    reclassify_->bind(2, signature);
+    reclassify_->step();
+  }
+
+  VerdictCounts counts(int64_t since) override {
+    std::lock_guard lock(mutex_);
+    auto u = counts_->use();
+    counts_->bind(1, since);
+    VerdictCounts c;
+    if (counts_->step() == SQLITE_ROW) {
+      auto* s = counts_->get();
+      c.spam = uint64_t(sqlite3_column_int64(s, 0));
+      c.ham = uint64_t(sqlite3_column_int64(s, 1));
+      c.missed_spam = uint64_t(sqlite3_column_int64(s, 2));
+      c.false_positives = uint64_t(sqlite3_column_int64(s, 3));
+    }
+    return c;
+  }
+
+  void purge(int64_t features_before, int64_t rows_before) override {
+    std::lock_guard lock(mutex_);
+    {
+      auto u = purge_features_->use();
+      purge_features_->bind(1, features_before);
+      purge_features_->step();
+    }
+    auto u = purge_rows_->use();
+    purge_rows_->bind(1, rows_before);
+    purge_rows_->step();
+  }
+
+ private:
+  static Verdict row(Statement& st) {
+    auto* s = st.get();
+    Verdict v;
+    v.signature = st.text(0);
+    v.time = sqlite3_column_int64(s, 1);
+    v.client = st.text(2);
+    v.sender = st.text(3);
+    v.recipients = st.text(4);
+    v.subject = st.text(5);
+    v.score = sqlite3_column_double(s, 6);
+    v.spam = sqlite3_column_int64(s, 7) != 0;
+    v.action = st.text(8);
+    if (sqlite3_column_type(s, 9) != SQLITE_NULL) v.reclassified_as = sqlite3_column_int64(s, 9) != 0;
+    return v;
+  }
+  void finalize() {
+    insert_verdict_.reset();
+    insert_features_.reset();
+    recent_.reset();
+    find_.reset();
+    find_features_.reset();
+    reclassify_.reset();
+    counts_.reset();
+    purge_features_.reset();
+    purge_rows_.reset();
+  }
+
+  sqlite3* db_ = nullptr;
+  std::mutex mutex_;
+  std::unique_ptr<Statement> insert_verdict_, insert_features_, recent_, find_, find_features_, reclassify_, counts_,
+      purge_features_, purge_rows_;
+};
+
+}  // namespace
+
+std::unique_ptr<History> open_sqlite_history(const std::string& path) { return std::make_unique<SqliteHistory>(path); }
+
+}  // namespace mk::spam

@@ -1,0 +1,70 @@
+// history.h — the spam verdict history: one row per scored message (time,
+// client, sender, recipients, subject, score, verdict, signature), and the
+// message's features under its signature, so that `mailkeep spam reclassify`
+// and the /spam page can retrain without a copy of the message (as DSPAM's
+// signatures did). Rows are kept [spam] history_days, features
+// [spam] signature_days.
+//
+// An interface, with SQLite as the real store (open_sqlite_history) and an
+// in-memory fake in tests/unit. Failures throw db::Error.
+// Threading: implementations are safe to call from any thread; they block,
+// so the SMTP and HTTP sides call them on the blocking pool.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "db/error.h"
+
+namespace mk::spam {
+
+struct Verdict {
+  std::string signature;
+  int64_t time = 0;  // unix seconds
+  std::string client;
+  std::string sender;
+  std::string recipients;  // comma-separated
+  std::string subject;
+  double score = 0;
+  bool spam = false;        // score >= tag_score
+  std::string action;       // relayed, rejected, deferred
+  std::optional<bool> reclassified_as;  // the operator's label (true = spam), once given
+};
+
+struct VerdictCounts {
+  uint64_t spam = 0, ham = 0;  // verdicts since the date
+  uint64_t missed_spam = 0;    // ham verdicts reclassified as spam
+  uint64_t false_positives = 0;  // spam verdicts reclassified as ham
+};
+
+class History {
+ public:
+  virtual ~History() = default;
+  // A new verdict with the message's sorted unique features.
+  virtual void record(const Verdict& v, const std::vector<uint32_t>& features) = 0;
+  // Newest first.
+  virtual std::vector<Verdict> recent(size_t limit) = 0;
+  // The verdict, and its features if they are still kept (else `features` is left empty).
+  virtual std::optional<Verdict> find(const std::string& signature, std::vector<uint32_t>* features) = 0;
+  virtual void set_reclassified(const std::string& signature, bool as_spam) = 0;
+  virtual VerdictCounts counts(int64_t since) = 0;
+  // Drops features older than `features_before` and rows older than `rows_before`.
+  virtual void purge(int64_t features_before, int64_t rows_before) = 0;
+};
+
+// Throws db::Error when the file cannot be opened or migrated.
+std::unique_ptr<History> open_sqlite_history(const std::string& path);
+
+// The features' storage form: delta-coded LEB128 varints of the sorted
+// indices (about 2 bytes per feature instead of 4).
+std::string encode_features(const std::vector<uint32_t>& sorted);
+// False on a damaged blob.
+bool decode_features(std::string_view blob, std::vector<uint32_t>& out);
+
+// A signature: 8 hex digits of time and 8 of randomness, unique across restarts.
+std::string make_signature(int64_t now);
+
+}  // namespace mk::spam

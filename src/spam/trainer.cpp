@@ -1,0 +1,87 @@
+// trainer.cpp — see trainer.h.
+#include "spam/trainer.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+namespace mk::spam {
+
+ModelLock::ModelLock(const std::string& model_path) {
+  auto lock_path = model_path + ".lock";
+  fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd_ < 0) {
+    error_ = "cannot open " + lock_path + ": " + std::strerror(errno);
+    return;
+  }
+  while (::flock(fd_, LOCK_EX) != 0) {
+    if (errno == EINTR) continue;
+    error_ = "cannot lock " + lock_path + ": " + std::strerror(errno);
+    ::close(fd_);
+    fd_ = -1;
+    return;
+  }
+}
+
+ModelLock::~ModelLock() {
+  if (fd_ >= 0) ::close(fd_);  // closing releases the flock
+}
+
+std::string load_or_new(const std::string& path, const TokenizerSettings& settings, Model& out) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) {
+    out = Model(settings);
+    return "";
+  }
+  return Model::load(path, out, settings);
+}
+
+ReclassifyResult reclassify(History& history, const std::string& model_path, const TokenizerSettings& settings,
+                            const std::string& signature, bool as_spam, double tag_score) {
+  ReclassifyResult r;
+  auto fail = [&](Outcome o, const char* code, std::string detail) {
+    r.outcome = o;
+    r.code = code;
+    r.detail = std::move(detail);
+    return r;
+  };
+  std::vector<uint32_t> features;
+  std::optional<Verdict> verdict;
+  try {
+    verdict = history.find(signature, &features);
+  } catch (const db::Error& e) {
+    return fail(Outcome::TempFail, "history-unavailable", e.what());
+  }
+  if (!verdict) return fail(Outcome::PermFail, "not-found", "no verdict with signature " + signature);
+  r.verdict = *verdict;
+  if (features.empty())
+    return fail(Outcome::PermFail, "expired", "the features of " + signature + " are no longer kept ([spam] signature_days)");
+
+  ModelLock lock(model_path);
+  if (!lock.error().empty()) return fail(Outcome::TempFail, "model-unavailable", lock.error());
+  Model model(settings);
+  if (auto err = load_or_new(model_path, settings, model); !err.empty())
+    return fail(Outcome::TempFail, "model-unavailable", err);
+  r.before = model.score(features);
+  // Learn it once whatever the score (the operator confirmed the label), then
+  // again while it is still on the wrong side; each step moves the score a
+  // long way, so this ends in a step or two.
+  model.train(features, as_spam, TrainMode::Everything);
+  for (int i = 0; i < 50 && (model.score(features) >= tag_score) != as_spam; ++i)
+    model.train(features, as_spam, TrainMode::Everything);
+  r.after = model.score(features);
+  if (auto err = model.save(model_path); !err.empty()) return fail(Outcome::TempFail, "model-unavailable", err);
+  try {
+    history.set_reclassified(signature, as_spam);
+  } catch (const db::Error& e) {
+    // The model learned it; only the label in the history is missing.
+    return fail(Outcome::TempFail, "history-unavailable", std::string("model retrained, but: ") + e.what());
+  }
+  return r;
+}
+
+}  // namespace mk::spam

@@ -1,0 +1,213 @@
+// history_test.cpp — the verdict history: the features' storage form, the
+// SQLite store on a real file (record, find, counts since a date, purge,
+// reopen), and reclassification retraining the model file from stored
+// features (with the in-memory fake and with SQLite).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "fake_history.h"
+#include "spam/history.h"
+#include "spam/trainer.h"
+
+namespace mk::spam {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct TempDir {
+  fs::path path = fs::temp_directory_path() / ("mk-history-" + std::to_string(::getpid()) + "-" +
+                                               std::to_string(reinterpret_cast<uintptr_t>(this)));
+  TempDir() { fs::create_directories(path); }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+std::vector<uint32_t> features_of(const std::string& message) {
+  Tokenizer t;
+  t.feed(message);
+  return t.finish();
+}
+
+Verdict verdict(std::string sig, int64_t time, double score, bool spam) {
+  Verdict v;
+  v.signature = std::move(sig);
+  v.time = time;
+  v.client = "192.0.2.7";
+  v.sender = "a@example.com";
+  v.recipients = "b@example.org, c@example.org";
+  v.subject = "Hello <there> & \"friends\"";
+  v.score = score;
+  v.spam = spam;
+  v.action = "relayed";
+  return v;
+}
+
+TEST(FeatureCodec, RoundTripsAndIsCompact) {
+  std::vector<uint32_t> f = {0, 1, 2, 127, 128, 300, 16383, 16384, 4'000'000, 4'194'303, UINT32_MAX};
+  auto blob = encode_features(f);
+  std::vector<uint32_t> back;
+  ASSERT_TRUE(decode_features(blob, back));
+  EXPECT_EQ(back, f);
+  auto real = features_of("Subject: a test\r\n\r\nsome words for a body that is long enough to matter here\r\n");
+  EXPECT_LT(encode_features(real).size(), real.size() * 3);
+  ASSERT_TRUE(decode_features(encode_features(real), back));
+  EXPECT_EQ(back, real);
+}
+
+TEST(FeatureCodec, DamagedBlobsAreRefused) {
+  std::vector<uint32_t> out;
+  EXPECT_FALSE(decode_features(std::string("\x80", 1), out));                  // cut in a varint
+  EXPECT_FALSE(decode_features(std::string("\xff\xff\xff\xff\xff\x01", 6), out));  // too long
+  EXPECT_FALSE(decode_features(std::string("\x05\x00", 2), out));               // a repeated feature
+  EXPECT_FALSE(decode_features(std::string("\xff\xff\xff\xff\x0f\x01", 6), out));  // past 2^32
+  EXPECT_TRUE(decode_features("", out));
+  EXPECT_TRUE(out.empty());
+}
+
+TEST(Signature, UniqueAndHex) {
+  auto a = make_signature(1'700'000'000), b = make_signature(1'700'000'000);
+  EXPECT_NE(a, b);
+  EXPECT_EQ(a.size(), 16u);
+  EXPECT_EQ(a.find_first_not_of("0123456789abcdef"), std::string::npos);
+}
+
+TEST(SqliteHistory, RecordsFindsCountsAndPurges) {
+  TempDir dir;
+  auto path = (dir.path / "sub" / "history.db").string();
+  auto features = features_of("Subject: cheap pills\r\n\r\nbuy now\r\n");
+  {
+    auto h = open_sqlite_history(path);
+    h->record(verdict("s1", 1000, 0.99, true), features);
+    h->record(verdict("s2", 2000, 0.10, false), features);
+    h->record(verdict("s3", 3000, 0.20, false), features);
+    h->set_reclassified("s3", true);  // missed spam
+    h->set_reclassified("s1", false);  // a false positive
+  }
+  auto h = open_sqlite_history(path);  // reopened: everything persisted
+  std::vector<uint32_t> got;
+  auto v = h->find("s2", &got);
+  ASSERT_TRUE(v);
+  EXPECT_EQ(got, features);
+  EXPECT_EQ(v->subject, "Hello <there> & \"friends\"");
+  EXPECT_EQ(v->recipients, "b@example.org, c@example.org");
+  EXPECT_FALSE(v->reclassified_as);
+  EXPECT_FALSE(h->find("nope", &got));
+
+  auto recent = h->recent(2);
+  ASSERT_EQ(recent.size(), 2u);
+  EXPECT_EQ(recent[0].signature, "s3");
+  EXPECT_EQ(recent[0].reclassified_as, std::optional<bool>(true));
+  EXPECT_EQ(recent[1].signature, "s2");
+
+  auto all = h->counts(0);
+  EXPECT_EQ(all.spam, 1u);
+  EXPECT_EQ(all.ham, 2u);
+  EXPECT_EQ(all.missed_spam, 1u);
+  EXPECT_EQ(all.false_positives, 1u);
+  auto later = h->counts(1500);
+  EXPECT_EQ(later.spam, 0u);
+  EXPECT_EQ(later.ham, 2u);
+  EXPECT_EQ(later.false_positives, 0u);
+
+  h->purge(/*features_before=*/2500, /*rows_before=*/1500);
+  EXPECT_FALSE(h->find("s1", nullptr));  // row gone
+  ASSERT_TRUE(h->find("s2", &got));      // row kept, features gone
+  EXPECT_TRUE(got.empty());
+  ASSERT_TRUE(h->find("s3", &got));
+  EXPECT_EQ(got, features);
+}
+
+TEST(SqliteHistory, UnopenablePathNamesTheFile) {
+  TempDir dir;
+  auto blocker = dir.path / "file";
+  std::ofstream(blocker) << "x";
+  try {
+    open_sqlite_history((blocker / "history.db").string());
+    FAIL() << "opened a database under a regular file";
+  } catch (const db::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("history.db"), std::string::npos) << e.what();
+  }
+}
+
+struct ReclassifyTest : ::testing::Test {
+  TempDir dir;
+  std::string model_path = (dir.path / "spam.model").string();
+  std::string spammy = "Subject: cheap pills\r\nFrom: x@spam.example\r\n\r\nbuy cheap pills now, best price\r\n";
+  std::string hammy = "Subject: meeting notes\r\nFrom: alice@example.com\r\n\r\nthe minutes of the meeting\r\n";
+
+  void train_model() {
+    Model m;
+    for (int i = 0; i < 5; ++i) {
+      m.train(features_of(spammy), true, TrainMode::Everything);
+      m.train(features_of(hammy), false, TrainMode::Everything);
+    }
+    ASSERT_EQ(m.save(model_path), "");
+  }
+  double score_now(const std::string& message) {
+    Model m;
+    EXPECT_EQ(Model::load(model_path, m, {}), "");
+    return m.score(features_of(message));
+  }
+};
+
+TEST_F(ReclassifyTest, FlipsTheVerdictOfTheSameMessageAndRecordsTheLabel) {
+  train_model();
+  FakeHistory history;
+  ASSERT_LT(score_now(hammy), 0.5);
+  history.record(verdict("h1", 100, score_now(hammy), false), features_of(hammy));
+  auto r = reclassify(history, model_path, {}, "h1", /*as_spam=*/true, 0.5);
+  ASSERT_EQ(r.outcome, Outcome::Ok) << r.code << " " << r.detail;
+  EXPECT_LT(r.before, 0.5);
+  EXPECT_GE(r.after, 0.5);
+  EXPECT_GE(score_now(hammy), 0.5);  // the saved model now calls it spam
+  EXPECT_EQ(history.rows["h1"].verdict.reclassified_as, std::optional<bool>(true));
+  EXPECT_EQ(history.counts(0).missed_spam, 1u);
+  // And back: the operator changed their mind.
+  r = reclassify(history, model_path, {}, "h1", false, 0.5);
+  ASSERT_EQ(r.outcome, Outcome::Ok);
+  EXPECT_LT(score_now(hammy), 0.5);
+}
+
+TEST_F(ReclassifyTest, WorksWithoutAModelFileYet) {
+  FakeHistory history;
+  history.record(verdict("x", 100, 0.5, true), features_of(spammy));
+  auto r = reclassify(history, model_path, {}, "x", false, 0.5);
+  ASSERT_EQ(r.outcome, Outcome::Ok) << r.detail;
+  EXPECT_LT(score_now(spammy), 0.5);
+}
+
+TEST_F(ReclassifyTest, UnknownExpiredAndBrokenAreReportedNotGuessed) {
+  train_model();
+  FakeHistory history;
+  EXPECT_EQ(reclassify(history, model_path, {}, "missing", true, 0.5).code, "not-found");
+  history.record(verdict("old", 100, 0.1, false), features_of(hammy));
+  history.purge(/*features_before=*/200, /*rows_before=*/0);
+  auto r = reclassify(history, model_path, {}, "old", true, 0.5);
+  EXPECT_EQ(r.outcome, Outcome::PermFail);
+  EXPECT_EQ(r.code, "expired");
+  history.fail = true;
+  EXPECT_EQ(reclassify(history, model_path, {}, "old", true, 0.5).code, "history-unavailable");
+  history.fail = false;
+  history.record(verdict("ok", 100, 0.1, false), features_of(hammy));
+  std::ofstream(model_path, std::ios::trunc) << "not a model";
+  r = reclassify(history, model_path, {}, "ok", true, 0.5);
+  EXPECT_EQ(r.outcome, Outcome::TempFail);
+  EXPECT_EQ(r.code, "model-unavailable");
+  std::ifstream in(model_path);
+  std::string content((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_EQ(content, "not a model");  // a damaged model is never silently replaced
+}
+
+TEST_F(ReclassifyTest, WithTheSqliteHistory) {
+  train_model();
+  auto history = open_sqlite_history((dir.path / "h.db").string());
+  history->record(verdict("sq", 100, score_now(spammy), true), features_of(spammy));
+  auto r = reclassify(*history, model_path, {}, "sq", false, 0.5);
+  ASSERT_EQ(r.outcome, Outcome::Ok) << r.detail;
+  EXPECT_LT(score_now(spammy), 0.5);
+  EXPECT_EQ(history->counts(0).false_positives, 1u);
+}
+
+}  // namespace
+}  // namespace mk::spam
