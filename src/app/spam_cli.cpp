@@ -141,7 +141,7 @@ int train(const Settings& settings, const SpamCommand& cmd) {
     }
     for (int pass = 0; pass < std::max(1, cmd.passes); ++pass) {
       size_t updates = 0;
-      for (auto i : order) updates += model.train(features[i], examples[i].spam, mode);
+      for (auto i : order) updates += model.train(features[i], examples[i].spam, mode, /*count=*/pass == 0);
       std::cerr << "pass " << pass + 1 << ": " << updates << " updates\n";
       if (updates == 0) break;
     }

@@ -62,6 +62,15 @@ std::string date_of(int64_t t) {
   return buf;
 }
 
+std::string display_time(int64_t t) {
+  std::time_t tt = t;
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+  return buf;
+}
+
 Response html_response(std::string body, unsigned version) {
   Response res{bh::status::ok, version};
   res.set(bh::field::content_type, "text/html; charset=utf-8");
@@ -187,7 +196,7 @@ Response SpamPage::page(const Request& req) {
         "<tr class=\"{}\" data-signature=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
         "<td class=\"score\">{:.3f}</td><td class=\"verdict\">{}</td><td><code>{}</code></td>"
         "<td><button type=\"button\" class=\"reclassify\" data-as=\"{}\">{}</button></td></tr>\n",
-        spam ? "spam" : "ham", sig, iso8601_utc(r.time), html_escape(r.client), html_escape(r.sender),
+        spam ? "spam" : "ham", sig, display_time(r.time), html_escape(r.client), html_escape(r.sender),
         html_escape(r.recipients), html_escape(r.subject), r.score, verdict, sig, spam ? "ham" : "spam",
         spam ? "Not spam" : "Spam");
   }

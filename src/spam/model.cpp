@@ -42,10 +42,10 @@ double Model::score(const std::vector<uint32_t>& features) const {
   return sigmoid(sum);
 }
 
-bool Model::train(const std::vector<uint32_t>& features, bool is_spam, TrainMode mode) {
+bool Model::train(const std::vector<uint32_t>& features, bool is_spam, TrainMode mode, bool count) {
   double p = score(features);
   double y = is_spam ? 1.0 : 0.0;
-  (is_spam ? trained_spam_ : trained_ham_)++;
+  if (count) (is_spam ? trained_spam_ : trained_ham_)++;
   if (mode == TrainMode::OnError) {
     bool wrong_side = is_spam ? p < 0.5 : p >= 0.5;
     if (!wrong_side && std::fabs(p - 0.5) >= margin) return false;

@@ -33,8 +33,9 @@ class Model {
 
   // Probability that the message with these features is spam.
   double score(const std::vector<uint32_t>& features) const;
-  // Learns one message; returns true if the weights changed.
-  bool train(const std::vector<uint32_t>& features, bool is_spam, TrainMode mode);
+  // Learns one message; returns true if the weights changed. `count`: add it
+  // to the learned counts (false for a message seen again in a later pass).
+  bool train(const std::vector<uint32_t>& features, bool is_spam, TrainMode mode, bool count = true);
 
   const TokenizerSettings& settings() const { return settings_; }
   uint64_t trained_spam() const { return trained_spam_; }

@@ -72,7 +72,7 @@ ReclassifyResult reclassify(History& history, const std::string& model_path, con
   // long way, so this ends in a step or two.
   model.train(features, as_spam, TrainMode::Everything);
   for (int i = 0; i < 50 && (model.score(features) >= tag_score) != as_spam; ++i)
-    model.train(features, as_spam, TrainMode::Everything);
+    model.train(features, as_spam, TrainMode::Everything, /*count=*/false);
   r.after = model.score(features);
   if (auto err = model.save(model_path); !err.empty()) return fail(Outcome::TempFail, "model-unavailable", err);
   try {
