@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <mutex>
 #include <random>
 
@@ -10,7 +11,10 @@
 
 namespace mk::spam {
 
-std::string encode_features(const std::vector<uint32_t>& sorted) {
+std::string encode_features(const std::vector<uint32_t>& features) {
+  std::vector<uint32_t> sorted(features);
+  std::sort(sorted.begin(), sorted.end());
+  sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
   std::string out;
   out.reserve(sorted.size() * 2);
   uint32_t previous = 0;

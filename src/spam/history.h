@@ -43,7 +43,7 @@ struct VerdictCounts {
 class History {
  public:
   virtual ~History() = default;
-  // A new verdict with the message's sorted unique features.
+  // A new verdict with the message's features.
   virtual void record(const Verdict& v, const std::vector<uint32_t>& features) = 0;
   // Newest first.
   virtual std::vector<Verdict> recent(size_t limit) = 0;
@@ -59,9 +59,9 @@ class History {
 std::unique_ptr<History> open_sqlite_history(const std::string& path);
 
 // The features' storage form: delta-coded LEB128 varints of the sorted
-// indices (about 2 bytes per feature instead of 4).
-std::string encode_features(const std::vector<uint32_t>& sorted);
-// False on a damaged blob.
+// unique indices (about 2 bytes per feature instead of 4).
+std::string encode_features(const std::vector<uint32_t>& features);
+// Sorted and unique; false on a damaged blob.
 bool decode_features(std::string_view blob, std::vector<uint32_t>& out);
 
 // A signature: 8 hex digits of time and 8 of randomness, unique across restarts.

@@ -32,7 +32,19 @@ uint64_t mix(uint64_t a, uint64_t b, uint64_t k) {
   return h * 0x94D049BB133111EBull;
 }
 
-bool word_char(unsigned char c) { return std::isalnum(c) || c >= 0x80 || c == '$' || c == '!' || c == '\''; }
+// A table, not std::isalnum: this is the tokenizer's innermost test, and the locale-aware call costs more.
+struct WordChars {
+  bool table[256] = {};
+  constexpr WordChars() {
+    for (int c = 0; c < 256; ++c)
+      table[c] = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c >= 0x80 || c == '$' ||
+                 c == '!' || c == '\'';
+  }
+};
+constexpr WordChars kWordChars;
+inline bool word_char(unsigned char c) { return kWordChars.table[c]; }
+
+inline unsigned char ascii_lower(unsigned char c) { return (c >= 'A' && c <= 'Z') ? c + 32 : c; }
 
 // "text/html; charset="utf-8"" → value of `param` (lower-cased for charset/boundary names only by caller).
 std::string header_param(std::string_view value, std::string_view param) {
@@ -88,10 +100,11 @@ class Tokenizer::Utf8Converter {
   ~Utf8Converter() {
     if (cd_) iconv_close(cd_);
   }
-  std::string convert(std::string_view in) {
-    if (!cd_) return std::string(in);
+  // The text as UTF-8; valid until the next call.
+  std::string_view convert(std::string_view in) {
+    if (!cd_) return in;
     carry_.append(in);
-    std::string out(carry_.size() * 4 + 16, '\0');
+    out.resize(carry_.size() * 4 + 16);
     char* src = carry_.data();
     size_t src_left = carry_.size();
     char* dst = out.data();
@@ -106,15 +119,15 @@ class Tokenizer::Utf8Converter {
         break;  // EINVAL: incomplete sequence, kept for the next chunk; E2BIG cannot happen (x4)
       }
     }
-    out.resize(out.size() - dst_left);
     carry_.erase(0, carry_.size() - src_left);
     if (carry_.size() > 16) carry_.clear();  // not a real multibyte tail
-    return out;
+    return std::string_view(out.data(), out.size() - dst_left);
   }
 
  private:
   iconv_t cd_ = nullptr;
   std::string carry_;
+  std::string out;
 };
 
 struct Tokenizer::Part {
@@ -129,6 +142,9 @@ struct Tokenizer::Part {
   uint32_t b64_bits = 0;
   int b64_count = 0;
   std::unique_ptr<Utf8Converter> utf8;
+  // What the body lines are, decided once at the end of the part's header (not per line).
+  enum class Body { Text, Html, Message, Skip } body = Body::Text;
+  enum class Encoding { None, Base64, QuotedPrintable } cte = Encoding::None;
   bool text() const { return type.starts_with("text/") || type.empty(); }
   bool html() const { return type == "text/html"; }
   bool multipart() const { return type.starts_with("multipart/") && !boundary.empty(); }
@@ -170,8 +186,7 @@ const std::vector<uint32_t>& Tokenizer::finish() {
   if (part_ && part_->in_headers) end_of_headers();
   if (part_ && !part_->in_headers && part_->text()) decoded_text("", true);
   finished_ = true;
-  std::sort(features_.begin(), features_.end());
-  features_.erase(std::unique(features_.begin(), features_.end()), features_.end());
+  seen_ = {};  // a finished tokenizer may be kept (the SMTP session): free the set
   return features_;
 }
 
@@ -268,6 +283,13 @@ void Tokenizer::end_of_headers() {
   if (part_->multipart()) part_->type = "text/plain";  // too deep: tokenize the rest as text
   if (!part_->text() && part_->type != "message/rfc822") token("part:" + part_->type);
   if (part_->text()) part_->utf8 = std::make_unique<Utf8Converter>(part_->charset);
+  part_->body = part_->type == "message/rfc822" ? Part::Body::Message
+                : !part_->text()                ? Part::Body::Skip
+                : part_->html()                 ? Part::Body::Html
+                                                : Part::Body::Text;
+  part_->cte = part_->encoding == "base64"             ? Part::Encoding::Base64
+               : part_->encoding == "quoted-printable" ? Part::Encoding::QuotedPrintable
+                                                       : Part::Encoding::None;
 }
 
 void Tokenizer::body_line(std::string_view l) {
@@ -291,14 +313,14 @@ void Tokenizer::body_line(std::string_view l) {
     }
   }
   if (!part_) return;
-  if (part_->type == "message/rfc822") {
+  if (part_->body == Part::Body::Message) {
     words(l, "", true);
     return;
   }
-  if (!part_->text()) return;  // images, attachments: the part token says enough
-  auto& enc = part_->encoding;
-  if (enc == "base64") {
-    std::string out;
+  if (part_->body == Part::Body::Skip) return;  // images, attachments: the part token says enough
+  if (part_->cte == Part::Encoding::Base64) {
+    std::string& out = decode_buffer_;
+    out.clear();
     for (unsigned char c : l) {
       int v = base64_value(c);
       if (c == '=' && part_->b64_count >= 2) {  // padding ends a short group: 1 or 2 bytes
@@ -320,8 +342,9 @@ void Tokenizer::body_line(std::string_view l) {
       }
     }
     decoded_text(out, false);
-  } else if (enc == "quoted-printable") {
-    std::string out;
+  } else if (part_->cte == Part::Encoding::QuotedPrintable) {
+    std::string& out = decode_buffer_;
+    out.clear();
     bool soft = false;
     for (size_t i = 0; i < l.size(); ++i) {
       if (l[i] != '=') {
@@ -340,32 +363,39 @@ void Tokenizer::body_line(std::string_view l) {
     if (!soft) out += '\n';
     decoded_text(out, false);
   } else {
-    std::string out(l);
-    out += '\n';
-    decoded_text(out, false);
+    decoded_text(l, false);
+    decoded_text("\n", false);
   }
 }
 
 void Tokenizer::decoded_text(std::string_view bytes, bool final_chunk) {
   if (!part_ || !part_->utf8) return;
   auto utf8 = part_->utf8->convert(bytes);
-  if (part_->html()) html(utf8, final_chunk);
+  if (part_->body == Part::Body::Html) html(utf8, final_chunk);
   else text(utf8, final_chunk);
-  if (final_chunk) recent_.clear();
+  if (final_chunk) recent_count_ = 0;
 }
 
 // Decoded text arrives in pieces (base64 lines, QP soft breaks): a word cut
 // at the end of a piece waits for the next one, so chunking never changes
 // the tokens.
 void Tokenizer::body_words(std::string_view s, bool final_chunk) {
-  carry_.append(s);
-  size_t cut = carry_.size();
-  if (!final_chunk) {
-    while (cut > 0 && word_char((unsigned char)carry_[cut - 1])) --cut;
-    if (carry_.size() - cut > 256) cut = carry_.size();  // no word is that long
+  if (!carry_.empty()) {  // finish the word cut last time, then go on in place
+    size_t end = 0;
+    while (end < s.size() && word_char((unsigned char)s[end])) ++end;
+    carry_.append(s.substr(0, end));
+    s.remove_prefix(end);
+    if (s.empty() && !final_chunk && carry_.size() <= 256) return;  // the word goes on
+    words(carry_, "", true);
+    carry_.clear();
   }
-  words(std::string_view(carry_).substr(0, cut), "", true);
-  carry_.erase(0, cut);
+  size_t cut = s.size();
+  if (!final_chunk) {
+    while (cut > 0 && word_char((unsigned char)s[cut - 1])) --cut;
+    if (s.size() - cut > 256) cut = s.size();  // no word is that long
+  }
+  words(s.substr(0, cut), "", true);
+  carry_.assign(s.substr(cut));
 }
 
 void Tokenizer::text(std::string_view s, bool final_chunk) {
@@ -380,7 +410,8 @@ void Tokenizer::text(std::string_view s, bool final_chunk) {
 }
 
 void Tokenizer::html(std::string_view s, bool final_chunk) {
-  std::string plain;
+  std::string& plain = html_plain_;  // reused buffers: this runs once per line
+  plain.clear();
   for (char c : s) {
     if (in_tag_) {
       if (c == '>') {
@@ -398,7 +429,8 @@ void Tokenizer::html(std::string_view s, bool final_chunk) {
     }
   }
   // Entities that matter for words; others become spaces.
-  std::string text;
+  std::string& text = html_text_;
+  text.clear();
   for (size_t i = 0; i < plain.size(); ++i) {
     if (plain[i] != '&') {
       text += plain[i];
@@ -424,25 +456,45 @@ void Tokenizer::html_tag(std::string_view tag) {
   bool closing = !tag.empty() && tag.front() == '/';
   if (closing) tag.remove_prefix(1);
   size_t n = 0;
-  while (n < tag.size() && (std::isalnum((unsigned char)tag[n]) || tag[n] == '!')) ++n;
-  auto name = to_lower(tag.substr(0, n));
-  if (name.empty()) return;
+  while (n < tag.size() && n < 16 && (word_char((unsigned char)tag[n]) && tag[n] != '$' && tag[n] != '\'')) ++n;
+  if (n == 0 || n == 16) return;
+  char name_buf[16];
+  for (size_t i = 0; i < n; ++i) name_buf[i] = char(ascii_lower((unsigned char)tag[i]));
+  std::string_view name(name_buf, n);
   if (name == "script" || name == "style") in_script_ = !closing;
   if (closing) return;
-  token("tag:" + name);
-  // Attributes that carry links, and a few that spammers like.
-  auto lower = to_lower(tag);
-  for (std::string_view attr : {"href", "src", "action"}) {
-    auto pos = lower.find(std::string(attr) + "=");
-    if (pos == std::string::npos) continue;
-    size_t v = pos + attr.size() + 1;
+  prefixed_token("tag:", name);
+  // Attributes: the links, and a few that spammers like. Scanned once, case-insensitively.
+  size_t i = n;
+  while (i < tag.size()) {
+    while (i < tag.size() && !word_char((unsigned char)tag[i])) ++i;
+    size_t a = i;
+    while (i < tag.size() && (word_char((unsigned char)tag[i]) || tag[i] == '-')) ++i;
+    auto attr = tag.substr(a, i - a);
+    size_t v = i;
+    while (v < tag.size() && tag[v] == ' ') ++v;
+    if (attr.empty() || v >= tag.size() || tag[v] != '=') continue;
+    ++v;
+    while (v < tag.size() && tag[v] == ' ') ++v;
     char quote = v < tag.size() && (tag[v] == '"' || tag[v] == '\'') ? tag[v] : 0;
     if (quote) ++v;
     auto end = quote ? tag.find(quote, v) : tag.find_first_of(" \t>", v);
-    url(tag.substr(v, end == std::string_view::npos ? std::string_view::npos : end - v));
+    if (end == std::string_view::npos) end = tag.size();
+    if (iequals(attr, "href") || iequals(attr, "src") || iequals(attr, "action")) {
+      url(tag.substr(v, end - v));
+    } else {
+      for (std::string_view styled : {"color", "size", "face", "width", "height"})
+        if (iequals(attr, styled)) {
+          char buf[64];
+          auto len = std::min(sizeof buf, name.size() + 1 + styled.size());
+          std::memcpy(buf, name.data(), name.size());
+          buf[name.size()] = ':';
+          std::memcpy(buf + name.size() + 1, styled.data(), len - name.size() - 1);
+          prefixed_token("attr:", std::string_view(buf, len));
+        }
+    }
+    i = end + (quote ? 1 : 0);
   }
-  for (std::string_view attr : {"color", "size", "face", "width", "height"})
-    if (lower.find(std::string(attr) + "=") != std::string::npos) token("attr:" + name + ":" + std::string(attr));
 }
 
 void Tokenizer::url(std::string_view u) {
@@ -485,16 +537,25 @@ void Tokenizer::word(std::string_view w, std::string_view prefix, bool pairs) {
     token(std::string(prefix) + "long:" + std::to_string(w.size() / 10));
     return;
   }
-  std::string t(prefix);
-  t += to_lower(w);
-  uint64_t h = fnv(t);
-  if (keep_tokens_) tokens_.push_back(t);
+  // The hash of prefix + lower-cased word, folded in place (no string is built per word).
+  uint64_t h = fnv(prefix);
+  for (unsigned char c : w) {
+    h ^= ascii_lower(c);
+    h *= 1099511628211ull;
+  }
+  if (keep_tokens_) tokens_.push_back(std::string(prefix) + to_lower(w));
   add(h);
   if (!pairs) return;
   // OSB: this word with each of the previous window-1 words, at its distance.
-  for (size_t k = 0; k < recent_.size(); ++k) add(mix(recent_[recent_.size() - 1 - k], h, k + 1));
-  recent_.push_back(h);
-  if (recent_.size() >= settings_.osb_window) recent_.erase(recent_.begin());
+  for (size_t k = 0; k < recent_count_; ++k) add(mix(recent_[(recent_next_ + kRecent - 1 - k) % kRecent], h, k + 1));
+  recent_[recent_next_] = h;
+  recent_next_ = (recent_next_ + 1) % kRecent;
+  if (recent_count_ + 1 < settings_.osb_window && recent_count_ + 1 < kRecent) ++recent_count_;
+}
+
+void Tokenizer::prefixed_token(std::string_view prefix, std::string_view t) {
+  if (keep_tokens_) tokens_.push_back(std::string(prefix) + std::string(t));
+  add(fnv(t, fnv(prefix)));
 }
 
 void Tokenizer::token(std::string_view t) {
@@ -504,7 +565,30 @@ void Tokenizer::token(std::string_view t) {
 
 void Tokenizer::add(uint64_t hash) {
   if (features_.size() >= settings_.max_features) return;
-  features_.push_back(uint32_t(hash >> (64 - settings_.hash_bits)));
+  uint32_t f = uint32_t(hash >> (64 - settings_.hash_bits));
+  // Unique as they come: an open-addressing set (linear probing, at most half
+  // full), cheaper than sorting the duplicates away at the end.
+  if ((features_.size() + 1) * 2 > seen_.size()) grow_seen();
+  size_t mask = seen_.size() - 1;
+  for (size_t i = (f * 0x9E3779B1u) & mask;; i = (i + 1) & mask) {
+    if (seen_[i] == kEmpty) {
+      seen_[i] = f;
+      features_.push_back(f);
+      return;
+    }
+    if (seen_[i] == f) return;
+  }
+}
+
+void Tokenizer::grow_seen() {
+  size_t size = seen_.empty() ? 4096 : seen_.size() * 2;
+  seen_.assign(size, kEmpty);
+  size_t mask = size - 1;
+  for (uint32_t f : features_) {
+    size_t i = (f * 0x9E3779B1u) & mask;
+    while (seen_[i] != kEmpty) i = (i + 1) & mask;
+    seen_[i] = f;
+  }
 }
 
 }  // namespace mk::spam

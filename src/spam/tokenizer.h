@@ -38,7 +38,7 @@ class Tokenizer {
 
   // Raw message bytes, any chunking, CRLF or LF line ends.
   void feed(std::string_view bytes);
-  // Ends the message; returns the sorted, unique feature indices.
+  // Ends the message; returns the unique feature indices, in the order first seen.
   const std::vector<uint32_t>& finish();
 
   // For tests and debugging: the token strings seen (before hashing), if enabled.
@@ -63,15 +63,21 @@ class Tokenizer {
   void words(std::string_view s, std::string_view prefix, bool pairs);
   void word(std::string_view w, std::string_view prefix, bool pairs);
   void token(std::string_view t);
+  void prefixed_token(std::string_view prefix, std::string_view t);  // token(prefix + t), without the string
   void add(uint64_t hash);
+  void grow_seen();
 
   TokenizerSettings settings_;
   std::string partial_;  // an unfinished line
   std::vector<std::unique_ptr<Part>> stack_;  // enclosing multiparts, innermost last
   std::unique_ptr<Part> part_;                // the entity whose lines we are in
   std::string header_;   // the header field being unfolded
-  std::vector<uint64_t> recent_;  // last words' hashes for OSB
-  std::vector<uint32_t> features_;
+  static constexpr size_t kRecent = 8;  // ring of the last words' hashes, for OSB
+  uint64_t recent_[kRecent] = {};
+  size_t recent_next_ = 0, recent_count_ = 0;
+  std::vector<uint32_t> features_;  // unique
+  static constexpr uint32_t kEmpty = UINT32_MAX;  // not a feature: hash_bits <= 31
+  std::vector<uint32_t> seen_;      // open-addressing set of features_
   std::vector<std::string> tokens_;
   bool keep_tokens_ = false;
   bool finished_ = false;
@@ -80,6 +86,7 @@ class Tokenizer {
   bool in_tag_ = false, in_script_ = false;
   std::string tag_;
   std::string carry_;  // a body word cut at the end of a decoded piece
+  std::string html_plain_, html_text_, decode_buffer_;
 };
 
 }  // namespace mk::spam
