@@ -21,7 +21,7 @@ using spam::Model;
 using spam::TokenizerSettings;
 
 bool features_of(const TokenizerSettings& tok, const std::string& path, std::vector<uint32_t>& out) {
-  spam::Tokenizer t(tok);
+  spam::Tokenizer t(tok, /*synchronous=*/true);
   if (!spam::tokenize_file(path, t)) return false;
   out = t.finish();
   return true;

@@ -113,7 +113,11 @@ std::string Model::load(const std::string& path, Model& out, const TokenizerSett
   if (h.tokenizer_version != expected.version || h.hash_bits != expected.hash_bits ||
       h.osb_window != expected.osb_window || h.max_features != expected.max_features)
     return path + ": trained with other tokenizer settings; retrain";
-  Model m(expected);
+  // Read straight into `out` (one 16 MB buffer, not two: this is most of a
+  // batch classification's start-up).
+  Model& m = out;
+  m.settings_ = expected;
+  m.weights_.resize(size_t(1) << expected.hash_bits);
   if (!in.read(reinterpret_cast<char*>(m.weights_.data()), std::streamsize(m.weights_.size() * sizeof(float))))
     return path + ": truncated";
   uint32_t stored = 0;
@@ -124,7 +128,6 @@ std::string Model::load(const std::string& path, Model& out, const TokenizerSett
   m.bias_ = h.bias;
   m.trained_spam_ = h.trained_spam;
   m.trained_ham_ = h.trained_ham;
-  out = std::move(m);
   return "";
 }
 

@@ -43,7 +43,8 @@ class Model {
 
   // Writes atomically (tmp + fsync + rename). Returns "" or the error.
   std::string save(const std::string& path) const;
-  // Loads and checks magic, version, tokenizer settings and CRC. Returns "" or the error.
+  // Loads and checks magic, version, tokenizer settings and CRC. Returns "" or
+  // the error; after an error `out` holds no usable model (load into a fresh one).
   static std::string load(const std::string& path, Model& out, const TokenizerSettings& expected);
 
   double learning_rate = 0.02;

@@ -94,6 +94,10 @@ class Tokenizer::Utf8Converter {
   explicit Utf8Converter(const std::string& charset) {
     auto cs = to_lower(charset);
     if (cs.empty() || cs == "us-ascii" || cs == "utf-8" || cs == "utf8" || cs == "ascii") return;
+    if (cs == "iso-8859-1" || cs == "latin1" || cs == "iso8859-1") {  // the commonest: done here, no iconv_open
+      latin1_ = true;
+      return;
+    }
     cd_ = iconv_open("UTF-8", cs.c_str());
     if (cd_ == (iconv_t)-1) cd_ = nullptr;  // unknown charset: bytes pass as they are
   }
@@ -102,6 +106,18 @@ class Tokenizer::Utf8Converter {
   }
   // The text as UTF-8; valid until the next call.
   std::string_view convert(std::string_view in) {
+    if (latin1_) {  // each byte is its code point
+      out.clear();
+      for (unsigned char c : in) {
+        if (c < 0x80) {
+          out += char(c);
+        } else {
+          out += char(0xC0 | (c >> 6));
+          out += char(0x80 | (c & 0x3F));
+        }
+      }
+      return out;
+    }
     if (!cd_) return in;
     carry_.append(in);
     out.resize(carry_.size() * 4 + 16);
@@ -126,6 +142,7 @@ class Tokenizer::Utf8Converter {
 
  private:
   iconv_t cd_ = nullptr;
+  bool latin1_ = false;
   std::string carry_;
   std::string out;
 };
@@ -150,12 +167,31 @@ struct Tokenizer::Part {
   bool multipart() const { return type.starts_with("multipart/") && !boundary.empty(); }
 };
 
-Tokenizer::Tokenizer(TokenizerSettings settings) : settings_(settings) {
+// The thread's feature bitmap for synchronous tokenizers: one owner at a time.
+struct ThreadBitmap {
+  std::vector<uint64_t> bits;
+  const void* owner = nullptr;
+};
+thread_local ThreadBitmap thread_bitmap;
+
+Tokenizer::Tokenizer(TokenizerSettings settings, bool synchronous) : settings_(settings) {
   part_ = std::make_unique<Part>();
   part_->top = true;
+  if (synchronous && !thread_bitmap.owner) {
+    thread_bitmap.bits.resize((size_t(1) << settings_.hash_bits) / 64);
+    thread_bitmap.owner = this;
+    bitmap_ = thread_bitmap.bits.data();
+  }
 }
 
-Tokenizer::~Tokenizer() = default;
+Tokenizer::~Tokenizer() { release_bitmap(); }
+
+void Tokenizer::release_bitmap() {
+  if (!bitmap_) return;
+  for (uint32_t f : features_) bitmap_[f >> 6] = 0;  // clears every bit this message set
+  bitmap_ = nullptr;
+  thread_bitmap.owner = nullptr;
+}
 
 void Tokenizer::feed(std::string_view bytes) {
   while (!bytes.empty()) {
@@ -186,6 +222,7 @@ const std::vector<uint32_t>& Tokenizer::finish() {
   if (part_ && part_->in_headers) end_of_headers();
   if (part_ && !part_->in_headers && part_->text()) decoded_text("", true);
   finished_ = true;
+  release_bitmap();
   seen_ = {};  // a finished tokenizer may be kept (the SMTP session): free the set
   return features_;
 }
@@ -221,15 +258,25 @@ void Tokenizer::finish_header() {
     header_.clear();
     return;
   }
-  auto name = to_lower(trim(std::string_view(header_).substr(0, colon)));
-  auto value = std::string(trim(std::string_view(header_).substr(colon + 1)));
-  header_.clear();
+  // Views into header_, which is cleared on the way out.
+  struct Clear {
+    std::string& s;
+    ~Clear() { s.clear(); }
+  } clear{header_};
+  auto raw_name = trim(std::string_view(header_).substr(0, colon));
+  char name_buf[64];
+  if (raw_name.size() > sizeof name_buf - 1) raw_name = raw_name.substr(0, sizeof name_buf - 1);
+  for (size_t i = 0; i < raw_name.size(); ++i) name_buf[i] = char(ascii_lower((unsigned char)raw_name[i]));
+  name_buf[raw_name.size()] = ':';
+  std::string_view name(name_buf, raw_name.size());
+  std::string_view name_colon(name_buf, raw_name.size() + 1);  // the prefix of its words: "x-mailer:"
+  std::string_view value = trim(std::string_view(header_).substr(colon + 1));
   // Another filter's verdict must not teach ours (the corpus carries SpamAssassin's).
   if (name.starts_with("x-spam") || name.starts_with("x-mailkeep")) return;
-  token("hdr:" + name);
+  prefixed_token("hdr:", name);
   if (name == "content-type") {
     auto semi = value.find(';');
-    part_->type = to_lower(trim(std::string_view(value).substr(0, semi)));
+    part_->type = to_lower(trim(value.substr(0, semi)));
     part_->charset = header_param(value, "charset");
     part_->boundary = header_param(value, "boundary");
     token("ct:" + part_->type);
@@ -243,7 +290,7 @@ void Tokenizer::finish_header() {
   }
   if (!part_->top) return;
   if (name == "subject") {
-    subject_ = value.substr(0, 200);
+    subject_ = std::string(value.substr(0, 200));
     words(value, "subj:", true);
   } else if (name == "from" || name == "to" || name == "cc" || name == "reply-to" || name == "return-path" ||
              name == "sender") {
@@ -258,18 +305,18 @@ void Tokenizer::finish_header() {
         while (j < value.size() && (std::isdigit((unsigned char)value[j]) || value[j] == '.')) dots += value[j++] == '.';
         if (dots == 3) {
           auto ip = value.substr(i, j - i);
-          token("ip:" + ip);
-          token("ip24:" + ip.substr(0, ip.rfind('.')));
+          prefixed_token("ip:", ip);
+          prefixed_token("ip24:", ip.substr(0, ip.rfind('.')));
         }
         i = j;
       } else {
         ++i;
       }
     }
-    words(value, "rcvd:", false);
+    received_words(value);
   } else if (name == "x-mailer" || name == "user-agent" || name == "message-id" || name == "organization" ||
              name == "list-id" || name == "precedence" || name == "importance" || name == "x-priority") {
-    words(value, name + ":", false);
+    words(value, name_colon, false);
   }
 }
 
@@ -410,44 +457,48 @@ void Tokenizer::text(std::string_view s, bool final_chunk) {
 }
 
 void Tokenizer::html(std::string_view s, bool final_chunk) {
-  std::string& plain = html_plain_;  // reused buffers: this runs once per line
-  plain.clear();
-  for (char c : s) {
-    if (in_tag_) {
-      if (c == '>') {
-        in_tag_ = false;
-        html_tag(tag_);
-        tag_.clear();
-        plain += ' ';
-      } else if (tag_.size() < 2048) {
-        tag_ += c;
-      }
-    } else if (c == '<') {
-      in_tag_ = true;
-    } else if (!in_script_) {
-      plain += c;
-    }
-  }
-  // Entities that matter for words; others become spaces.
+  // Text between tags, copied a span at a time; entities that matter for
+  // words decoded, others become spaces. Reused buffer: this runs per line.
   std::string& text = html_text_;
   text.clear();
-  for (size_t i = 0; i < plain.size(); ++i) {
-    if (plain[i] != '&') {
-      text += plain[i];
-      continue;
-    }
-    auto semi = plain.find(';', i);
-    if (semi == std::string::npos || semi - i > 8) {
+  size_t i = 0;
+  while (i < s.size()) {
+    if (in_tag_) {
+      auto close = s.find('>', i);
+      auto piece = s.substr(i, close == std::string_view::npos ? std::string_view::npos : close - i);
+      if (tag_.size() < 2048) tag_.append(piece.substr(0, 2048 - tag_.size()));
+      if (close == std::string_view::npos) break;
+      in_tag_ = false;
+      html_tag(tag_);
+      tag_.clear();
       text += ' ';
+      i = close + 1;
       continue;
     }
-    auto ent = std::string_view(plain).substr(i + 1, semi - i - 1);
-    if (ent == "amp") text += '&';
-    else if (ent == "lt") text += '<';
-    else if (ent == "gt") text += '>';
-    else if (ent == "quot") text += '"';
-    else text += ' ';
-    i = semi;
+    size_t stop = i;
+    while (stop < s.size() && s[stop] != '<' && s[stop] != '&') ++stop;
+    if (!in_script_) text.append(s.substr(i, stop - i));
+    i = stop;
+    if (i == s.size()) break;
+    if (s[i] == '<') {
+      in_tag_ = true;
+      ++i;
+      continue;
+    }
+    // '&': an entity (an entity cut by the end of the piece becomes a space).
+    auto semi = s.substr(i, 10).find(';');
+    if (in_script_) {
+      ++i;
+      continue;
+    }
+    if (semi == std::string_view::npos || semi > 9) {
+      text += ' ';
+      ++i;
+      continue;
+    }
+    auto ent = s.substr(i + 1, semi - 1);
+    text += ent == "amp" ? '&' : ent == "lt" ? '<' : ent == "gt" ? '>' : ent == "quot" ? '"' : ' ';
+    i += semi + 1;
   }
   body_words(text, final_chunk);
 }
@@ -518,6 +569,32 @@ void Tokenizer::url(std::string_view u) {
   if (host_end != std::string_view::npos) words(rest.substr(host_end), "urlpath:", false);
 }
 
+// The host names of a Received field ("rcvd:" words), without its dates,
+// times and queue ids: those change with every message and every month, so
+// a model that learned them would learn when its training mail was sent.
+void Tokenizer::received_words(std::string_view value) {
+  size_t i = 0;
+  while (i < value.size()) {
+    while (i < value.size() && !word_char((unsigned char)value[i])) ++i;
+    size_t j = i;
+    bool digit = false;
+    while (j < value.size() && (word_char((unsigned char)value[j]) || value[j] == '.' || value[j] == '-')) {
+      digit = digit || (value[j] >= '0' && value[j] <= '9');
+      ++j;
+    }
+    auto w = value.substr(i, j - i);
+    i = j;
+    if (digit || w.size() < 2) continue;
+    if (w.size() == 3) {  // month and day names
+      char l[3] = {char(ascii_lower(w[0])), char(ascii_lower(w[1])), char(ascii_lower(w[2]))};
+      std::string_view three(l, 3);
+      auto at = std::string_view("janfebmaraprmayjunjulaugsepoctnovdecmontuewedthufrisatsun").find(three);
+      if (at != std::string_view::npos && at % 3 == 0) continue;
+    }
+    word(w, "rcvd:", false);
+  }
+}
+
 void Tokenizer::words(std::string_view s, std::string_view prefix, bool pairs) {
   size_t i = 0;
   while (i < s.size()) {
@@ -566,6 +643,13 @@ void Tokenizer::token(std::string_view t) {
 void Tokenizer::add(uint64_t hash) {
   if (features_.size() >= settings_.max_features) return;
   uint32_t f = uint32_t(hash >> (64 - settings_.hash_bits));
+  if (bitmap_) {
+    uint64_t bit = uint64_t(1) << (f & 63);
+    if (bitmap_[f >> 6] & bit) return;
+    bitmap_[f >> 6] |= bit;
+    features_.push_back(f);
+    return;
+  }
   // Unique as they come: an open-addressing set (linear probing, at most half
   // full), cheaper than sorting the duplicates away at the end.
   if ((features_.size() + 1) * 2 > seen_.size()) grow_seen();

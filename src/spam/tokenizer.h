@@ -23,7 +23,7 @@ namespace mk::spam {
 // Settings that change what a feature means. Stored in the model file and
 // checked on load: a model trained with other settings is refused.
 struct TokenizerSettings {
-  uint32_t version = 1;
+  uint32_t version = 2;      // 2: Received fields give host names only (no dates, ids)
   uint32_t hash_bits = 22;   // feature space: 2^hash_bits weights
   uint32_t osb_window = 4;   // word pairs up to this distance
   uint32_t max_features = 30000;
@@ -31,7 +31,11 @@ struct TokenizerSettings {
 
 class Tokenizer {
  public:
-  explicit Tokenizer(TokenizerSettings settings = {});
+  // `synchronous`: fed and finished without another tokenizer working on the
+  // same thread in between (batch classification and training); it may then
+  // use the thread's 2^hash_bits-bit feature bitmap, which is faster than the
+  // private set that SMTP sessions (interleaved on one thread) use.
+  explicit Tokenizer(TokenizerSettings settings = {}, bool synchronous = false);
   ~Tokenizer();
   Tokenizer(const Tokenizer&) = delete;
   Tokenizer& operator=(const Tokenizer&) = delete;
@@ -61,6 +65,7 @@ class Tokenizer {
   void html_tag(std::string_view tag);
   void url(std::string_view u);
   void words(std::string_view s, std::string_view prefix, bool pairs);
+  void received_words(std::string_view value);
   void word(std::string_view w, std::string_view prefix, bool pairs);
   void token(std::string_view t);
   void prefixed_token(std::string_view prefix, std::string_view t);  // token(prefix + t), without the string
@@ -78,6 +83,8 @@ class Tokenizer {
   std::vector<uint32_t> features_;  // unique
   static constexpr uint32_t kEmpty = UINT32_MAX;  // not a feature: hash_bits <= 31
   std::vector<uint32_t> seen_;      // open-addressing set of features_
+  uint64_t* bitmap_ = nullptr;      // or the thread's bitmap, while this tokenizer owns it
+  void release_bitmap();
   std::vector<std::string> tokens_;
   bool keep_tokens_ = false;
   bool finished_ = false;

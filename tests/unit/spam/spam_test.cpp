@@ -64,10 +64,15 @@ TEST(Tokenizer, MimeDecodingTable) {
        "X-Spam-Status: Yes, hits=20\r\nSubject: hi\r\n\r\nbody\r\n",
        {"subj:hi"},
        {"hdr:x-spam-status", "yes"}},
-      {"received ips",
-       "Received: from x ([192.0.2.55]) by y\r\n\r\nbody\r\n",
-       {"ip:192.0.2.55", "ip24:192.0.2"},
-       {}},
+      {"received: ips and host names, not dates or queue ids",
+       "Received: from mx.example.net ([192.0.2.55]) by relay.example.org (Postfix) with ESMTP id 4F2A1C\r\n"
+       "\tfor <a@example.org>; Tue,  6 Aug 2002 23:33:37 -0400 (EDT)\r\n\r\nbody\r\n",
+       {"ip:192.0.2.55", "ip24:192.0.2", "rcvd:mx.example.net", "rcvd:relay.example.org", "rcvd:esmtp"},
+       {"rcvd:tue", "rcvd:aug", "rcvd:2002", "rcvd:4f2a1c", "rcvd:23"}},
+      {"html entities and a tag cut across lines",
+       "Content-Type: text/html\r\n\r\nfish &amp; chips &nbsp;caf&eacute; <a\r\nhref=\"http://cut.example.org/\">x</a>\r\n",
+       {"fish", "chips", "url:cut.example.org"},
+       {"amp", "nbsp"}},
   };
   for (auto& c : cases) {
     auto got = tokens_of(c.message);
@@ -89,6 +94,37 @@ TEST(Tokenizer, SameFeaturesWhateverTheChunking) {
     for (size_t i = 0; i < m.size(); i += chunk) t.feed(std::string_view(m).substr(i, chunk));
     EXPECT_EQ(t.finish(), expected) << "chunk " << chunk;
   }
+}
+
+TEST(Tokenizer, SynchronousTokenizersFindTheSameFeatures) {
+  std::string m =
+      "Subject: same\r\nContent-Type: text/html; charset=iso-8859-1\r\n\r\n<p>caf\xE9 cr\xE8me <b>bold</b> words "
+      "repeated repeated repeated words</p>\r\n";
+  Tokenizer reference;  // the SMTP sessions' kind
+  reference.feed(m);
+  auto expected = reference.finish();
+  for (int round = 0; round < 3; ++round) {  // the thread's bitmap is cleared after each message
+    Tokenizer batch({}, /*synchronous=*/true);
+    Tokenizer nested({}, /*synchronous=*/true);  // the bitmap is taken: this one uses its own set
+    batch.feed(m);
+    nested.feed(m);
+    EXPECT_EQ(batch.finish(), expected);
+    EXPECT_EQ(nested.finish(), expected);
+  }
+  auto sorted = expected;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(std::unique(sorted.begin(), sorted.end()), sorted.end()) << "features are unique";
+  // The same words in UTF-8 are the same features as in Latin-1.
+  Tokenizer utf8;
+  utf8.keep_tokens(true);
+  utf8.feed("Content-Type: text/plain; charset=utf-8\r\n\r\ncaf\xC3\xA9\r\n");
+  utf8.finish();
+  Tokenizer latin1;
+  latin1.keep_tokens(true);
+  latin1.feed("Content-Type: text/plain; charset=ISO-8859-1\r\n\r\ncaf\xE9\r\n");
+  latin1.finish();
+  EXPECT_TRUE(has(utf8.tokens(), "café"));
+  EXPECT_TRUE(has(latin1.tokens(), "café"));
 }
 
 TEST(Tokenizer, MalformedMimeNeverThrows) {
