@@ -107,9 +107,11 @@ int train(const Settings& settings, const SpamCommand& cmd) {
     return 1;
   }
   Model model(tok);
-  if (auto err = spam::load_or_new(settings.spam.model, tok, model); !err.empty()) {
-    std::cerr << "mailkeep: " << err << "\n";
-    return 1;
+  if (!cmd.fresh) {
+    if (auto err = spam::load_or_new(settings.spam.model, tok, model); !err.empty()) {
+      std::cerr << "mailkeep: " << err << "\n";
+      return 1;
+    }
   }
   auto mode = cmd.mode == "everything" ? spam::TrainMode::Everything : spam::TrainMode::OnError;
   model.learning_rate = cmd.rate;

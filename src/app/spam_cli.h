@@ -16,6 +16,7 @@ struct SpamCommand {
   int passes = 3;
   double rate = 0.02, margin = 0.35;
   bool online = false;     // train: classify each message before learning it (TREC style)
+  bool fresh = false;      // train: start from an empty model, replacing the file
   std::string signature;   // reclassify
   std::string as;          // reclassify: spam | ham
   std::string since;       // stats: YYYY-MM-DD (UTC)

@@ -16,13 +16,42 @@ constexpr size_t kMaxHeader = 16 * 1024;
 constexpr size_t kMaxLine = 64 * 1024;  // longer lines are tokenized in pieces
 constexpr size_t kMaxDepth = 16;        // nested multiparts
 
-// FNV-1a, 64 bit: fast and good enough for feature hashing.
-uint64_t fnv(std::string_view s, uint64_t h = 1469598103934665603ull) {
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ull;
+// ASCII upper case to lower case in 8 bytes at once (bytes >= 0x80 untouched).
+inline uint64_t lower8(uint64_t x) {
+  uint64_t low7 = x & 0x7F7F7F7F7F7F7F7Full;
+  uint64_t at_least_a = low7 + 0x3F3F3F3F3F3F3F3Full;  // bit 7 set where byte >= 'A'
+  uint64_t above_z = low7 + 0x2525252525252525ull;     // bit 7 set where byte > 'Z'
+  uint64_t upper = (at_least_a ^ above_z) & ~x & 0x8080808080808080ull;
+  return x | (upper >> 2);  // + 0x20 on A..Z
+}
+
+// The feature hash of a token: case-insensitive (ASCII), 8 bytes per step.
+// Hand-written because it runs for every word of every message and must
+// fold the case on the fly; quality only needs to spread features over 2^20.
+uint64_t hash_text(std::string_view s, uint64_t seed = 0x2F0E1EBA9EA36930ull) {
+  constexpr uint64_t k1 = 0x9E3779B97F4A7C15ull, k2 = 0xBF58476D1CE4E5B9ull;
+  const char* p = s.data();
+  const size_t n = s.size();
+  uint64_t h = seed ^ (n * k1);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t x;
+    std::memcpy(&x, p + i, 8);
+    h = (h ^ lower8(x)) * k1;
+    h ^= h >> 29;
   }
-  return h;
+  if (i < n) {  // the last 1..7 bytes (a byte loop: a variable-length memcpy is a library call)
+    uint64_t x = 0;
+    for (size_t k = 0; i + k < n; ++k) x |= uint64_t(static_cast<unsigned char>(p[i + k])) << (8 * k);
+    h = (h ^ lower8(x)) * k1;
+  }
+  h ^= h >> 32;
+  h *= k2;
+  return h ^ (h >> 29);
+}
+
+uint64_t hash_token(std::string_view prefix, std::string_view text) {
+  return prefix.empty() ? hash_text(text) : hash_text(text, hash_text(prefix));
 }
 
 uint64_t mix(uint64_t a, uint64_t b, uint64_t k) {
@@ -107,16 +136,17 @@ class Tokenizer::Utf8Converter {
   // The text as UTF-8; valid until the next call.
   std::string_view convert(std::string_view in) {
     if (latin1_) {  // each byte is its code point
-      out.clear();
+      if (out.size() < in.size() * 2) out.resize(in.size() * 2);
+      char* o = out.data();
       for (unsigned char c : in) {
         if (c < 0x80) {
-          out += char(c);
+          *o++ = char(c);
         } else {
-          out += char(0xC0 | (c >> 6));
-          out += char(0x80 | (c & 0x3F));
+          *o++ = char(0xC0 | (c >> 6));
+          *o++ = char(0x80 | (c & 0x3F));
         }
       }
-      return out;
+      return std::string_view(out.data(), size_t(o - out.data()));
     }
     if (!cd_) return in;
     carry_.append(in);
@@ -222,6 +252,7 @@ const std::vector<uint32_t>& Tokenizer::finish() {
   if (part_ && part_->in_headers) end_of_headers();
   if (part_ && !part_->in_headers && part_->text()) decoded_text("", true);
   finished_ = true;
+  flush_pending();
   release_bitmap();
   seen_ = {};  // a finished tokenizer may be kept (the SMTP session): free the set
   return features_;
@@ -365,50 +396,55 @@ void Tokenizer::body_line(std::string_view l) {
     return;
   }
   if (part_->body == Part::Body::Skip) return;  // images, attachments: the part token says enough
+  // Decoders write through a pointer into a buffer sized for the worst case
+  // (this runs for every line of every encoded part).
+  std::string& buffer = decode_buffer_;
+  if (buffer.size() < l.size() + 2) buffer.resize(l.size() + 2);
+  char* out = buffer.data();
   if (part_->cte == Part::Encoding::Base64) {
-    std::string& out = decode_buffer_;
-    out.clear();
+    uint32_t bits = part_->b64_bits;
+    int count = part_->b64_count;
     for (unsigned char c : l) {
-      int v = base64_value(c);
-      if (c == '=' && part_->b64_count >= 2) {  // padding ends a short group: 1 or 2 bytes
-        uint32_t bits = part_->b64_bits << (6 * (4 - part_->b64_count));
-        out += char((bits >> 16) & 0xff);
-        if (part_->b64_count == 3) out += char((bits >> 8) & 0xff);
-        part_->b64_bits = 0;
-        part_->b64_count = 0;
+      if (c == '=' && count >= 2) {  // padding ends a short group: 1 or 2 bytes
+        uint32_t tail = bits << (6 * (4 - count));
+        *out++ = char((tail >> 16) & 0xff);
+        if (count == 3) *out++ = char((tail >> 8) & 0xff);
+        bits = 0;
+        count = 0;
         continue;
       }
+      int v = base64_value(c);
       if (v < 0) continue;
-      part_->b64_bits = (part_->b64_bits << 6) | uint32_t(v);
-      if (++part_->b64_count == 4) {
-        out += char((part_->b64_bits >> 16) & 0xff);
-        out += char((part_->b64_bits >> 8) & 0xff);
-        out += char(part_->b64_bits & 0xff);
-        part_->b64_bits = 0;
-        part_->b64_count = 0;
+      bits = (bits << 6) | uint32_t(v);
+      if (++count == 4) {
+        *out++ = char((bits >> 16) & 0xff);
+        *out++ = char((bits >> 8) & 0xff);
+        *out++ = char(bits & 0xff);
+        bits = 0;
+        count = 0;
       }
     }
-    decoded_text(out, false);
+    part_->b64_bits = bits;
+    part_->b64_count = count;
+    decoded_text(std::string_view(buffer.data(), size_t(out - buffer.data())), false);
   } else if (part_->cte == Part::Encoding::QuotedPrintable) {
-    std::string& out = decode_buffer_;
-    out.clear();
     bool soft = false;
     for (size_t i = 0; i < l.size(); ++i) {
       if (l[i] != '=') {
-        out += l[i];
+        *out++ = l[i];
         continue;
       }
       if (i + 1 == l.size()) {
         soft = true;  // soft line break
       } else if (i + 2 < l.size() && hex_value(l[i + 1]) >= 0 && hex_value(l[i + 2]) >= 0) {
-        out += char(hex_value(l[i + 1]) * 16 + hex_value(l[i + 2]));
+        *out++ = char(hex_value(l[i + 1]) * 16 + hex_value(l[i + 2]));
         i += 2;
       } else {
-        out += '=';  // malformed: keep as it is
+        *out++ = '=';  // malformed: keep as it is
       }
     }
-    if (!soft) out += '\n';
-    decoded_text(out, false);
+    if (!soft) *out++ = '\n';
+    decoded_text(std::string_view(buffer.data(), size_t(out - buffer.data())), false);
   } else {
     decoded_text(l, false);
     decoded_text("\n", false);
@@ -614,12 +650,7 @@ void Tokenizer::word(std::string_view w, std::string_view prefix, bool pairs) {
     token(std::string(prefix) + "long:" + std::to_string(w.size() / 10));
     return;
   }
-  // The hash of prefix + lower-cased word, folded in place (no string is built per word).
-  uint64_t h = fnv(prefix);
-  for (unsigned char c : w) {
-    h ^= ascii_lower(c);
-    h *= 1099511628211ull;
-  }
+  uint64_t h = hash_token(prefix, w);  // lower-cased on the fly: no string per word
   if (keep_tokens_) tokens_.push_back(std::string(prefix) + to_lower(w));
   add(h);
   if (!pairs) return;
@@ -632,17 +663,30 @@ void Tokenizer::word(std::string_view w, std::string_view prefix, bool pairs) {
 
 void Tokenizer::prefixed_token(std::string_view prefix, std::string_view t) {
   if (keep_tokens_) tokens_.push_back(std::string(prefix) + std::string(t));
-  add(fnv(t, fnv(prefix)));
+  add(hash_token(prefix, t));
 }
 
 void Tokenizer::token(std::string_view t) {
   if (keep_tokens_) tokens_.emplace_back(t);
-  add(fnv(t));
+  add(hash_token("", t));
 }
 
 void Tokenizer::add(uint64_t hash) {
+  // Collected in a small batch and deduplicated together: the bitmap words of
+  // a whole batch are prefetched first, so the random accesses overlap.
+  pending_[pending_count_++] = uint32_t(hash >> (64 - settings_.hash_bits));
+  if (pending_count_ == kPending) flush_pending();
+}
+
+void Tokenizer::flush_pending() {
+  if (bitmap_)
+    for (size_t i = 0; i < pending_count_; ++i) __builtin_prefetch(&bitmap_[pending_[i] >> 6], 1);
+  for (size_t i = 0; i < pending_count_; ++i) insert(pending_[i]);
+  pending_count_ = 0;
+}
+
+void Tokenizer::insert(uint32_t f) {
   if (features_.size() >= settings_.max_features) return;
-  uint32_t f = uint32_t(hash >> (64 - settings_.hash_bits));
   if (bitmap_) {
     uint64_t bit = uint64_t(1) << (f & 63);
     if (bitmap_[f >> 6] & bit) return;

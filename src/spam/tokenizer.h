@@ -23,8 +23,8 @@ namespace mk::spam {
 // Settings that change what a feature means. Stored in the model file and
 // checked on load: a model trained with other settings is refused.
 struct TokenizerSettings {
-  uint32_t version = 2;      // 2: Received fields give host names only (no dates, ids)
-  uint32_t hash_bits = 22;   // feature space: 2^hash_bits weights
+  uint32_t version = 2;      // 2: Received fields give host names only (no dates, ids); new hash
+  uint32_t hash_bits = 20;   // feature space: 2^hash_bits weights
   uint32_t osb_window = 4;   // word pairs up to this distance
   uint32_t max_features = 30000;
 };
@@ -70,6 +70,8 @@ class Tokenizer {
   void token(std::string_view t);
   void prefixed_token(std::string_view prefix, std::string_view t);  // token(prefix + t), without the string
   void add(uint64_t hash);
+  void flush_pending();
+  void insert(uint32_t feature);
   void grow_seen();
 
   TokenizerSettings settings_;
@@ -82,6 +84,9 @@ class Tokenizer {
   size_t recent_next_ = 0, recent_count_ = 0;
   std::vector<uint32_t> features_;  // unique
   static constexpr uint32_t kEmpty = UINT32_MAX;  // not a feature: hash_bits <= 31
+  static constexpr size_t kPending = 64;
+  uint32_t pending_[kPending];      // features not yet deduplicated (see add())
+  size_t pending_count_ = 0;
   std::vector<uint32_t> seen_;      // open-addressing set of features_
   uint64_t* bitmap_ = nullptr;      // or the thread's bitmap, while this tokenizer owns it
   void release_bitmap();
