@@ -38,16 +38,20 @@ double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 Model::Model(TokenizerSettings settings) : settings_(settings), weights_(size_t(1) << settings.hash_bits, 0.0f) {}
 
 double Model::score(const std::vector<uint32_t>& features) const {
-  // The weights are read at random over 16 MB: fetch a few features ahead.
-  constexpr size_t kAhead = 16;
+  // Four sums: the additions of one message do not wait on each other.
+  const float* w = weights_.data();
+  const uint32_t* f = features.data();
   const size_t n = features.size();
-  for (size_t i = 0; i < std::min(n, kAhead); ++i) __builtin_prefetch(&weights_[features[i]]);
-  double sum = bias_;
-  for (size_t i = 0; i < n; ++i) {
-    if (i + kAhead < n) __builtin_prefetch(&weights_[features[i + kAhead]]);
-    sum += weights_[features[i]];
+  double s0 = bias_, s1 = 0, s2 = 0, s3 = 0;
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s0 += w[f[i]];
+    s1 += w[f[i + 1]];
+    s2 += w[f[i + 2]];
+    s3 += w[f[i + 3]];
   }
-  return sigmoid(sum);
+  for (; i < n; ++i) s0 += w[f[i]];
+  return sigmoid((s0 + s1) + (s2 + s3));
 }
 
 bool Model::train(const std::vector<uint32_t>& features, bool is_spam, TrainMode mode, bool count) {

@@ -252,7 +252,6 @@ const std::vector<uint32_t>& Tokenizer::finish() {
   if (part_ && part_->in_headers) end_of_headers();
   if (part_ && !part_->in_headers && part_->text()) decoded_text("", true);
   finished_ = true;
-  flush_pending();
   release_bitmap();
   seen_ = {};  // a finished tokenizer may be kept (the SMTP session): free the set
   return features_;
@@ -482,14 +481,9 @@ void Tokenizer::body_words(std::string_view s, bool final_chunk) {
 }
 
 void Tokenizer::text(std::string_view s, bool final_chunk) {
-  // URLs in plain text.
-  for (size_t pos = 0; (pos = s.find("http", pos)) != std::string_view::npos;) {
-    auto end = s.find_first_of(" \t\n\"'<>)", pos);
-    auto u = s.substr(pos, end == std::string_view::npos ? std::string_view::npos : end - pos);
-    if (u.starts_with("http://") || u.starts_with("https://")) url(u);
-    pos += 4;
-  }
+  urls_in_words_ = true;  // plain text: words() also picks out the http(s) URLs
   body_words(s, final_chunk);
+  urls_in_words_ = false;
 }
 
 void Tokenizer::html(std::string_view s, bool final_chunk) {
@@ -637,7 +631,14 @@ void Tokenizer::words(std::string_view s, std::string_view prefix, bool pairs) {
     while (i < s.size() && !word_char((unsigned char)s[i])) ++i;
     size_t j = i;
     while (j < s.size() && word_char((unsigned char)s[j])) ++j;
-    if (j > i) word(s.substr(i, j - i), prefix, pairs);
+    if (j > i) {
+      auto w = s.substr(i, j - i);
+      if (urls_in_words_ && (w == "http" || w == "https") && s.substr(j, 3) == "://") {
+        auto end = s.find_first_of(" \t\n\"'<>)", i);
+        url(s.substr(i, end == std::string_view::npos ? std::string_view::npos : end - i));
+      }
+      word(w, prefix, pairs);
+    }
     i = j;
   }
 }
@@ -672,17 +673,16 @@ void Tokenizer::token(std::string_view t) {
 }
 
 void Tokenizer::add(uint64_t hash) {
-  // Collected in a small batch and deduplicated together: the bitmap words of
-  // a whole batch are prefetched first, so the random accesses overlap.
-  pending_[pending_count_++] = uint32_t(hash >> (64 - settings_.hash_bits));
-  if (pending_count_ == kPending) flush_pending();
-}
-
-void Tokenizer::flush_pending() {
-  if (bitmap_)
-    for (size_t i = 0; i < pending_count_; ++i) __builtin_prefetch(&bitmap_[pending_[i] >> 6], 1);
-  for (size_t i = 0; i < pending_count_; ++i) insert(pending_[i]);
-  pending_count_ = 0;
+  uint32_t f = uint32_t(hash >> (64 - settings_.hash_bits));
+  if (bitmap_) {  // 2^20 bits: 128 kB, stays in the cache
+    if (features_.size() >= settings_.max_features) return;
+    uint64_t bit = uint64_t(1) << (f & 63);
+    if (bitmap_[f >> 6] & bit) return;
+    bitmap_[f >> 6] |= bit;
+    features_.push_back(f);
+    return;
+  }
+  insert(f);
 }
 
 void Tokenizer::insert(uint32_t f) {

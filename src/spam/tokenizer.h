@@ -70,7 +70,6 @@ class Tokenizer {
   void token(std::string_view t);
   void prefixed_token(std::string_view prefix, std::string_view t);  // token(prefix + t), without the string
   void add(uint64_t hash);
-  void flush_pending();
   void insert(uint32_t feature);
   void grow_seen();
 
@@ -84,9 +83,6 @@ class Tokenizer {
   size_t recent_next_ = 0, recent_count_ = 0;
   std::vector<uint32_t> features_;  // unique
   static constexpr uint32_t kEmpty = UINT32_MAX;  // not a feature: hash_bits <= 31
-  static constexpr size_t kPending = 64;
-  uint32_t pending_[kPending];      // features not yet deduplicated (see add())
-  size_t pending_count_ = 0;
   std::vector<uint32_t> seen_;      // open-addressing set of features_
   uint64_t* bitmap_ = nullptr;      // or the thread's bitmap, while this tokenizer owns it
   void release_bitmap();
@@ -96,6 +92,7 @@ class Tokenizer {
   std::string subject_;
   // HTML state across lines.
   bool in_tag_ = false, in_script_ = false;
+  bool urls_in_words_ = false;  // while tokenizing plain text
   std::string tag_;
   std::string carry_;  // a body word cut at the end of a decoded piece
   std::string html_plain_, html_text_, decode_buffer_;
