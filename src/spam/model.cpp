@@ -2,6 +2,7 @@
 #include "spam/model.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -68,6 +69,14 @@ bool Model::train(const std::vector<uint32_t>& features, bool is_spam, TrainMode
   return true;
 }
 
+void give_to_directory_owner(int fd, const std::string& path) {
+  if (::geteuid() != 0) return;
+  auto dir = std::filesystem::path(path).parent_path();
+  struct stat st {};
+  if (::stat(dir.empty() ? "." : dir.c_str(), &st) == 0 && st.st_uid != 0)
+    if (::fchown(fd, st.st_uid, st.st_gid) != 0) { /* best effort: the file stays root's */ }
+}
+
 std::string Model::save(const std::string& path) const {
   Header h{};
   std::memcpy(h.magic, kMagic, sizeof kMagic);
@@ -86,6 +95,7 @@ std::string Model::save(const std::string& path) const {
   auto tmp = path + ".tmp." + std::to_string(::getpid());  // writers never share a temp file
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
   if (fd < 0) return "cannot create " + tmp + ": " + std::strerror(errno);
+  give_to_directory_owner(fd, path);
   auto write_all = [&](const void* p, size_t n) {
     auto* c = static_cast<const char*>(p);
     while (n > 0) {

@@ -57,4 +57,9 @@ class Model {
   uint64_t trained_spam_ = 0, trained_ham_ = 0;
 };
 
+// When root (the operator's `mailkeep spam train`) writes a file in a
+// directory that belongs to the server's [general] user, the file is given to
+// that user, so that the server can read it and rewrite it (reclassify).
+void give_to_directory_owner(int fd, const std::string& path);
+
 }  // namespace mk::spam

@@ -177,6 +177,69 @@ class Tokenizer::Utf8Converter {
   std::string out;
 };
 
+std::string Tokenizer::decode_encoded_words(std::string_view v) {
+  std::string out;
+  size_t i = 0;
+  bool after_encoded = false;  // whitespace between two encoded words is not text (RFC 2047 6.2)
+  while (i < v.size()) {
+    auto start = v.find("=?", i);
+    if (start == std::string_view::npos) {
+      out.append(v.substr(i));
+      break;
+    }
+    auto q = v.find('?', start + 2);
+    auto end = q == std::string_view::npos || q + 3 > v.size() ? std::string_view::npos : v.find("?=", q + 3);
+    char encoding = q != std::string_view::npos && q + 2 < v.size() && v[q + 2] == '?' ? char(v[q + 1] | 0x20) : 0;
+    if (end == std::string_view::npos || (encoding != 'b' && encoding != 'q') || q - start > 64) {
+      out.append(v.substr(i, start + 2 - i));  // not an encoded word: as it is
+      i = start + 2;
+      after_encoded = false;
+      continue;
+    }
+    auto between = v.substr(i, start - i);
+    if (!(after_encoded && trim(between).empty())) out.append(between);
+    auto charset = v.substr(start + 2, q - start - 2);
+    charset = charset.substr(0, charset.find('*'));  // RFC 2231 language suffix
+    auto text = v.substr(q + 3, end - q - 3);
+    std::string bytes;
+    if (encoding == 'q') {
+      for (size_t k = 0; k < text.size(); ++k) {
+        if (text[k] == '_') bytes += ' ';
+        else if (text[k] == '=' && k + 2 < text.size() && hex_value(text[k + 1]) >= 0 && hex_value(text[k + 2]) >= 0) {
+          bytes += char(hex_value(text[k + 1]) * 16 + hex_value(text[k + 2]));
+          k += 2;
+        } else bytes += text[k];
+      }
+    } else {
+      uint32_t bits = 0;
+      int count = 0;
+      for (unsigned char c : text) {
+        int value = base64_value(c);
+        if (value < 0) continue;
+        bits = (bits << 6) | uint32_t(value);
+        if (++count == 4) {
+          bytes += char(bits >> 16);
+          bytes += char((bits >> 8) & 0xff);
+          bytes += char(bits & 0xff);
+          bits = 0;
+          count = 0;
+        }
+      }
+      if (count == 2) bytes += char((bits << 12) >> 16);
+      if (count == 3) {
+        bits <<= 6;
+        bytes += char(bits >> 16);
+        bytes += char((bits >> 8) & 0xff);
+      }
+    }
+    Utf8Converter converter{std::string(charset)};
+    out.append(converter.convert(bytes));
+    i = end + 2;
+    after_encoded = true;
+  }
+  return out;
+}
+
 struct Tokenizer::Part {
   bool in_headers = true;
   bool top = false;
@@ -320,11 +383,15 @@ void Tokenizer::finish_header() {
   }
   if (!part_->top) return;
   if (name == "subject") {
-    subject_ = std::string(value.substr(0, 200));
-    words(value, "subj:", true);
+    std::string decoded = value.find("=?") == std::string_view::npos ? std::string(value) : decode_encoded_words(value);
+    size_t cut = std::min<size_t>(decoded.size(), 200);
+    while (cut < decoded.size() && cut > 0 && (static_cast<unsigned char>(decoded[cut]) & 0xC0) == 0x80) --cut;
+    subject_ = decoded.substr(0, cut);  // whole UTF-8 characters
+    words(decoded, "subj:", true);
   } else if (name == "from" || name == "to" || name == "cc" || name == "reply-to" || name == "return-path" ||
              name == "sender") {
-    words(value, name == "from" ? "from:" : name == "return-path" ? "rpath:" : "to:", false);
+    std::string decoded = value.find("=?") == std::string_view::npos ? std::string(value) : decode_encoded_words(value);
+    words(decoded, name == "from" ? "from:" : name == "return-path" ? "rpath:" : "to:", false);
   } else if (name == "received") {
     // IPs (and their /24) and host words of the relay chain.
     size_t i = 0;

@@ -9,7 +9,7 @@
 // time (GMime and friends want the whole message or a seekable stream).
 // Malformed MIME never throws: whatever cannot be decoded is tokenized raw.
 // Standards: RFC 5322 (header folding), RFC 2045/2046 (MIME, base64, QP,
-// multipart), RFC 2047 encoded words are tokenized as they are.
+// multipart), RFC 2047 (encoded words in Subject and address fields).
 // Threading: one tokenizer per message.
 #pragma once
 #include <cstdint>
@@ -48,7 +48,13 @@ class Tokenizer {
   // For tests and debugging: the token strings seen (before hashing), if enabled.
   void keep_tokens(bool keep) { keep_tokens_ = keep; }
   const std::vector<std::string>& tokens() const { return tokens_; }
+  // The Subject field, RFC 2047 encoded words decoded to UTF-8 (at most 200 bytes).
   std::string subject() const { return subject_; }
+
+  // "=?UTF-8?Q?caf=C3=A9?= =?ISO-8859-1?B?Y3LobWU=?=" → "cafécrème" (RFC 2047:
+  // B and Q encodings, any iconv charset, whitespace between encoded words dropped);
+  // anything that is not an encoded word stays as it is.
+  static std::string decode_encoded_words(std::string_view value);
 
  private:
   struct Part;

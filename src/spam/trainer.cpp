@@ -18,6 +18,7 @@ ModelLock::ModelLock(const std::string& model_path) {
     error_ = "cannot open " + lock_path + ": " + std::strerror(errno);
     return;
   }
+  give_to_directory_owner(fd_, lock_path);
   while (::flock(fd_, LOCK_EX) != 0) {
     if (errno == EINTR) continue;
     error_ = "cannot lock " + lock_path + ": " + std::strerror(errno);

@@ -205,3 +205,51 @@ def test_default_user_is_mailkeep(mailkeep_bin, tmp_path):
     res = run_mailkeep("check-config", "-c", str(path))
     assert res.returncode == 0, res.stderr
     assert "user = mailkeep" in res.stdout
+
+
+def test_spam_model_trained_by_root_is_usable_by_the_server(workdir, capture, mailkeep_bin):
+    """The operator trains as root in the server's data directory; the server, as mailkeep, reads
+    that model and rewrites it when the /spam page reclassifies."""
+    import json
+    import urllib.request
+    uid, gid = mailkeep_ids()
+    data = workdir / "spamdata"
+    data.mkdir()
+    os.chown(data, uid, gid)
+    corpus = workdir / "corpus"
+    for kind, words in (("spam", "cheap pills viagra winner prize"), ("ham", "meeting minutes agenda review")):
+        (corpus / kind).mkdir(parents=True)
+        for i in range(5):
+            (corpus / kind / f"{i}.eml").write_text(f"Subject: {words} {i}\n\n{words} {words}\n")
+    token = "priv-token-0123456789abcdef"
+    http_port = free_port()
+    cfg = default_config(free_port(), capture.address, general={"user": "mailkeep"},
+                         spam={"enabled": "true", "model": str(data / "spam.model"),
+                               "history": str(data / "history.db")},
+                         http={"listen": f"127.0.0.1:{http_port}", "admin_token": token})
+    mk = Mailkeep(workdir / "mk", cfg)
+    os.chmod(mk.workdir, 0o755)
+    train = subprocess.run([str(mailkeep_bin), "spam", "train", "-c", str(mk.config_path),
+                            "--spam", str(corpus / "spam"), "--ham", str(corpus / "ham")],
+                           capture_output=True, text=True)
+    assert train.returncode == 0, train.stderr
+    for name in ("spam.model", "spam.model.lock"):
+        assert (data / name).stat().st_uid == uid, f"{name} belongs to root"
+    mk.start()
+    try:
+        assert "spam model" in mk.log() and "loaded" in mk.log(), mk.log()
+        with RawSMTP(mk.host, mk.port) as c:
+            c.ehlo()
+            assert c.send_message("s@internet.test", ["user@example.org"],
+                                  b"Subject: cheap pills\r\n\r\nwinner prize\r\n").code == 250
+        sig = [l.split(":", 1)[1].strip() for l in capture.wait_for(1)[0].data.decode().splitlines()
+               if l.startswith("X-Mailkeep-Signature:")][0]
+        req = urllib.request.Request(f"http://127.0.0.1:{http_port}/spam/reclassify",
+                                     data=json.dumps({"signature": sig, "as": "ham"}).encode(), method="POST",
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 200 and json.load(r)["as"] == "ham"
+        assert (data / "spam.model").stat().st_uid == uid
+        assert (data / "history.db").stat().st_uid == uid
+    finally:
+        mk.stop()

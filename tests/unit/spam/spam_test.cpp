@@ -96,6 +96,31 @@ TEST(Tokenizer, SameFeaturesWhateverTheChunking) {
   }
 }
 
+TEST(Tokenizer, EncodedWordsAreDecoded) {
+  struct {
+    const char* in;
+    const char* out;
+  } cases[] = {
+      {"=?UTF-8?Q?caf=C3=A9?= =?ISO-8859-1?B?Y3LobWU=?=", "caf\xC3\xA9" "cr\xC3\xA8me"},
+      {"Re: =?utf-8?q?Gr=C3=BC=C3=9Fe_aus?= Berlin", "Re: Gr\xC3\xBC\xC3\x9F" "e aus Berlin"},
+      {"=?GB2312?B?xOO6ww==?=", "\xE4\xBD\xA0\xE5\xA5\xBD"},  // 你好
+      {"=?x-no-such-charset?Q?abc?=", "abc"},
+      {"plain =? not ?= encoded", "plain =? not ?= encoded"},
+      {"=?utf-8?X?abc?=", "=?utf-8?X?abc?="},
+      {"=?utf-8?Q?unterminated", "=?utf-8?Q?unterminated"},
+      {"", ""},
+  };
+  for (auto& c : cases) EXPECT_EQ(Tokenizer::decode_encoded_words(c.in), c.out) << c.in;
+  Tokenizer t;
+  t.keep_tokens(true);
+  t.feed("Subject: =?UTF-8?B?RlJFRSBtb25leQ==?=\r\nFrom: =?iso-8859-1?q?J=F6rg?= <j@example.org>\r\n\r\nx\r\n");
+  t.finish();
+  EXPECT_TRUE(has(t.tokens(), "subj:free")) << "encoded subjects are tokenized decoded";
+  EXPECT_TRUE(has(t.tokens(), "subj:money"));
+  EXPECT_TRUE(has(t.tokens(), "from:j\xC3\xB6rg"));
+  EXPECT_EQ(t.subject(), "FREE money");
+}
+
 TEST(Tokenizer, SynchronousTokenizersFindTheSameFeatures) {
   std::string m =
       "Subject: same\r\nContent-Type: text/html; charset=iso-8859-1\r\n\r\n<p>caf\xE9 cr\xE8me <b>bold</b> words "
