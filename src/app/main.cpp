@@ -554,7 +554,10 @@ int main(int argc, char** argv) {
   spam_reclassify->add_option("--as", spam_cmd.as, "spam | ham")->required()->check(CLI::IsMember({"spam", "ham"}));
   auto* spam_stats = spam_top->add_subcommand("stats", "Verdict counts since a date, learned counts, errors corrected");
   spam_stats->add_option("--since", spam_cmd.since, "YYYY-MM-DD (UTC); default: the whole history");
-  for (auto* sub : {spam_train, spam_classify, spam_reclassify, spam_stats})
+  auto* spam_explain = spam_top->add_subcommand("explain", "Why messages score as they do: their strongest features");
+  spam_explain->add_option("files", spam_cmd.files, "message files")->required();
+  spam_explain->add_option("--top", spam_cmd.top, "how many features per message")->check(CLI::Range(1, 1000));
+  for (auto* sub : {spam_train, spam_classify, spam_reclassify, spam_stats, spam_explain})
     sub->add_option("-c,--config", config_path, "INI configuration file");
 
   CLI11_PARSE(app, argc, argv);

@@ -2,6 +2,8 @@
 // model's lock (spam/trainer.h); classification reads the file as it is.
 #include "app/spam_cli.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
@@ -68,6 +70,39 @@ int classify(const Settings& settings, const SpamCommand& cmd) {
     }
   }
   std::cout << out;
+  return status;
+}
+
+// Why a message scored as it did: its strongest features, with the tokens they stand for.
+int explain(const Settings& settings, const SpamCommand& cmd) {
+  TokenizerSettings tok;
+  Model model(tok);
+  if (auto err = Model::load(settings.spam.model, model, tok); !err.empty()) {
+    std::cerr << "mailkeep: " << err << "\n";
+    return 1;
+  }
+  int status = 0;
+  for (auto& path : cmd.files) {
+    spam::Tokenizer t(tok);
+    t.keep_tokens(true);
+    if (!spam::tokenize_file(path, t)) {
+      std::cerr << "mailkeep: cannot read " << path << "\n";
+      status = 1;
+      continue;
+    }
+    std::printf("%s\t%.6f\t%zu features\n", path.c_str(), model.score(t.finish()), t.finish().size());
+    std::vector<std::pair<float, size_t>> strongest;
+    std::vector<bool> seen(size_t(1) << tok.hash_bits);
+    for (size_t i = 0; i < t.tokens().size(); ++i) {
+      uint32_t f = t.token_features()[i];
+      if (seen[f]) continue;
+      seen[f] = true;
+      strongest.push_back({model.weight(f), i});
+    }
+    std::sort(strongest.begin(), strongest.end(), [](auto& a, auto& b) { return std::fabs(a.first) > std::fabs(b.first); });
+    if (strongest.size() > size_t(cmd.top)) strongest.resize(size_t(cmd.top));
+    for (auto& [w, i] : strongest) std::printf("  %+8.4f\t%s\n", w, t.tokens()[i].c_str());
+  }
   return status;
 }
 
@@ -221,6 +256,7 @@ int spam_command(const Settings& settings, const SpamCommand& cmd) {
   if (cmd.action == "classify") return classify(settings, cmd);
   if (cmd.action == "train") return train(settings, cmd);
   if (cmd.action == "reclassify") return reclassify(settings, cmd);
+  if (cmd.action == "explain") return explain(settings, cmd);
   return stats(settings, cmd);
 }
 

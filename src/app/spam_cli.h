@@ -8,7 +8,7 @@
 namespace mk::app {
 
 struct SpamCommand {
-  std::string action;  // train | classify | reclassify | stats
+  std::string action;  // train | classify | reclassify | stats | explain
   std::vector<std::string> spam, ham, files;
   std::string files_from;
   std::string labelled;  // train: "spam<TAB>PATH" / "ham<TAB>PATH" lines, in this order
@@ -20,6 +20,7 @@ struct SpamCommand {
   std::string signature;   // reclassify
   std::string as;          // reclassify: spam | ham
   std::string since;       // stats: YYYY-MM-DD (UTC)
+  int top = 20;            // explain: how many features
 };
 
 // Returns the process exit status; messages go to stdout/stderr.

@@ -38,6 +38,8 @@ class Model {
   bool train(const std::vector<uint32_t>& features, bool is_spam, TrainMode mode, bool count = true);
 
   const TokenizerSettings& settings() const { return settings_; }
+  float weight(uint32_t feature) const { return weights_[feature]; }
+  float bias() const { return bias_; }
   uint64_t trained_spam() const { return trained_spam_; }
   uint64_t trained_ham() const { return trained_ham_; }
 

@@ -719,24 +719,37 @@ void Tokenizer::word(std::string_view w, std::string_view prefix, bool pairs) {
     return;
   }
   uint64_t h = hash_token(prefix, w);  // lower-cased on the fly: no string per word
-  if (keep_tokens_) tokens_.push_back(std::string(prefix) + to_lower(w));
+  if (keep_tokens_) keep(std::string(prefix) + to_lower(w), h);
   add(h);
   if (!pairs) return;
   // OSB: this word with each of the previous window-1 words, at its distance.
-  for (size_t k = 0; k < recent_count_; ++k) add(mix(recent_[(recent_next_ + kRecent - 1 - k) % kRecent], h, k + 1));
+  for (size_t k = 0; k < recent_count_; ++k) {
+    size_t slot = (recent_next_ + kRecent - 1 - k) % kRecent;
+    uint64_t pair = mix(recent_[slot], h, k + 1);
+    if (keep_tokens_) keep(recent_words_[slot] + " ~" + std::to_string(k + 1) + "~ " + to_lower(w), pair);
+    add(pair);
+  }
+  if (keep_tokens_) recent_words_[recent_next_] = std::string(prefix) + to_lower(w);
   recent_[recent_next_] = h;
   recent_next_ = (recent_next_ + 1) % kRecent;
   if (recent_count_ + 1 < settings_.osb_window && recent_count_ + 1 < kRecent) ++recent_count_;
 }
 
 void Tokenizer::prefixed_token(std::string_view prefix, std::string_view t) {
-  if (keep_tokens_) tokens_.push_back(std::string(prefix) + std::string(t));
-  add(hash_token(prefix, t));
+  uint64_t h = hash_token(prefix, t);
+  if (keep_tokens_) keep(std::string(prefix) + std::string(t), h);
+  add(h);
 }
 
 void Tokenizer::token(std::string_view t) {
-  if (keep_tokens_) tokens_.emplace_back(t);
-  add(hash_token("", t));
+  uint64_t h = hash_token("", t);
+  if (keep_tokens_) keep(std::string(t), h);
+  add(h);
+}
+
+void Tokenizer::keep(std::string token, uint64_t hash) {
+  tokens_.push_back(std::move(token));
+  token_features_.push_back(uint32_t(hash >> (64 - settings_.hash_bits)));
 }
 
 void Tokenizer::add(uint64_t hash) {

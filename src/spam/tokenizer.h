@@ -48,6 +48,8 @@ class Tokenizer {
   // For tests and debugging: the token strings seen (before hashing), if enabled.
   void keep_tokens(bool keep) { keep_tokens_ = keep; }
   const std::vector<std::string>& tokens() const { return tokens_; }
+  // The feature index of each of tokens() (`mailkeep spam explain`).
+  const std::vector<uint32_t>& token_features() const { return token_features_; }
   // The Subject field, RFC 2047 encoded words decoded to UTF-8 (at most 200 bytes).
   std::string subject() const { return subject_; }
 
@@ -93,6 +95,9 @@ class Tokenizer {
   uint64_t* bitmap_ = nullptr;      // or the thread's bitmap, while this tokenizer owns it
   void release_bitmap();
   std::vector<std::string> tokens_;
+  std::vector<uint32_t> token_features_;
+  std::string recent_words_[8];  // with keep_tokens: the words of recent_, to name the pairs
+  void keep(std::string token, uint64_t hash);
   bool keep_tokens_ = false;
   bool finished_ = false;
   std::string subject_;

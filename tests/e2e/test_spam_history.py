@@ -129,6 +129,16 @@ def test_cli_reclassify_changes_a_later_verdict_and_stats_count_it(gateway, mode
     tomorrow = gateway.stats("--since", (today + datetime.timedelta(days=1)).isoformat())
     assert (tomorrow["spam"], tomorrow["ham"]) == ("0", "0"), tomorrow
 
+    # Why: `spam explain` names the strongest features, each a token of the message.
+    res = gateway.cli("explain", "--top", "5", str(spam_path))
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    path, score, count = lines[0].split("\t")
+    assert path == str(spam_path) and float(score) > 0.5 and count.endswith(" features")
+    assert len(lines) == 6
+    weights = [float(line.split("\t")[0]) for line in lines[1:]]
+    assert weights == sorted(weights, key=abs, reverse=True) and any(w > 0 for w in weights)
+
     # Clear failures, not guesses.
     res = gateway.cli("reclassify", "0000000000000000", "--as", "ham")
     assert res.returncode == 1 and "not-found" in res.stderr, res
