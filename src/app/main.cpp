@@ -544,6 +544,8 @@ int main(int argc, char** argv) {
   spam_train->add_option("--labelled", spam_cmd.labelled, "file of 'spam|ham<TAB>PATH' lines, learned in that order");
   spam_train->add_option("--rate", spam_cmd.rate, "learning rate");
   spam_train->add_option("--margin", spam_cmd.margin, "near-error band around 0.5 for on-error training");
+  spam_train->add_option("--ham-cost", spam_cmd.ham_cost, "how much harder a good message is learned than a spam (default 2)")
+      ->check(CLI::Range(0.1, 100.0));
   spam_train->add_flag("--fresh", spam_cmd.fresh, "start from an empty model (replaces the file; needed after a tokenizer change)");
   spam_train->add_flag("--online", spam_cmd.online, "classify each message before learning it, in order; print the verdicts");
   auto* spam_classify = spam_top->add_subcommand("classify", "Score messages: PATH<TAB>SCORE<TAB>spam|ham");

@@ -151,6 +151,7 @@ int train(const Settings& settings, const SpamCommand& cmd) {
   auto mode = cmd.mode == "everything" ? spam::TrainMode::Everything : spam::TrainMode::OnError;
   model.learning_rate = cmd.rate;
   model.margin = cmd.margin;
+  model.ham_cost = cmd.ham_cost;
   if (cmd.online) {
     // TREC style, in the order given: classify, report, then learn the truth.
     uint64_t errors = 0;

@@ -14,7 +14,7 @@ struct SpamCommand {
   std::string labelled;  // train: "spam<TAB>PATH" / "ham<TAB>PATH" lines, in this order
   std::string mode = "on-error";
   int passes = 3;
-  double rate = 0.02, margin = 0.35;
+  double rate = 0.02, margin = 0.35, ham_cost = 2.0;
   bool online = false;     // train: classify each message before learning it (TREC style)
   bool fresh = false;      // train: start from an empty model, replacing the file
   std::string signature;   // reclassify

@@ -63,7 +63,7 @@ bool Model::train(const std::vector<uint32_t>& features, bool is_spam, TrainMode
     bool wrong_side = is_spam ? p < 0.5 : p >= 0.5;
     if (!wrong_side && std::fabs(p - 0.5) >= margin) return false;
   }
-  float step = float(learning_rate * (y - p));
+  float step = float(learning_rate * (y - p) * (is_spam ? 1.0 : ham_cost));
   for (auto f : features) weights_[f] += step;
   bias_ += step * 0.1f;
   return true;

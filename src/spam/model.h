@@ -51,6 +51,10 @@ class Model {
 
   double learning_rate = 0.02;
   double margin = 0.35;  // near-error band for TrainMode::OnError (|p - 0.5| < margin)
+  // Cost-sensitive learning: a good message is learned this many times as
+  // hard as a spam, because losing good mail costs more than seeing a spam
+  // (on the benchmark: 8 false positives instead of 16, 154 misses instead of 111).
+  double ham_cost = 2.0;
 
  private:
   TokenizerSettings settings_;

@@ -393,32 +393,45 @@ void Tokenizer::finish_header() {
     std::string decoded = value.find("=?") == std::string_view::npos ? std::string(value) : decode_encoded_words(value);
     words(decoded, name == "from" ? "from:" : name == "return-path" ? "rpath:" : "to:", false);
   } else if (name == "received") {
-    // IPs (and their /24) and host words of the relay chain.
-    size_t i = 0;
-    while (i < value.size()) {
-      if (std::isdigit((unsigned char)value[i])) {
-        size_t j = i;
-        int dots = 0;
-        while (j < value.size() && (std::isdigit((unsigned char)value[j]) || value[j] == '.')) dots += value[j++] == '.';
-        if (dots == 3) {
-          auto ip = value.substr(i, j - i);
-          prefixed_token("ip:", ip);
-          prefixed_token("ip24:", ip.substr(0, ip.rfind('.')));
-        }
-        i = j;
-      } else {
-        ++i;
-      }
-    }
-    received_words(value);
+    // Only the bottom-most field counts (tokenized at the end of the header):
+    // it is where the message entered the mail system. The hops above it
+    // are added by whoever carried and stored it — our own Received: in the
+    // archive, the provider, a fetchmail — so they differ between the mail
+    // we score (as it arrives) and the mail we train from (as it was kept).
+    first_received_.assign(value.substr(0, 2048));
   } else if (name == "x-mailer" || name == "user-agent" || name == "message-id" || name == "organization" ||
              name == "list-id" || name == "precedence" || name == "importance" || name == "x-priority") {
     words(value, name_colon, false);
   }
 }
 
+// A Received field: its IPs (and their /24) and host names.
+void Tokenizer::received_hop(std::string_view value) {
+  size_t i = 0;
+  while (i < value.size()) {
+    if (std::isdigit((unsigned char)value[i])) {
+      size_t j = i;
+      int dots = 0;
+      while (j < value.size() && (std::isdigit((unsigned char)value[j]) || value[j] == '.')) dots += value[j++] == '.';
+      if (dots == 3) {
+        auto ip = value.substr(i, j - i);
+        prefixed_token("ip:", ip);
+        prefixed_token("ip24:", ip.substr(0, ip.rfind('.')));
+      }
+      i = j;
+    } else {
+      ++i;
+    }
+  }
+  received_words(value);
+}
+
 void Tokenizer::end_of_headers() {
   finish_header();
+  if (part_->top && !first_received_.empty()) {
+    received_hop(first_received_);
+    first_received_ = {};
+  }
   part_->in_headers = false;
   if (part_->multipart() && stack_.size() < kMaxDepth) {
     stack_.push_back(std::move(part_));  // the preamble follows: nothing to tokenize until a boundary

@@ -2,7 +2,8 @@
 // classifier, in one pass while the bytes arrive (DATA), never holding the
 // message: MIME-aware (multipart walk, base64 and quoted-printable decoded,
 // charsets converted to UTF-8 with iconv, HTML reduced to text plus tag and
-// URL tokens), header fields tagged (subj:, from:, rcvd:, ip:, url: ...),
+// URL tokens), header fields tagged (subj:, from:, rcvd:, ip:, url: ...; of
+// the Received fields only the bottom-most, where the message entered mail),
 // words combined as orthogonal sparse bigrams (OSB, window 4) and hashed.
 //
 // Hand-written because no library here parses MIME push-style, a chunk at a
@@ -23,7 +24,8 @@ namespace mk::spam {
 // Settings that change what a feature means. Stored in the model file and
 // checked on load: a model trained with other settings is refused.
 struct TokenizerSettings {
-  uint32_t version = 2;      // 2: Received fields give host names only (no dates, ids); new hash
+  // 3: only the bottom-most Received field, its IPs and host names (no dates or ids); hash of 2026-11
+  uint32_t version = 3;
   uint32_t hash_bits = 20;   // feature space: 2^hash_bits weights
   uint32_t osb_window = 4;   // word pairs up to this distance
   uint32_t max_features = 30000;
@@ -74,6 +76,8 @@ class Tokenizer {
   void url(std::string_view u);
   void words(std::string_view s, std::string_view prefix, bool pairs);
   void received_words(std::string_view value);
+  void received_hop(std::string_view value);
+  std::string first_received_;  // the bottom-most Received field seen so far (the last one read)
   void word(std::string_view w, std::string_view prefix, bool pairs);
   void token(std::string_view t);
   void prefixed_token(std::string_view prefix, std::string_view t);  // token(prefix + t), without the string

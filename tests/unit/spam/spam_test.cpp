@@ -64,11 +64,12 @@ TEST(Tokenizer, MimeDecodingTable) {
        "X-Spam-Status: Yes, hits=20\r\nSubject: hi\r\n\r\nbody\r\n",
        {"subj:hi"},
        {"hdr:x-spam-status", "yes"}},
-      {"received: ips and host names, not dates or queue ids",
+      {"received: the bottom-most field's ips and host names, not dates or queue ids",
+       "Received: from relay.example.org ([198.51.100.9]) by store.example.com; Tue,  6 Aug 2002 23:34:00 -0400\r\n"
        "Received: from mx.example.net ([192.0.2.55]) by relay.example.org (Postfix) with ESMTP id 4F2A1C\r\n"
        "\tfor <a@example.org>; Tue,  6 Aug 2002 23:33:37 -0400 (EDT)\r\n\r\nbody\r\n",
        {"ip:192.0.2.55", "ip24:192.0.2", "rcvd:mx.example.net", "rcvd:relay.example.org", "rcvd:esmtp"},
-       {"rcvd:tue", "rcvd:aug", "rcvd:2002", "rcvd:4f2a1c", "rcvd:23"}},
+       {"rcvd:tue", "rcvd:aug", "rcvd:2002", "rcvd:4f2a1c", "rcvd:23", "rcvd:store.example.com", "ip:198.51.100.9"}},
       {"html entities and a tag cut across lines",
        "Content-Type: text/html\r\n\r\nfish &amp; chips &nbsp;caf&eacute; <a\r\nhref=\"http://cut.example.org/\">x</a>\r\n",
        {"fish", "chips", "url:cut.example.org"},
