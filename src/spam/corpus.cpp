@@ -2,6 +2,7 @@
 #include "spam/corpus.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -43,6 +44,8 @@ std::vector<std::string> message_files(const std::vector<std::string>& paths) {
 bool tokenize_file(const std::string& path, Tokenizer& tokenizer) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return false;
+  struct stat st {};
+  const bool regular = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
   // One buffer per thread: batch classification opens thousands of files.
   thread_local std::unique_ptr<char[]> buf(new char[kReadBuffer]);
   bool first = true, ok = true;
@@ -60,6 +63,7 @@ bool tokenize_file(const std::string& path, Tokenizer& tokenizer) {
     }
     first = false;
     tokenizer.feed(chunk);
+    if (regular && size_t(n) < kReadBuffer) break;  // a short read of a regular file is its end: no read() for EOF
   }
   ::close(fd);
   tokenizer.finish();

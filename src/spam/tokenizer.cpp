@@ -268,6 +268,7 @@ struct ThreadBitmap {
 thread_local ThreadBitmap thread_bitmap;
 
 Tokenizer::Tokenizer(TokenizerSettings settings, bool synchronous) : settings_(settings) {
+  features_.reserve(2048);  // a typical message's features: no regrowth on the way
   part_ = std::make_unique<Part>();
   part_->top = true;
   if (synchronous && !thread_bitmap.owner) {
