@@ -265,7 +265,7 @@ int serve(const mk::Settings& settings) {
   std::unique_ptr<mk::spam::History> spam_history;
   if (spam) {
     try {
-      spam_history = mk::spam::open_sqlite_history(settings.spam.history);
+      spam_history = mk::spam::make_buffered_history(mk::spam::open_sqlite_history(settings.spam.history));
     } catch (const std::exception& e) {
       spdlog::critical("spam history: {}", e.what());
       return 1;

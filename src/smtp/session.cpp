@@ -437,7 +437,7 @@ awaitable<void> Session::handle_data(std::string_view arg) {
       stats::count(stats::Counter::reject_spam);
       log_reject("DATA", result, fmt::format("spam score {:.3f} >= reject_score {}, signature {}", *spam_score,
                                              settings_.spam.reject_score, signature));
-      co_await record_verdict(signature, *spam_score, tokenizer->finish(), tokenizer->subject(), result);
+      record_verdict(signature, *spam_score, tokenizer->finish(), tokenizer->subject(), result);
       co_await reset_transaction();  // releases the alias uses too
       reply(result);
       co_return;
@@ -481,7 +481,7 @@ awaitable<void> Session::handle_data(std::string_view arg) {
       co_await finish_alias_uses(delivered);
     }
   }
-  if (spam_score) co_await record_verdict(signature, *spam_score, tokenizer->finish(), tokenizer->subject(), result);
+  if (spam_score) record_verdict(signature, *spam_score, tokenizer->finish(), tokenizer->subject(), result);
   if (!sent_upstream) co_await reset_transaction();
   tx_ = Transaction{};  // after DATA the upstream's transaction is over whatever it answered
   reply(result);
@@ -714,10 +714,9 @@ void Session::log_transaction(const Reply& final_reply, uint64_t size, size_t ar
                printable(final_reply.summary(), 512), elapsed);
 }
 
-awaitable<void> Session::record_verdict(const std::string& signature, double score,
-                                        const std::vector<uint32_t>& features, const std::string& subject,
-                                        const Reply& result) {
-  if (!env_.spam_history) co_return;
+void Session::record_verdict(const std::string& signature, double score, const std::vector<uint32_t>& features,
+                             const std::string& subject, const Reply& result) {
+  if (!env_.spam_history) return;
   spam::Verdict v;
   v.signature = signature;
   v.time = std::time(nullptr);
@@ -728,16 +727,13 @@ awaitable<void> Session::record_verdict(const std::string& signature, double sco
   v.score = score;
   v.spam = score >= settings_.spam.tag_score;
   v.action = result.positive() ? "relayed" : result.code >= 500 ? "rejected" : "deferred";
-  // The history is for the operator: a failure to write it never changes the answer to the client.
-  auto error = co_await run_blocking(env_.blocking, [&]() -> std::string {
-    try {
-      env_.spam_history->record(v, features);
-      return "";
-    } catch (const std::exception& e) {
-      return e.what();
-    }
-  });
-  if (!error.empty()) spdlog::warn("{}: spam history: cannot record signature {}: {}", id_, signature, error);
+  // Queued, never blocking (spam::make_buffered_history); the history is for
+  // the operator and never changes the answer to the client.
+  try {
+    env_.spam_history->record(v, features);
+  } catch (const std::exception& e) {
+    spdlog::warn("{}: spam history: cannot record signature {}: {}", id_, signature, e.what());
+  }
 }
 
 void Session::log_reject(std::string_view command, const Reply& r, std::string_view reason,

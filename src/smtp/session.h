@@ -51,7 +51,7 @@ struct SessionEnvironment {
   policy::WindowLimiter* message_limiter = nullptr;
   tls::ServerContext* tls = nullptr;  // null: no STARTTLS
   spam::Classifier* spam = nullptr;   // null: [spam] enabled = false
-  spam::History* spam_history = nullptr;  // null: verdicts are not recorded
+  spam::History* spam_history = nullptr;  // null: verdicts are not recorded; must not block (make_buffered_history)
 };
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -129,7 +129,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // The X-Spam-* header lines for a score.
   std::string spam_headers(double score, const std::string& signature) const;
   // Records a verdict in the spam history (the /spam page, reclassification).
-  awaitable<void> record_verdict(const std::string& signature, double score, const std::vector<uint32_t>& features,
+  void record_verdict(const std::string& signature, double score, const std::vector<uint32_t>& features,
                                  const std::string& subject, const Reply& result);
   std::string received_header() const;
   void log_transaction(const Reply& final_reply, uint64_t size, size_t archive_copies);

@@ -4,17 +4,47 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <mutex>
 #include <random>
+#include <thread>
+
+#include "core/log.h"
 
 #include "db/sqlite.h"
 
 namespace mk::spam {
 
+namespace {
+
+// Sorted and unique, through a bitmap of the feature space (2^20 bits): a
+// few microseconds for a message's thousands of features, where std::sort
+// took a hundred on the history's writer thread.
+std::vector<uint32_t> sorted_unique(const std::vector<uint32_t>& features) {
+  uint32_t max = 0;
+  for (uint32_t f : features) max = std::max(max, f);
+  std::vector<uint32_t> out;
+  out.reserve(features.size());
+  if (max >= (1u << 24)) {  // not a feature index of ours: sort
+    out = features;
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+    return out;
+  }
+  thread_local std::vector<uint64_t> bits;
+  if (bits.size() < max / 64 + 1) bits.resize(max / 64 + 1);
+  for (uint32_t f : features) bits[f >> 6] |= uint64_t(1) << (f & 63);
+  for (size_t w = 0; w <= max / 64; ++w) {
+    for (uint64_t word = bits[w]; word; word &= word - 1) out.push_back(uint32_t(w * 64 + size_t(__builtin_ctzll(word))));
+    bits[w] = 0;
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string encode_features(const std::vector<uint32_t>& features) {
-  std::vector<uint32_t> sorted(features);
-  std::sort(sorted.begin(), sorted.end());
-  sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+  std::vector<uint32_t> sorted = sorted_unique(features);
   std::string out;
   out.reserve(sorted.size() * 2);
   uint32_t previous = 0;
@@ -121,27 +151,20 @@ class SqliteHistory final : public History {
     std::lock_guard lock(mutex_);
     db::exec(db_, "BEGIN IMMEDIATE");
     try {
-      {
-        auto u = insert_verdict_->use();
-        auto& s = *insert_verdict_;
-        s.bind(1, v.signature);
-        s.bind(2, v.time);
-        s.bind(3, v.client);
-        s.bind(4, v.sender);
-        s.bind(5, v.recipients);
-        s.bind(6, v.subject);
-        s.bind(7, v.score);
-        s.bind(8, int64_t(v.spam));
-        s.bind(9, v.action);
-        s.step();
-      }
-      {
-        auto u = insert_features_->use();
-        insert_features_->bind(1, v.signature);
-        insert_features_->bind(2, v.time);
-        insert_features_->bind_blob(3, encode_features(features));
-        insert_features_->step();
-      }
+      insert(v, features);
+      db::exec(db_, "COMMIT");
+    } catch (...) {
+      db::exec_noexcept(db_, "ROLLBACK");
+      throw;
+    }
+  }
+
+  void record_all(const std::vector<Entry>& entries) override {
+    if (entries.empty()) return;
+    std::lock_guard lock(mutex_);
+    db::exec(db_, "BEGIN IMMEDIATE");
+    try {
+      for (auto& e : entries) insert(e.verdict, e.features);
       db::exec(db_, "COMMIT");
     } catch (...) {
       db::exec_noexcept(db_, "ROLLBACK");
@@ -213,6 +236,29 @@ class SqliteHistory final : public History {
   }
 
  private:
+  // Inside a transaction, under mutex_.
+  void insert(const Verdict& v, const std::vector<uint32_t>& features) {
+    {
+      auto u = insert_verdict_->use();
+      auto& s = *insert_verdict_;
+      s.bind(1, v.signature);
+      s.bind(2, v.time);
+      s.bind(3, v.client);
+      s.bind(4, v.sender);
+      s.bind(5, v.recipients);
+      s.bind(6, v.subject);
+      s.bind(7, v.score);
+      s.bind(8, int64_t(v.spam));
+      s.bind(9, v.action);
+      s.step();
+    }
+    auto u = insert_features_->use();
+    insert_features_->bind(1, v.signature);
+    insert_features_->bind(2, v.time);
+    insert_features_->bind_blob(3, encode_features(features));
+    insert_features_->step();
+  }
+
   static Verdict row(Statement& st) {
     auto* s = st.get();
     Verdict v;
@@ -248,6 +294,94 @@ class SqliteHistory final : public History {
 
 }  // namespace
 
+class BufferedHistory final : public History {
+ public:
+  BufferedHistory(std::unique_ptr<History> store, std::chrono::milliseconds interval, size_t max_queued)
+      : store_(std::move(store)), interval_(interval), max_queued_(max_queued), writer_([this] { run(); }) {}
+  ~BufferedHistory() override {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_one();
+    writer_.join();
+    write_queue();  // what came after the writer's last round
+  }
+
+  void record(const Verdict& v, const std::vector<uint32_t>& features) override {
+    std::lock_guard lock(mutex_);
+    if (queue_.size() >= max_queued_) {
+      if (dropped_++ % 1000 == 0)
+        spdlog::warn("spam history: writes are behind ({} queued); verdict {} not recorded", queue_.size(), v.signature);
+      return;
+    }
+    queue_.push_back({v, features});
+  }
+  std::vector<Verdict> recent(size_t limit) override {
+    write_queue();
+    return store_->recent(limit);
+  }
+  std::optional<Verdict> find(const std::string& signature, std::vector<uint32_t>* features) override {
+    write_queue();
+    return store_->find(signature, features);
+  }
+  void set_reclassified(const std::string& signature, bool as_spam) override {
+    write_queue();
+    store_->set_reclassified(signature, as_spam);
+  }
+  VerdictCounts counts(int64_t since) override {
+    write_queue();
+    return store_->counts(since);
+  }
+  void purge(int64_t features_before, int64_t rows_before) override {
+    write_queue();
+    store_->purge(features_before, rows_before);
+  }
+
+ private:
+  void run() {
+    std::unique_lock lock(mutex_);
+    while (!stopping_) {
+      wake_.wait_for(lock, interval_, [this] { return stopping_; });
+      lock.unlock();
+      write_queue();
+      lock.lock();
+    }
+  }
+  // Writes what is queued; a failure is logged and the batch dropped (the
+  // store said why; retrying forever would only grow the queue).
+  void write_queue() {
+    std::lock_guard writing(write_mutex_);  // batches reach the store in order
+    std::vector<Entry> batch;
+    {
+      std::lock_guard lock(mutex_);
+      batch.swap(queue_);
+    }
+    if (batch.empty()) return;
+    try {
+      store_->record_all(batch);
+    } catch (const std::exception& e) {
+      spdlog::warn("spam history: {} verdicts not recorded: {}", batch.size(), e.what());
+    }
+  }
+
+  std::unique_ptr<History> store_;
+  std::chrono::milliseconds interval_;
+  size_t max_queued_;
+  std::mutex mutex_;        // guards queue_, stopping_, dropped_
+  std::mutex write_mutex_;  // one writer of batches at a time
+  std::condition_variable wake_;
+  std::vector<Entry> queue_;
+  bool stopping_ = false;
+  uint64_t dropped_ = 0;
+  std::thread writer_;  // last: started when everything above exists
+};
+
 std::unique_ptr<History> open_sqlite_history(const std::string& path) { return std::make_unique<SqliteHistory>(path); }
+
+std::unique_ptr<History> make_buffered_history(std::unique_ptr<History> store, std::chrono::milliseconds interval,
+                                               size_t max_queued) {
+  return std::make_unique<BufferedHistory>(std::move(store), interval, max_queued);
+}
 
 }  // namespace mk::spam

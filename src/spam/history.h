@@ -7,9 +7,11 @@
 //
 // An interface, with SQLite as the real store (open_sqlite_history) and an
 // in-memory fake in tests/unit. Failures throw db::Error.
-// Threading: implementations are safe to call from any thread; they block,
-// so the SMTP and HTTP sides call them on the blocking pool.
+// Threading: implementations are safe to call from any thread. The SQLite
+// store blocks (the HTTP side calls it on the blocking pool); the buffered one
+// the SMTP side uses (make_buffered_history) never blocks in record().
 #pragma once
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -45,6 +47,14 @@ class History {
   virtual ~History() = default;
   // A new verdict with the message's features.
   virtual void record(const Verdict& v, const std::vector<uint32_t>& features) = 0;
+  struct Entry {
+    Verdict verdict;
+    std::vector<uint32_t> features;
+  };
+  // Many at once (one transaction where the store has them).
+  virtual void record_all(const std::vector<Entry>& entries) {
+    for (auto& e : entries) record(e.verdict, e.features);
+  }
   // Newest first.
   virtual std::vector<Verdict> recent(size_t limit) = 0;
   // The verdict, and its features if they are still kept (else `features` is left empty).
@@ -57,6 +67,17 @@ class History {
 
 // Throws db::Error when the file cannot be opened or migrated.
 std::unique_ptr<History> open_sqlite_history(const std::string& path);
+
+// The SMTP side's history: record() only queues (it never blocks a session);
+// a thread writes the queue to `store` every `interval` in one transaction,
+// so a verdict costs no thread hop and no commit of its own. Every other
+// call writes the queue first, so the /spam page sees every verdict. At most
+// `max_queued` wait (beyond that new ones are dropped and counted: the
+// history is for the operator, never a reason to slow or refuse mail).
+// A verdict reaches the file within `interval`; destruction writes the rest.
+std::unique_ptr<History> make_buffered_history(std::unique_ptr<History> store,
+                                               std::chrono::milliseconds interval = std::chrono::milliseconds(50),
+                                               size_t max_queued = 20000);
 
 // The features' storage form: delta-coded LEB128 varints of the sorted
 // unique indices (about 2 bytes per feature instead of 4).

@@ -62,6 +62,15 @@ class SpamGateway:
         assert res.returncode == 0, res.stderr
         return dict(line.split(" ", 1) for line in res.stdout.splitlines())
 
+    def stats_when(self, ready, *args: str, timeout: float = 5.0) -> dict[str, str]:
+        """The server writes verdicts to the history file in batches (every 50 ms): poll the CLI."""
+        deadline = time.monotonic() + timeout
+        while True:
+            s = self.stats(*args)
+            if ready(s) or time.monotonic() > deadline:
+                return s
+            time.sleep(0.05)
+
     def get(self, path: str, auth: str | None) -> tuple[int, str]:
         req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}")
         if auth:
@@ -111,7 +120,7 @@ def test_cli_reclassify_changes_a_later_verdict_and_stats_count_it(gateway, mode
     assert ham_sig != spam_sig and len(ham_sig) == 16
 
     today = datetime.datetime.now(datetime.timezone.utc).date()
-    s = gateway.stats("--since", today.isoformat())
+    s = gateway.stats_when(lambda s: s["spam"] == "1" and s["ham"] == "1", "--since", today.isoformat())
     assert (s["spam"], s["ham"], s["errors.corrected"]) == ("1", "1", "0"), s
     assert int(s["learned.spam"]) > 0 and int(s["learned.ham"]) > 0
 
@@ -122,7 +131,7 @@ def test_cli_reclassify_changes_a_later_verdict_and_stats_count_it(gateway, mode
     status, sends = send_until(gateway, ham, want_spam=True)
     assert status.startswith("Yes"), f"the same message after reclassify: {status}"
 
-    s = gateway.stats("--since", today.isoformat())
+    s = gateway.stats_when(lambda s: s["spam"] == "2", "--since", today.isoformat())
     assert (s["errors.corrected"], s["errors.missed_spam"], s["errors.false_positives"]) == ("1", "1", "0"), s
     # The last resend was spam; the ones before the model reload were still ham.
     assert (s["spam"], s["ham"]) == ("2", str(1 + sends - 1)), s
@@ -186,5 +195,5 @@ def test_history_page_in_chromium(gateway, model, tmp_path):  # noqa: F811
     # The click retrained the server's model: the same spam now passes as ham.
     status, _ = gateway.send(spam)
     assert status.startswith("No"), status
-    s = gateway.stats()
+    s = gateway.stats_when(lambda s: s["errors.false_positives"] == "1")
     assert s["errors.false_positives"] == "1", s

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "fake_history.h"
 #include "spam/history.h"
@@ -130,6 +131,44 @@ TEST(SqliteHistory, UnopenablePathNamesTheFile) {
     FAIL() << "opened a database under a regular file";
   } catch (const db::Error& e) {
     EXPECT_NE(std::string(e.what()).find("history.db"), std::string::npos) << e.what();
+  }
+}
+
+TEST(BufferedHistory, QueuesWritesInBatchesAndLosesNothingOnClose) {
+  TempDir dir;
+  auto path = (dir.path / "h.db").string();
+  auto features = features_of("Subject: x\r\n\r\nsome words\r\n");
+  {
+    // A long interval: only the explicit reads and the destructor write.
+    auto h = make_buffered_history(open_sqlite_history(path), std::chrono::hours(1));
+    for (int i = 0; i < 50; ++i) h->record(verdict("b" + std::to_string(i), 1000 + i, 0.1, false), features);
+    EXPECT_EQ(open_sqlite_history(path)->counts(0).ham, 0u) << "still queued";
+    EXPECT_EQ(h->counts(0).ham, 50u) << "a read writes the queue first";
+    h->record(verdict("last", 5000, 0.9, true), features);
+  }
+  auto reopened = open_sqlite_history(path);
+  EXPECT_EQ(reopened->counts(0).spam, 1u) << "the destructor wrote the rest";
+  EXPECT_EQ(reopened->counts(0).ham, 50u);
+}
+
+TEST(BufferedHistory, WritesOnItsOwnAndBoundsTheQueue) {
+  TempDir dir;
+  auto path = (dir.path / "h.db").string();
+  auto features = features_of("Subject: x\r\n\r\nwords\r\n");
+  auto h = make_buffered_history(open_sqlite_history(path), std::chrono::milliseconds(10));
+  h->record(verdict("soon", 100, 0.2, false), features);
+  auto reader = open_sqlite_history(path);
+  bool seen = false;
+  for (int i = 0; i < 200 && !seen; ++i) {
+    seen = reader->find("soon", nullptr).has_value();
+    if (!seen) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(seen) << "the writer thread flushed within its interval";
+
+  {
+    auto bounded = make_buffered_history(std::make_unique<FakeHistory>(), std::chrono::hours(1), 3);
+    for (int i = 0; i < 10; ++i) bounded->record(verdict("q" + std::to_string(i), i, 0.1, false), features);
+    EXPECT_EQ(bounded->recent(100).size(), 3u) << "beyond max_queued, verdicts are dropped, not waited for";
   }
 }
 
