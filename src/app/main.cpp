@@ -283,6 +283,8 @@ int serve(const mk::Settings& settings) {
   }
   auto& main_io = *workers.front();
   mk::smtp::Server server(worker_ptrs, env);
+  if (!settings.http.admin_token.empty() && !spam_history)
+    spdlog::warn("[http] admin_token is set but [spam] enabled = false: there is no /spam page");
   std::unique_ptr<mk::http::SpamPage> spam_page;
   if (spam_history && !settings.http.admin_token.empty())
     spam_page = std::make_unique<mk::http::SpamPage>(

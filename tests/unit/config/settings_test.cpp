@@ -122,5 +122,27 @@ TEST(Settings, FormatShowsEveryKeyAndRoundTrips) {
   EXPECT_EQ(format_settings(again.settings), text);
 }
 
+TEST(Settings, SpamKeysAndTheAdminTokenNeverShown) {
+  auto r = load_settings_text(
+      "[spam]\nhistory = /var/lib/mk/h.db\nsignature_days = 7\nhistory_days = 30\n"
+      "[http]\nadmin_token = 0123456789abcdef-secret\n",
+      "t.ini");
+  ASSERT_TRUE(r.ok()) << r.errors[0];
+  EXPECT_EQ(r.settings.spam.history, "/var/lib/mk/h.db");
+  EXPECT_EQ(r.settings.spam.signature_days, 7u);
+  EXPECT_EQ(r.settings.spam.history_days, 30u);
+  EXPECT_EQ(r.settings.http.admin_token, "0123456789abcdef-secret");
+  auto shown = format_settings(r.settings);
+  EXPECT_EQ(shown.find("secret"), std::string::npos) << "check-config never prints the token";
+  EXPECT_NE(shown.find("admin_token = \n"), std::string::npos);
+
+  auto weak = load_settings_text("[http]\nadmin_token = short\n", "t.ini");
+  ASSERT_EQ(weak.errors.size(), 1u);
+  EXPECT_NE(weak.errors[0].find("t.ini:2: [http] admin_token"), std::string::npos) << weak.errors[0];
+  EXPECT_NE(weak.errors[0].find("16"), std::string::npos);
+  EXPECT_FALSE(load_settings_text("[spam]\nsignature_days = 0\n", "t.ini").ok());
+}
+
+
 }  // namespace
 }  // namespace mk
