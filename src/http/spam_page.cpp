@@ -160,6 +160,31 @@ Response SpamPage::page(const Request& req) {
   auto rows = history_.recent(limit);
   auto model = classifier_ ? classifier_->model() : nullptr;
 
+  // For scripts: the same data as JSON when asked for it.
+  auto accept = req[bh::field::accept];
+  if (std::string_view(accept.data(), accept.size()).find("application/json") != std::string_view::npos) {
+    json::array verdicts;
+    for (auto& r : rows) {
+      verdicts.push_back(json::object{
+          {"signature", r.signature}, {"time", iso8601_utc(r.time)}, {"client", r.client}, {"sender", r.sender},
+          {"recipients", r.recipients}, {"subject", r.subject}, {"score", r.score},
+          {"verdict", r.spam ? "spam" : "ham"}, {"action", r.action},
+          {"reclassified_as", r.reclassified_as ? json::value(*r.reclassified_as ? "spam" : "ham") : json::value(nullptr)}});
+    }
+    return private_json(
+        200,
+        json::object{{"since", since ? json::value(date_of(since)) : json::value(nullptr)},
+                     {"counts", json::object{{"spam", counts.spam},
+                                             {"ham", counts.ham},
+                                             {"errors_corrected", counts.missed_spam + counts.false_positives},
+                                             {"missed_spam", counts.missed_spam},
+                                             {"false_positives", counts.false_positives}}},
+                     {"learned", json::object{{"spam", model ? model->trained_spam() : 0},
+                                              {"ham", model ? model->trained_ham() : 0}}},
+                     {"verdicts", std::move(verdicts)}},
+        v);
+  }
+
   std::string h;
   h.reserve(4096 + rows.size() * 600);
   h += "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -2,7 +2,9 @@
 //
 //   GET  /spam[?since=YYYY-MM-DD&limit=N]  HTML: counts since the date, and
 //        the recent verdicts (time, client, sender, recipients, subject,
-//        score, verdict, signature), spam rows red, a reclassify button each
+//        score, verdict, signature), spam rows red, a reclassify button each;
+//        with "Accept: application/json" the same as {"since", "counts",
+//        "learned", "verdicts": [...]}
 //   POST /spam/reclassify  {"signature": S, "as": "spam"|"ham"} → JSON
 //
 // Operator only: HTTP Basic with [http] admin_token as the password (any

@@ -71,10 +71,12 @@ class SpamGateway:
                 return s
             time.sleep(0.05)
 
-    def get(self, path: str, auth: str | None) -> tuple[int, str]:
+    def get(self, path: str, auth: str | None, accept: str | None = None) -> tuple[int, str]:
         req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}")
         if auth:
             req.add_header("Authorization", auth)
+        if accept:
+            req.add_header("Accept", accept)
         try:
             with urllib.request.urlopen(req, timeout=10) as r:
                 return r.status, r.read().decode()
@@ -167,6 +169,10 @@ def test_history_page_is_for_the_operator_only(gateway, model):  # noqa: F811
     basic = "Basic " + base64.b64encode(f"operator:{TOKEN}".encode()).decode()
     code, body = gateway.get("/spam", basic)
     assert code == 200 and f'data-signature="{sig}"' in body
+    # The same for scripts, as JSON.
+    code, body = gateway.get("/spam", f"Bearer {TOKEN}", accept="application/json")
+    data = json.loads(body)
+    assert code == 200 and data["verdicts"][0]["signature"] == sig and data["counts"]["ham"] == 1, data
     assert TOKEN not in gateway.mk.log()
 
 

@@ -103,6 +103,25 @@ TEST_F(SpamPageTest, HistoryPageListsRowsEscapedWithCounts) {
   EXPECT_EQ(call(bh::verb::delete_, "/spam").result_int(), 405);
 }
 
+TEST_F(SpamPageTest, HistoryAsJsonForScripts) {
+  Request req{bh::verb::get, "/spam?since=2001-09-09", 11};
+  req.set(bh::field::authorization, "Bearer " + kToken);
+  req.set(bh::field::accept, "application/json");
+  auto r = page.handle(req);
+  ASSERT_EQ(r.result_int(), 200) << r.body();
+  EXPECT_EQ(r[bh::field::content_type], "application/json");
+  auto b = json::parse(r.body()).as_object();
+  EXPECT_EQ(b.at("since").as_string(), "2001-09-09");
+  EXPECT_EQ(b.at("counts").at("spam").to_number<uint64_t>(), 1u);
+  EXPECT_EQ(b.at("counts").at("ham").to_number<uint64_t>(), 1u);
+  auto& verdicts = b.at("verdicts").as_array();
+  ASSERT_EQ(verdicts.size(), 3u);
+  EXPECT_EQ(verdicts[0].at("signature").as_string(), "sigspam");
+  EXPECT_EQ(verdicts[0].at("subject").as_string(), "<script>alert(1)</script>");  // JSON, not HTML: as it was
+  EXPECT_EQ(verdicts[0].at("verdict").as_string(), "spam");
+  EXPECT_TRUE(verdicts[0].at("reclassified_as").is_null());
+}
+
 TEST_F(SpamPageTest, ReclassifyErrors) {
   auto post = [&](std::string body, std::string ctype = "application/json") {
     return call(bh::verb::post, "/spam/reclassify", "Bearer " + kToken, body, ctype);
