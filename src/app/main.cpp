@@ -536,7 +536,7 @@ int main(int argc, char** argv) {
     sub->add_option("-c,--config", config_path, "INI configuration file");
 
   mk::app::SpamCommand spam_cmd;
-  auto* spam_top = app.add_subcommand("spam", "Train the spam classifier and classify messages");
+  auto* spam_top = app.add_subcommand("spam", "The spam filter: train, classify, reclassify, stats, explain");
   spam_top->require_subcommand(1);
   auto* spam_train = spam_top->add_subcommand("train", "Learn from messages (files, Maildirs, directories)");
   spam_train->add_option("--spam", spam_cmd.spam, "spam messages");
