@@ -81,30 +81,22 @@ class SqliteAliasStore final : public AliasStore {
 
   bool insert(const Alias& a) override {
     std::lock_guard lock(mutex_);
-    exec("BEGIN IMMEDIATE");
-    try {
-      auto u = insert_id_->use();
-      insert_id_->bind(1, a.id);
-      insert_id_->step();
-      if (sqlite3_changes(db_) == 0) {  // issued before
-        exec("ROLLBACK");
-        return false;
-      }
-      auto v = insert_->use();
-      insert_->bind(1, a.id);
-      insert_->bind(2, a.target);
-      insert_->bind(3, a.created);
-      a.valid_until ? insert_->bind(4, *a.valid_until) : insert_->bind_null(4);
-      a.max_usage ? insert_->bind(5, int64_t(*a.max_usage)) : insert_->bind_null(5);
-      insert_->bind(6, a.creator_ip);
-      insert_->bind(7, a.token_hash);
-      if (insert_->step() != SQLITE_DONE) throw StoreError("insert failed");
-      exec("COMMIT");
-      return true;
-    } catch (...) {
-      exec_noexcept("ROLLBACK");
-      throw;
-    }
+    db::Transaction t(db_);
+    auto u = insert_id_->use();
+    insert_id_->bind(1, a.id);
+    insert_id_->step();
+    if (sqlite3_changes(db_) == 0) return false;  // issued before (rolled back)
+    auto v = insert_->use();
+    insert_->bind(1, a.id);
+    insert_->bind(2, a.target);
+    insert_->bind(3, a.created);
+    a.valid_until ? insert_->bind(4, *a.valid_until) : insert_->bind_null(4);
+    a.max_usage ? insert_->bind(5, int64_t(*a.max_usage)) : insert_->bind_null(5);
+    insert_->bind(6, a.creator_ip);
+    insert_->bind(7, a.token_hash);
+    if (insert_->step() != SQLITE_DONE) throw StoreError("insert failed");
+    t.commit();
+    return true;
   }
 
   std::optional<Alias> find(const std::string& id) override {
@@ -112,7 +104,7 @@ class SqliteAliasStore final : public AliasStore {
     auto u = find_->use();
     find_->bind(1, id);
     if (find_->step() != SQLITE_ROW) return std::nullopt;
-    return row(find_->get());
+    return row(*find_);
   }
 
   void add_use(const std::string& id) override {
@@ -135,7 +127,7 @@ class SqliteAliasStore final : public AliasStore {
     std::vector<Alias> out;
     auto u = list_->use();
     list_->bind(1, int64_t(limit));
-    while (list_->step() == SQLITE_ROW) out.push_back(row(list_->get()));
+    while (list_->step() == SQLITE_ROW) out.push_back(row(*list_));
     return out;
   }
 
@@ -148,26 +140,20 @@ class SqliteAliasStore final : public AliasStore {
   }
 
  private:
-  static Alias row(sqlite3_stmt* s) {
-    auto text = [&](int i) {
-      auto p = reinterpret_cast<const char*>(sqlite3_column_text(s, i));
-      return std::string(p ? p : "");
-    };
+  static Alias row(Statement& st) {
+    auto* s = st.get();
     Alias a;
-    a.id = text(0);
-    a.target = text(1);
+    a.id = st.text(0);
+    a.target = st.text(1);
     a.created = sqlite3_column_int64(s, 2);
     if (sqlite3_column_type(s, 3) != SQLITE_NULL) a.valid_until = sqlite3_column_int64(s, 3);
     if (sqlite3_column_type(s, 4) != SQLITE_NULL) a.max_usage = uint32_t(sqlite3_column_int64(s, 4));
     a.uses = uint32_t(sqlite3_column_int64(s, 5));
-    a.creator_ip = text(6);
+    a.creator_ip = st.text(6);
     a.disabled = sqlite3_column_int64(s, 7) != 0;
-    a.token_hash = text(8);
+    a.token_hash = st.text(8);
     return a;
   }
-
-  void exec(const char* sql) { db::exec(db_, sql); }
-  void exec_noexcept(const char* sql) { db::exec_noexcept(db_, sql); }
 
   sqlite3* db_ = nullptr;      // writes (and migrations)
   sqlite3* reader_ = nullptr;  // lookups

@@ -22,6 +22,13 @@ namespace {
 using spam::Model;
 using spam::TokenizerSettings;
 
+// Prints a command's error the CLI way; true when there was one.
+bool report(const std::string& error) {
+  if (error.empty()) return false;
+  std::cerr << "mailkeep: " << error << "\n";
+  return true;
+}
+
 bool features_of(const TokenizerSettings& tok, const std::string& path, std::vector<uint32_t>& out) {
   spam::Tokenizer t(tok, /*synchronous=*/true);
   if (!spam::tokenize_file(path, t)) return false;
@@ -32,10 +39,7 @@ bool features_of(const TokenizerSettings& tok, const std::string& path, std::vec
 int classify(const Settings& settings, const SpamCommand& cmd) {
   TokenizerSettings tok;
   Model model(tok);
-  if (auto err = Model::load(settings.spam.model, model, tok); !err.empty()) {
-    std::cerr << "mailkeep: " << err << "\n";
-    return 1;
-  }
+  if (report(Model::load(settings.spam.model, model, tok))) return 1;
   std::vector<std::string> files = cmd.files;
   if (!cmd.files_from.empty()) {
     std::ifstream list_file;
@@ -77,10 +81,7 @@ int classify(const Settings& settings, const SpamCommand& cmd) {
 int explain(const Settings& settings, const SpamCommand& cmd) {
   TokenizerSettings tok;
   Model model(tok);
-  if (auto err = Model::load(settings.spam.model, model, tok); !err.empty()) {
-    std::cerr << "mailkeep: " << err << "\n";
-    return 1;
-  }
+  if (report(Model::load(settings.spam.model, model, tok))) return 1;
   int status = 0;
   for (auto& path : cmd.files) {
     spam::Tokenizer t(tok);
@@ -137,16 +138,10 @@ int train(const Settings& settings, const SpamCommand& cmd) {
   }
   TokenizerSettings tok;
   spam::ModelLock lock(settings.spam.model);
-  if (!lock.error().empty()) {
-    std::cerr << "mailkeep: " << lock.error() << "\n";
-    return 1;
-  }
+  if (report(lock.error())) return 1;
   Model model(tok);
   if (!cmd.fresh) {
-    if (auto err = spam::load_or_new(settings.spam.model, tok, model); !err.empty()) {
-      std::cerr << "mailkeep: " << err << "\n";
-      return 1;
-    }
+    if (report(spam::load_or_new(settings.spam.model, tok, model))) return 1;
   }
   auto mode = cmd.mode == "everything" ? spam::TrainMode::Everything : spam::TrainMode::OnError;
   model.learning_rate = cmd.rate;
@@ -184,10 +179,7 @@ int train(const Settings& settings, const SpamCommand& cmd) {
       if (updates == 0) break;
     }
   }
-  if (auto saved = model.save(settings.spam.model); !saved.empty()) {
-    std::cerr << "mailkeep: " << saved << "\n";
-    return 1;
-  }
+  if (report(model.save(settings.spam.model))) return 1;
   std::cerr << "trained on " << examples.size() << " messages; model " << settings.spam.model << "\n";
   return 0;
 }
@@ -215,10 +207,7 @@ int reclassify(const Settings& settings, const SpamCommand& cmd) {
 int stats(const Settings& settings, const SpamCommand& cmd) {
   TokenizerSettings tok;
   Model model(tok);
-  if (auto err = spam::load_or_new(settings.spam.model, tok, model); !err.empty()) {
-    std::cerr << "mailkeep: " << err << "\n";
-    return 1;
-  }
+  if (report(spam::load_or_new(settings.spam.model, tok, model))) return 1;
   int64_t since = 0;
   if (!cmd.since.empty()) {
     auto parsed = parse_date_utc(cmd.since);

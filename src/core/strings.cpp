@@ -54,14 +54,16 @@ std::string to_hex(const unsigned char* p, size_t n) {
   return out;
 }
 
-std::string iso8601_utc(int64_t unix_seconds) {
+std::string format_utc(int64_t unix_seconds, const char* format) {
   std::time_t t = static_cast<std::time_t>(unix_seconds);
   std::tm tm{};
   gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, format, &tm);
   return buf;
 }
+
+std::string iso8601_utc(int64_t unix_seconds) { return format_utc(unix_seconds, "%Y-%m-%dT%H:%M:%SZ"); }
 
 std::optional<int64_t> parse_date_utc(const std::string& date) {
   std::tm tm{};

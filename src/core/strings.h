@@ -17,6 +17,8 @@ std::string_view trim(std::string_view s);
 std::vector<std::string> split_list(std::string_view s, char sep = ',');
 // Lower-case hexadecimal of `n` bytes.
 std::string to_hex(const unsigned char* p, size_t n);
+// Unix seconds in UTC, as strftime's `format` writes it (at most 63 characters).
+std::string format_utc(int64_t unix_seconds, const char* format);
 // "2026-11-28T19:01:40Z" for unix seconds.
 std::string iso8601_utc(int64_t unix_seconds);
 // "2026-11-28" → unix seconds of that day's 00:00 UTC; nullopt when malformed.

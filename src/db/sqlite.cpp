@@ -55,23 +55,18 @@ int user_version(sqlite3* db) {
 void migrate(sqlite3* db, std::span<const char* const> migrations) {
   const int latest = int(migrations.size());
   while (true) {
-    exec(db, "BEGIN IMMEDIATE");
-    try {
-      int version = user_version(db);
-      if (version > latest)
-        throw Error("database schema version " + std::to_string(version) + " is newer than this mailkeep (" +
-                    std::to_string(latest) + ")");
-      if (version == latest) {
-        exec(db, "COMMIT");
-        return;
-      }
-      exec(db, migrations[size_t(version)]);
-      exec(db, ("PRAGMA user_version = " + std::to_string(version + 1)).c_str());
-      exec(db, "COMMIT");
-    } catch (...) {
-      exec_noexcept(db, "ROLLBACK");
-      throw;
+    Transaction t(db);
+    int version = user_version(db);
+    if (version > latest)
+      throw Error("database schema version " + std::to_string(version) + " is newer than this mailkeep (" +
+                  std::to_string(latest) + ")");
+    if (version == latest) {
+      t.commit();
+      return;
     }
+    exec(db, migrations[size_t(version)]);
+    exec(db, ("PRAGMA user_version = " + std::to_string(version + 1)).c_str());
+    t.commit();
   }
 }
 

@@ -58,4 +58,24 @@ sqlite3* open_reader(const std::string& path);
 void exec(sqlite3* db, const char* sql);                  // throws Error
 void exec_noexcept(sqlite3* db, const char* sql) noexcept;  // for ROLLBACK in error paths
 
+// A write transaction (BEGIN IMMEDIATE): committed by commit(), rolled back
+// when left any other way (an exception, an early return).
+class Transaction {
+ public:
+  explicit Transaction(sqlite3* db) : db_(db) { exec(db, "BEGIN IMMEDIATE"); }
+  ~Transaction() {
+    if (open_) exec_noexcept(db_, "ROLLBACK");
+  }
+  Transaction(const Transaction&) = delete;
+  Transaction& operator=(const Transaction&) = delete;
+  void commit() {
+    exec(db_, "COMMIT");
+    open_ = false;
+  }
+
+ private:
+  sqlite3* db_;
+  bool open_ = true;
+};
+
 }  // namespace mk::db

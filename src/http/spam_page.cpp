@@ -53,17 +53,7 @@ std::string html_escape(std::string_view s) {
   return out;
 }
 
-// UTC, in strftime's `format`: "%Y-%m-%d" for the since field, with the time for rows.
-std::string utc_time(int64_t t, const char* format) {
-  std::time_t tt = t;
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, format, &tm);
-  return buf;
-}
-
-std::string date_of(int64_t t) { return utc_time(t, "%Y-%m-%d"); }
+std::string date_of(int64_t t) { return format_utc(t, "%Y-%m-%d"); }
 
 Response html_response(std::string body, unsigned version) {
   Response res{bh::status::ok, version};
@@ -215,7 +205,7 @@ Response SpamPage::page(const Request& req) {
         "<tr class=\"{}\" data-signature=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
         "<td class=\"score\">{:.3f}</td><td class=\"verdict\">{}</td><td><code>{}</code></td>"
         "<td><button type=\"button\" class=\"reclassify\" data-as=\"{}\">{}</button></td></tr>\n",
-        spam ? "spam" : "ham", sig, utc_time(r.time, "%Y-%m-%d %H:%M:%S"), html_escape(r.client), html_escape(r.sender),
+        spam ? "spam" : "ham", sig, format_utc(r.time, "%Y-%m-%d %H:%M:%S"), html_escape(r.client), html_escape(r.sender),
         html_escape(r.recipients), html_escape(r.subject), r.score, verdict, sig, spam ? "ham" : "spam",
         spam ? "Not spam" : "Spam");
   }

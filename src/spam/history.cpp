@@ -149,27 +149,17 @@ class SqliteHistory final : public History {
 
   void record(const Verdict& v, const std::vector<uint32_t>& features) override {
     std::lock_guard lock(mutex_);
-    db::exec(db_, "BEGIN IMMEDIATE");
-    try {
-      insert(v, features);
-      db::exec(db_, "COMMIT");
-    } catch (...) {
-      db::exec_noexcept(db_, "ROLLBACK");
-      throw;
-    }
+    db::Transaction t(db_);
+    insert(v, features);
+    t.commit();
   }
 
   void record_all(const std::vector<Entry>& entries) override {
     if (entries.empty()) return;
     std::lock_guard lock(mutex_);
-    db::exec(db_, "BEGIN IMMEDIATE");
-    try {
-      for (auto& e : entries) insert(e.verdict, e.features);
-      db::exec(db_, "COMMIT");
-    } catch (...) {
-      db::exec_noexcept(db_, "ROLLBACK");
-      throw;
-    }
+    db::Transaction t(db_);
+    for (auto& e : entries) insert(e.verdict, e.features);
+    t.commit();
   }
 
   std::vector<Verdict> recent(size_t limit) override {

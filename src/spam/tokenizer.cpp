@@ -114,6 +114,69 @@ int base64_value(unsigned char c) {
   return -1;
 }
 
+// Quoted-printable (RFC 2045 6.7) of one line, or with `q_encoding` the Q
+// encoding of RFC 2047 encoded words ('_' is a space, no soft breaks). A
+// malformed escape stays as it is. Writes at most in.size() bytes at `out`;
+// returns the end. `soft_break`: whether the line ended in a lone '='.
+char* decode_quoted_printable(std::string_view in, char* out, bool q_encoding, bool* soft_break = nullptr) {
+  for (size_t i = 0; i < in.size(); ++i) {
+    char c = in[i];
+    if (q_encoding && c == '_') {
+      *out++ = ' ';
+    } else if (c != '=') {
+      *out++ = c;
+    } else if (!q_encoding && i + 1 == in.size()) {
+      if (soft_break) *soft_break = true;
+    } else if (i + 2 < in.size() && hex_value(in[i + 1]) >= 0 && hex_value(in[i + 2]) >= 0) {
+      *out++ = char(hex_value(in[i + 1]) * 16 + hex_value(in[i + 2]));
+      i += 2;
+    } else {
+      *out++ = '=';
+    }
+  }
+  return out;
+}
+
+// Base64 (RFC 2045 6.8) fed in pieces, for body lines and encoded words: a
+// group cut between pieces is carried over, characters outside the alphabet
+// are skipped, and '=' ends a short group.
+struct Base64Decoder {
+  uint32_t bits = 0;
+  int count = 0;
+
+  // Writes at most in.size() + 2 bytes at `out`; returns the end.
+  char* decode(std::string_view in, char* out) {
+    for (unsigned char c : in) {
+      if (c == '=' && count >= 2) {  // padding ends a short group: 1 or 2 bytes
+        out = finish(out);
+        continue;
+      }
+      int v = base64_value(c);
+      if (v < 0) continue;
+      bits = (bits << 6) | uint32_t(v);
+      if (++count == 4) {
+        *out++ = char((bits >> 16) & 0xff);
+        *out++ = char((bits >> 8) & 0xff);
+        *out++ = char(bits & 0xff);
+        bits = 0;
+        count = 0;
+      }
+    }
+    return out;
+  }
+  // The bytes of a short group (2 or 3 characters), padded or not.
+  char* finish(char* out) {
+    if (count >= 2) {
+      uint32_t tail = bits << (6 * (4 - count));
+      *out++ = char((tail >> 16) & 0xff);
+      if (count == 3) *out++ = char((tail >> 8) & 0xff);
+    }
+    bits = 0;
+    count = 0;
+    return out;
+  }
+};
+
 }  // namespace
 
 // Converts a part's text to UTF-8 chunk by chunk, carrying incomplete
@@ -203,34 +266,12 @@ std::string Tokenizer::decode_encoded_words(std::string_view v) {
     auto text = v.substr(q + 3, end - q - 3);
     std::string bytes;
     if (encoding == 'q') {
-      for (size_t k = 0; k < text.size(); ++k) {
-        if (text[k] == '_') bytes += ' ';
-        else if (text[k] == '=' && k + 2 < text.size() && hex_value(text[k + 1]) >= 0 && hex_value(text[k + 2]) >= 0) {
-          bytes += char(hex_value(text[k + 1]) * 16 + hex_value(text[k + 2]));
-          k += 2;
-        } else bytes += text[k];
-      }
+      bytes.resize(text.size());
+      bytes.resize(size_t(decode_quoted_printable(text, bytes.data(), /*q_encoding=*/true) - bytes.data()));
     } else {
-      uint32_t bits = 0;
-      int count = 0;
-      for (unsigned char c : text) {
-        int value = base64_value(c);
-        if (value < 0) continue;
-        bits = (bits << 6) | uint32_t(value);
-        if (++count == 4) {
-          bytes += char(bits >> 16);
-          bytes += char((bits >> 8) & 0xff);
-          bytes += char(bits & 0xff);
-          bits = 0;
-          count = 0;
-        }
-      }
-      if (count == 2) bytes += char((bits << 12) >> 16);
-      if (count == 3) {
-        bits <<= 6;
-        bytes += char(bits >> 16);
-        bytes += char((bits >> 8) & 0xff);
-      }
+      bytes.resize(text.size() + 4);
+      Base64Decoder decoder;
+      bytes.resize(size_t(decoder.finish(decoder.decode(text, bytes.data())) - bytes.data()));
     }
     Utf8Converter converter{std::string(charset)};
     out.append(converter.convert(bytes));
@@ -248,9 +289,7 @@ struct Tokenizer::Part {
   std::string encoding;  // lower-case Content-Transfer-Encoding
   std::string boundary;  // for multipart/*
   bool closed = false;   // saw the closing boundary: epilogue follows
-  // Base64 state.
-  uint32_t b64_bits = 0;
-  int b64_count = 0;
+  Base64Decoder b64;  // a group may be cut between lines
   std::unique_ptr<Utf8Converter> utf8;
   // What the body lines are, decided once at the end of the part's header (not per line).
   enum class Body { Text, Html, Message, Skip } body = Body::Text;
@@ -482,47 +521,11 @@ void Tokenizer::body_line(std::string_view l) {
   if (buffer.size() < l.size() + 2) buffer.resize(l.size() + 2);
   char* out = buffer.data();
   if (part_->cte == Part::Encoding::Base64) {
-    uint32_t bits = part_->b64_bits;
-    int count = part_->b64_count;
-    for (unsigned char c : l) {
-      if (c == '=' && count >= 2) {  // padding ends a short group: 1 or 2 bytes
-        uint32_t tail = bits << (6 * (4 - count));
-        *out++ = char((tail >> 16) & 0xff);
-        if (count == 3) *out++ = char((tail >> 8) & 0xff);
-        bits = 0;
-        count = 0;
-        continue;
-      }
-      int v = base64_value(c);
-      if (v < 0) continue;
-      bits = (bits << 6) | uint32_t(v);
-      if (++count == 4) {
-        *out++ = char((bits >> 16) & 0xff);
-        *out++ = char((bits >> 8) & 0xff);
-        *out++ = char(bits & 0xff);
-        bits = 0;
-        count = 0;
-      }
-    }
-    part_->b64_bits = bits;
-    part_->b64_count = count;
+    out = part_->b64.decode(l, out);
     decoded_text(std::string_view(buffer.data(), size_t(out - buffer.data())), false);
   } else if (part_->cte == Part::Encoding::QuotedPrintable) {
     bool soft = false;
-    for (size_t i = 0; i < l.size(); ++i) {
-      if (l[i] != '=') {
-        *out++ = l[i];
-        continue;
-      }
-      if (i + 1 == l.size()) {
-        soft = true;  // soft line break
-      } else if (i + 2 < l.size() && hex_value(l[i + 1]) >= 0 && hex_value(l[i + 2]) >= 0) {
-        *out++ = char(hex_value(l[i + 1]) * 16 + hex_value(l[i + 2]));
-        i += 2;
-      } else {
-        *out++ = '=';  // malformed: keep as it is
-      }
-    }
+    out = decode_quoted_printable(l, out, /*q_encoding=*/false, &soft);
     if (!soft) *out++ = '\n';
     decoded_text(std::string_view(buffer.data(), size_t(out - buffer.data())), false);
   } else {
