@@ -551,6 +551,13 @@ class RawSMTP:
         self.buf = b""
         self.banner = self.reply() if read_banner else None
 
+    @classmethod
+    def over(cls, sock: socket.socket, buf: bytes = b"") -> "RawSMTP":
+        """The same client on a socket that is already connected (e.g. TLS after STARTTLS)."""
+        client = cls.__new__(cls)
+        client.sock, client.buf, client.banner = sock, buf, None
+        return client
+
     def send(self, data: bytes | str) -> None:
         if isinstance(data, str):
             data = data.encode("utf-8")

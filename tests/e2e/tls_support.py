@@ -7,8 +7,8 @@
 * TLSCapture         -- aiosmtpd capture upstream that offers STARTTLS and records, per
                         message, whether the session was encrypted (and the cipher)
 * PlainCapture       -- the same recorder without STARTTLS
-* starttls_client()  -- a client-side SSLContext trusting the test CA
-* tls_connect()      -- RawSMTP-like client: EHLO, STARTTLS, handshake, returns TLSSMTP
+* client_context()   -- a client-side SSLContext trusting the test CA (or not verifying)
+* starttls(client)   -- after a 220 to STARTTLS: the handshake, and a harness.RawSMTP over TLS
 
 Everything is stdlib + aiosmtpd (Debian python3-aiosmtpd) + the openssl CLI.
 """
@@ -16,7 +16,6 @@ Everything is stdlib + aiosmtpd (Debian python3-aiosmtpd) + the openssl CLI.
 from __future__ import annotations
 
 import os
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -24,7 +23,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import CRLF, Capture, CaptureHandler, ConnectionClosed, Reply, _CaptureController, free_port
+from harness import Capture, CaptureHandler, RawSMTP, _CaptureController, free_port
 
 OPENSSL = "openssl"
 
@@ -125,65 +124,15 @@ def client_context(ca: CertPair | None = None) -> ssl.SSLContext:
     return ctx
 
 
-class TLSSMTP:
-    """Minimal line-oriented SMTP client over an (optionally TLS-wrapped) socket."""
-
-    def __init__(self, sock: socket.socket, buf: bytes = b""):
-        self.sock = sock
-        self.buf = buf
-
-    def send(self, data: bytes | str) -> None:
-        if isinstance(data, str):
-            data = data.encode()
-        self.sock.sendall(data)
-
-    def _readline(self) -> bytes:
-        while b"\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionClosed(f"connection closed (pending: {self.buf!r})")
-            self.buf += chunk
-        line, _, self.buf = self.buf.partition(b"\n")
-        return line.rstrip(b"\r")
-
-    def reply(self) -> Reply:
-        lines: list[str] = []
-        while True:
-            raw = self._readline().decode("utf-8", "surrogateescape")
-            if len(raw) < 3 or not raw[:3].isdigit():
-                raise ValueError(f"malformed reply line {raw!r}")
-            lines.append(raw[4:])
-            if len(raw) == 3 or raw[3] == " ":
-                return Reply(int(raw[:3]), lines)
-
-    def cmd(self, line: str | bytes) -> Reply:
-        if isinstance(line, str):
-            line = line.encode()
-        self.send(line + CRLF)
-        return self.reply()
-
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-def starttls(client, ctx: ssl.SSLContext, server_hostname: str = "mx.test") -> TLSSMTP:
-    """Upgrade a harness.RawSMTP (or TLSSMTP) after a 220 to STARTTLS.
+def starttls(client: RawSMTP, ctx: ssl.SSLContext, server_hostname: str = "mx.test") -> RawSMTP:
+    """Upgrade a harness.RawSMTP after a 220 to STARTTLS.
 
     Asserts that no bytes followed the 220 in plaintext (nothing may arrive before the
-    handshake) and returns a TLSSMTP over the wrapped socket.
+    handshake) and returns a RawSMTP over the wrapped socket.
     """
     assert client.buf == b"", f"plaintext bytes after the STARTTLS reply: {client.buf!r}"
     tls = ctx.wrap_socket(client.sock, server_hostname=server_hostname)
-    return TLSSMTP(tls)
+    return RawSMTP.over(tls)
 
 
 # --------------------------------------------------------------------------- upstreams
