@@ -36,7 +36,7 @@ PLAIN_RCPT = "user@example.org"
 TARGET = "bench-target@example.org"
 
 
-from sink import Sink  # noqa: E402  (bench/sink.py)
+from sink import Sink, smtp_source  # noqa: E402  (bench/sink.py)
 
 
 def api(port: int, method: str, path: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
@@ -129,20 +129,11 @@ def http_bench(args, workdir: Path, sink: Sink) -> list[tuple[str, dict]]:
 
 # --------------------------------------------------------------------------- SMTP
 
-def smtp_source(port: int, rcpt: str, sessions: int, messages: int, size: int, timeout: float) -> tuple[int, str]:
-    cmd = ["smtp-source", "-s", str(sessions), "-m", str(messages), "-l", str(size),
-           "-f", SENDER, "-t", rcpt, f"127.0.0.1:{port}"]
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        return res.returncode, (res.stdout + res.stderr).strip()
-    except subprocess.TimeoutExpired:
-        return -1, f"smtp-source timed out after {timeout}s"
-
-
 def measure(label: str, mk, sink: Sink, rcpt: str, args) -> float | None:
     before = sink.count()
     t0 = time.monotonic()
-    rc, out = smtp_source(mk.smtp_port, rcpt, args.sessions, args.messages, args.size, args.timeout)
+    rc, out = smtp_source(mk.smtp_port, sessions=args.sessions, messages=args.messages, size=args.size,
+                          sender=SENDER, rcpt=rcpt, timeout=args.timeout)
     complete = sink.wait_count(before + args.messages, timeout=5.0)
     elapsed = time.monotonic() - t0
     got = sink.count() - before

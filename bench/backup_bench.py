@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
-from harness import MAILKEEP_BIN, Mailkeep, PostfixInstance, free_port, wait_port  # noqa: E402
+from harness import MAILKEEP_BIN, Mailkeep, PostfixInstance, free_port  # noqa: E402
 from backup_support import backup_config, write_accounts  # noqa: E402
 
 SENDER = "sender@client.test"
@@ -41,7 +39,7 @@ ARCHIVED_RCPT = "user@example.org"     # listed user of the backup domain
 RELAYED_RCPT = "user@example.net"      # plain relay domain: no archive
 
 
-from sink import Sink  # noqa: E402  (bench/sink.py)
+from sink import Sink, smtp_source  # noqa: E402  (bench/sink.py)
 
 
 class Target:
@@ -55,15 +53,10 @@ class Target:
 def run_once(t: Target, sink: Sink, sessions: int, messages: int, size: int, timeout: float) -> float | None:
     """messages/s from smtp-source start until the sink has them all; None on failure."""
     before, archived_before = sink.count(), t.archived()
-    cmd = ["smtp-source", "-s", str(sessions), "-m", str(messages), "-l", str(size),
-           "-f", SENDER, "-t", t.rcpt, f"127.0.0.1:{t.port}"]
     t0 = time.monotonic()
     deadline = t0 + timeout
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        rc, out = res.returncode, (res.stdout + res.stderr).strip()
-    except subprocess.TimeoutExpired:
-        rc, out = -1, f"smtp-source timed out after {timeout}s"
+    rc, out = smtp_source(t.port, sessions=sessions, messages=messages, size=size, sender=SENDER, rcpt=t.rcpt,
+                          timeout=timeout)
     complete = rc == 0 and sink.wait_count(before + messages, max(0.0, deadline - time.monotonic()))
     elapsed = time.monotonic() - t0
     got = sink.count() - before

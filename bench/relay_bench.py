@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import resource
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
 from harness import (  # noqa: E402
-    MAILKEEP_BIN, Mailkeep, PostfixInstance, RawSMTP, default_config, free_port, wait_port,
+    MAILKEEP_BIN, Mailkeep, PostfixInstance, RawSMTP, default_config, free_port,
 )
 
 SENDER = "bench@client.test"
@@ -44,17 +42,7 @@ def raise_nofile(n: int = 20000) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-from sink import Sink  # noqa: E402  (bench/sink.py)
-
-
-def smtp_source(port: int, sessions: int, messages: int, size: int, timeout: float) -> tuple[int, str]:
-    cmd = ["smtp-source", "-s", str(sessions), "-m", str(messages), "-l", str(size),
-           "-f", SENDER, "-t", RCPT, f"127.0.0.1:{port}"]
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        return res.returncode, (res.stdout + res.stderr).strip()
-    except subprocess.TimeoutExpired:
-        return -1, f"smtp-source timed out after {timeout}s"
+from sink import Sink, smtp_source  # noqa: E402  (bench/sink.py)
 
 
 def measure(name: str, port: int, sink: Sink, sessions: int, messages: int, size: int,
@@ -62,7 +50,8 @@ def measure(name: str, port: int, sink: Sink, sessions: int, messages: int, size
     """messages/s from smtp-source start until the sink has all messages; None on failure."""
     before = sink.count()
     t0 = time.monotonic()
-    rc, out = smtp_source(port, sessions, messages, size, timeout)
+    rc, out = smtp_source(port, sessions=sessions, messages=messages, size=size, sender=SENDER, rcpt=RCPT,
+                          timeout=timeout)
     # a queueing relay (Postfix) may still be delivering after smtp-source exits
     grace = 5.0 if rc != 0 else max(5.0, timeout - (time.monotonic() - t0))
     complete = sink.wait_count(before + messages, timeout=grace)

@@ -46,3 +46,18 @@ class Sink:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self._f.close()
+
+
+def smtp_source(port: int, *, sessions: int, messages: int, sender: str, rcpt: str, timeout: float,
+                size: int | None = None, message_file: Path | None = None,
+                host: str = "127.0.0.1") -> tuple[int, str]:
+    """Postfix smtp-source: `messages` over `sessions` sessions, either generated (`size` bytes,
+    -l) or a file sent as it is (-F). Returns (exit status, its output); -1 on timeout."""
+    cmd = ["smtp-source", "-s", str(sessions), "-m", str(messages), "-f", sender, "-t", rcpt]
+    cmd += ["-F", str(message_file)] if message_file else ["-l", str(size)]
+    cmd.append(f"{host}:{port}")
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        return res.returncode, (res.stdout + res.stderr).strip()
+    except subprocess.TimeoutExpired:
+        return -1, f"smtp-source timed out after {timeout}s"

@@ -11,7 +11,7 @@ import argparse, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sink import Sink  # noqa: E402
+from sink import Sink, smtp_source  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "e2e"))
 from harness import MAILKEEP_BIN, Mailkeep, default_config, free_port  # noqa: E402
 
@@ -23,9 +23,10 @@ def run_once(mk: Mailkeep, sink: Sink, message: Path, messages: int, sessions: i
     before = sink.count()
     t0 = time.perf_counter()
     # The test config's relay_from is 127.0.0.9/32: this client is "the internet", so it is scored.
-    subprocess.run(["smtp-source", "-s", str(sessions), "-m", str(messages), "-F", str(message),
-                    "-f", "sender@internet.test", "-t", "someone@example.net", f"{mk.host}:{mk.port}"],
-                   check=True, capture_output=True, timeout=300)
+    rc, out = smtp_source(mk.port, sessions=sessions, messages=messages, message_file=message,
+                          sender="sender@internet.test", rcpt="someone@example.net", timeout=300, host=mk.host)
+    if rc != 0:
+        raise RuntimeError(f"smtp-source failed ({rc}): {out[-300:]}")
     if not sink.wait_count(before + messages, 120):
         raise RuntimeError(f"sink got {sink.count() - before} of {messages}")
     return messages / (time.perf_counter() - t0)
@@ -67,7 +68,7 @@ def main():
         finally:
             for mk in gateways.values():
                 mk.stop()
-            sink.proc.terminate()
+            sink.stop()
         print(f"{args.messages} copies of {message.name} ({len(body)} bytes), smtp-source -s {args.sessions}")
         for name, runs in results.items():
             print(f"  {name:9s} {statistics.median(runs):8.0f} msg/s   runs: {', '.join(f'{r:.0f}' for r in runs)}")
