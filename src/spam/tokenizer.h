@@ -110,7 +110,7 @@ class Tokenizer {
   bool urls_in_words_ = false;  // while tokenizing plain text
   std::string tag_;
   std::string carry_;  // a body word cut at the end of a decoded piece
-  std::string html_plain_, html_text_, decode_buffer_;
+  std::string html_text_, decode_buffer_;
 };
 
 }  // namespace mk::spam
