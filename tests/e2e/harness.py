@@ -13,6 +13,7 @@ Everything here uses the standard library plus aiosmtpd (Debian python3-aiosmtpd
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
 import signal
@@ -37,11 +38,35 @@ CRLF = b"\r\n"
 
 # --------------------------------------------------------------------------- ports
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port that is currently free on `host`."""
+    """Return a TCP port that is currently free on `host`.
+
+    Chosen below the kernel's ephemeral range: a port the kernel handed out (bind to port 0)
+    may meanwhile become the source port of some outgoing connection, and the server that
+    was to listen on it then fails with "Address already in use" (seen under ASan in CI runs).
+    """
+    low = _ephemeral_low()
+    for _ in range(100):
+        port = _port_picker.randrange(10000, low) if low > 10001 else 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+_port_picker = random.Random()
 
 
 def wait_port(host: str, port: int, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
