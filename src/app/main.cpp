@@ -95,16 +95,22 @@ asio::awaitable<void> purge_aliases(mk::aliases::AliasService& aliases, std::chr
 }
 
 // Rewrites the counters file every 5 seconds (for `mailkeep stats`).
-asio::awaitable<void> write_stats(std::string path, int64_t started) {
+// The counters for `mailkeep stats`: written once before the first
+// connection is accepted (so the file exists as soon as the server answers),
+// then every 5 s.
+bool write_stats_file(const std::string& path, int64_t started) {
+  if (mk::stats::write_file(path, started)) return true;
+  spdlog::warn("cannot write stats file {}", path);
+  return false;
+}
+
+asio::awaitable<void> write_stats(std::string path, int64_t started, bool warned) {
   asio::steady_timer timer(co_await asio::this_coro::executor);
-  bool warned = false;
   while (true) {
-    if (!mk::stats::write_file(path, started) && !warned) {
-      spdlog::warn("cannot write stats file {}", path);
-      warned = true;
-    }
     timer.expires_after(std::chrono::seconds(5));
     co_await timer.async_wait(asio::use_awaitable);
+    if (warned) mk::stats::write_file(path, started);
+    else warned = !write_stats_file(path, started);
   }
 }
 
@@ -332,14 +338,15 @@ int serve(const mk::Settings& settings) {
     spdlog::critical("{}", err);
     return 1;
   }
+  const int64_t started = unix_now();
+  const bool stats_written = write_stats_file(settings.general.stats_file, started);
   server.start();
   if (http) http->start();
   if (aliases)
     asio::co_spawn(main_io,
                    purge_aliases(*aliases, std::chrono::seconds(settings.aliases.purge_interval), blocking.get_executor()),
                    asio::detached);
-  const int64_t started = unix_now();
-  asio::co_spawn(main_io, write_stats(settings.general.stats_file, started), asio::detached);
+  asio::co_spawn(main_io, write_stats(settings.general.stats_file, started, !stats_written), asio::detached);
   if (spam)
     asio::co_spawn(main_io, watch_spam_model(*spam, blocking.get_executor()), asio::detached);
   if (spam_history)
