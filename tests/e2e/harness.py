@@ -51,22 +51,32 @@ def free_port(host: str = "127.0.0.1") -> int:
     Chosen below the kernel's ephemeral range: a port the kernel handed out (bind to port 0)
     may meanwhile become the source port of some outgoing connection, and the server that
     was to listen on it then fails with "Address already in use" (seen under ASan in CI runs).
+    Ports are handed out in turn from a random starting point, never twice in one test run
+    until the range wraps: drawing them at random let two calls in one test return the same
+    port (a CI run had mailkeep's SMTP and HTTP listeners on one port).
     """
+    global _next_port
     low = _ephemeral_low()
-    for _ in range(100):
-        port = _port_picker.randrange(10000, low) if low > 10001 else 0
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                continue
-            return s.getsockname()[1]
+    if low > 10001:
+        for _ in range(200):
+            if _next_port is None:
+                _next_port = random.Random().randrange(10000, low)
+            elif _next_port >= low:
+                _next_port = 10000
+            port = _next_port
+            _next_port += 1
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
 
 
-_port_picker = random.Random()
+_next_port: int | None = None
 
 
 def wait_port(host: str, port: int, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
