@@ -238,6 +238,13 @@ const std::vector<Key>& key_table() {
                [](Settings& s) -> auto& { return s.smtp.max_message_size; }),
       uint_key("smtp", "max_recipients", "100", 1, 100000, "recipients per transaction",
                [](Settings& s) -> auto& { return s.smtp.max_recipients; }),
+      // Postfix's smtpd_recipient_overshoot_limit: a pipelining client sends all its RCPTs
+      // before it reads the first 452, so a few hundred extra are normal and must not end the
+      // session; beyond this many each further one counts toward max_errors, so a client
+      // cannot keep a session busy with endless RCPTs.
+      uint_key("smtp", "recipient_overshoot_limit", "1000", 0, 1000000,
+               "RCPTs answered 452 past max_recipients before each further one counts toward max_errors",
+               [](Settings& s) -> auto& { return s.smtp.recipient_overshoot_limit; }),
       uint_key("smtp", "max_connections", "1000", 1, 1000000, "simultaneous SMTP sessions",
                [](Settings& s) -> auto& { return s.smtp.max_connections; }),
       uint_key("smtp", "timeout", "300", 1, 3600, "seconds per read; RFC 5321 4.5.3.2",

@@ -26,6 +26,7 @@ struct Settings {
     std::string hostname;  // banner and Received
     uint64_t max_message_size = 0;
     uint32_t max_recipients = 0;
+    uint32_t recipient_overshoot_limit = 0;  // 452s past max_recipients before each counts as an error
     uint32_t max_connections = 0;
     uint32_t timeout = 0;           // seconds per read, RFC 5321 4.5.3.2
     uint32_t shutdown_timeout = 0;  // seconds transfers in flight get after SIGTERM

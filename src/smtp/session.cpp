@@ -276,7 +276,10 @@ awaitable<void> Session::handle_rcpt(std::string_view arg) {
     auto r = Reply{452, "4.5.3", "Error: too many recipients"};
     stats::count(stats::Counter::reject_too_many_recipients);
     log_reject("RCPT", r, "too many recipients");
-    reply(r);
+    if (++tx_.recipients_over_limit > settings_.smtp.recipient_overshoot_limit)
+      reply_error(r);
+    else
+      reply(r);
     co_return;
   }
   auto path = parse_path_argument(arg, "TO", /*allow_null=*/false);

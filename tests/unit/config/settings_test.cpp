@@ -14,6 +14,7 @@ TEST(Settings, EmbeddedDefaults) {
   EXPECT_EQ(s.smtp.listen[0].to_string(), "127.0.0.1:2525");
   EXPECT_EQ(s.smtp.max_message_size, 52428800u);
   EXPECT_EQ(s.smtp.max_recipients, 100u);
+  EXPECT_EQ(s.smtp.recipient_overshoot_limit, 1000u);
   EXPECT_EQ(s.smtp.max_connections, 1000u);
   EXPECT_EQ(s.smtp.timeout, 300u);
   EXPECT_TRUE(s.delivery.smarthost.empty());
