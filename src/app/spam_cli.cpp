@@ -113,8 +113,11 @@ int train(const Settings& settings, const SpamCommand& cmd) {
     bool spam;
   };
   std::vector<Example> examples;
-  for (auto& f : spam::message_files(cmd.spam)) examples.push_back({f, true});
-  for (auto& f : spam::message_files(cmd.ham)) examples.push_back({f, false});
+  for (bool spam : {true, false}) {
+    std::vector<std::string> paths;
+    if (report(spam::message_files(spam ? cmd.spam : cmd.ham, paths))) return 1;
+    for (auto& f : paths) examples.push_back({f, spam});
+  }
   if (!cmd.labelled.empty()) {
     std::ifstream list(cmd.labelled);
     if (!list) {

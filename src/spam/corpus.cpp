@@ -16,29 +16,42 @@ constexpr size_t kReadBuffer = 128 * 1024;
 
 namespace fs = std::filesystem;
 
-std::vector<std::string> message_files(const std::vector<std::string>& paths) {
-  std::vector<std::string> out;
+std::string message_files(const std::vector<std::string>& paths, std::vector<std::string>& out) {
   for (auto& p : paths) {
     std::error_code ec;
-    if (fs::is_regular_file(p, ec)) {
+    auto status = fs::status(p, ec);
+    if (ec) return p + ": " + ec.message();
+    if (fs::is_regular_file(status)) {
       out.push_back(p);
       continue;
     }
-    if (!fs::is_directory(p, ec)) continue;
+    if (!fs::is_directory(status)) return p + ": neither a message file nor a directory";
     std::vector<std::string> found;
-    bool maildir = fs::is_directory(fs::path(p) / "cur", ec) || fs::is_directory(fs::path(p) / "new", ec);
-    if (maildir) {
+    auto list = [&](const fs::path& dir, bool recursive) -> std::string {
+      auto add = [&](const fs::directory_entry& f) {
+        std::error_code fec;
+        if (f.is_regular_file(fec)) found.push_back(f.path().string());
+      };
+      if (recursive) {
+        for (fs::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) add(*it);
+      } else {
+        for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) add(*it);
+      }
+      return ec ? dir.string() + ": " + ec.message() : "";
+    };
+    std::string error;
+    if (fs::is_directory(fs::path(p) / "cur", ec) || fs::is_directory(fs::path(p) / "new", ec)) {
+      // A Maildir: its messages, not its subfolders (.Junk under INBOX is not INBOX).
       for (auto sub : {"cur", "new"})
-        for (auto& f : fs::directory_iterator(fs::path(p) / sub, ec))
-          if (f.is_regular_file(ec)) found.push_back(f.path().string());
+        if (error.empty() && fs::is_directory(fs::path(p) / sub, ec)) error = list(fs::path(p) / sub, false);
     } else {
-      for (auto& f : fs::recursive_directory_iterator(p, fs::directory_options::skip_permission_denied, ec))
-        if (f.is_regular_file(ec)) found.push_back(f.path().string());
+      error = list(p, true);
     }
+    if (!error.empty()) return error;
     std::sort(found.begin(), found.end());
     out.insert(out.end(), found.begin(), found.end());
   }
-  return out;
+  return "";
 }
 
 bool tokenize_file(const std::string& path, Tokenizer& tokenizer) {
