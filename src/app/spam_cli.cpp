@@ -150,26 +150,36 @@ int train(const Settings& settings, const SpamCommand& cmd) {
   model.learning_rate = cmd.rate;
   model.margin = cmd.margin;
   model.ham_cost = cmd.ham_cost;
+  size_t trained = 0;
   if (cmd.online) {
     // TREC style, in the order given: classify, report, then learn the truth.
     uint64_t errors = 0;
     std::vector<uint32_t> features;
     for (auto& e : examples) {
-      if (!features_of(tok, e.path, features)) continue;
+      if (!features_of(tok, e.path, features)) {
+        std::cerr << "mailkeep: cannot read " << e.path << "\n";
+        continue;
+      }
+      ++trained;
       double s = model.score(features);
       bool wrong = (s >= settings.spam.tag_score) != e.spam;
       errors += wrong;
       std::printf("%s\t%.6f\t%s\t%s\n", e.path.c_str(), s, e.spam ? "spam" : "ham", wrong ? "error" : "ok");
       model.train(features, e.spam, mode);
     }
-    std::printf("# online errors %llu of %zu\n", (unsigned long long)errors, examples.size());
+    std::printf("# online errors %llu of %zu\n", (unsigned long long)errors, trained);
   } else {
     // Batch: tokenized once, interleaved in a fixed pseudo-random order, several passes.
+    // A file that vanished since it was listed (a Maildir in use) is reported and left out.
     std::vector<std::vector<uint32_t>> features(examples.size());
-    for (size_t i = 0; i < examples.size(); ++i)
-      if (!features_of(tok, examples[i].path, features[i])) std::cerr << "mailkeep: cannot read " << examples[i].path << "\n";
-    std::vector<size_t> order(examples.size());
-    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::vector<size_t> order;
+    for (size_t i = 0; i < examples.size(); ++i) {
+      if (features_of(tok, examples[i].path, features[i]))
+        order.push_back(i);
+      else
+        std::cerr << "mailkeep: cannot read " << examples[i].path << "\n";
+    }
+    trained = order.size();
     uint64_t seed = 0x2545F4914F6CDD1Dull;
     for (size_t i = order.size(); i > 1; --i) {
       seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
@@ -182,8 +192,12 @@ int train(const Settings& settings, const SpamCommand& cmd) {
       if (updates == 0) break;
     }
   }
+  if (trained == 0) {
+    std::cerr << "mailkeep: none of the messages could be read; model left as it was\n";
+    return 1;
+  }
   if (report(model.save(settings.spam.model))) return 1;
-  std::cerr << "trained on " << examples.size() << " messages; model " << settings.spam.model << "\n";
+  std::cerr << "trained on " << trained << " messages; model " << settings.spam.model << "\n";
   return 0;
 }
 

@@ -98,3 +98,22 @@ def test_a_missing_path_is_an_error_and_the_model_is_left_alone(ini, tmp_path):
     assert res.returncode == 1 and "/dev/null: neither a message file nor a directory" in res.stderr
     assert model.read_bytes() == before
     assert learned(ini) == {"learned.spam": 10, "learned.ham": 10}
+
+
+def test_a_listed_file_that_cannot_be_read_is_left_out(ini, tmp_path):
+    """A file named in --labelled (or gone from a Maildir in use since it was listed) is reported
+    and not learned; training goes on with the rest."""
+    spam, ham = corpus("spam-1", 3), corpus("easy-ham-1", 3)
+    gone = tmp_path / "gone.eml"
+    labelled = tmp_path / "labelled"
+    labelled.write_text("".join(f"spam\t{p}\n" for p in spam) + f"spam\t{gone}\n" +
+                        "".join(f"ham\t{p}\n" for p in ham))
+    res = spam_cli(ini, "train", "--labelled", str(labelled))
+    assert res.returncode == 0, res.stderr
+    assert f"cannot read {gone}" in res.stderr and "trained on 6 messages" in res.stderr
+    assert learned(ini) == {"learned.spam": 3, "learned.ham": 3}
+
+    labelled.write_text(f"ham\t{gone}\n")
+    res = spam_cli(ini, "train", "--labelled", str(labelled))
+    assert res.returncode == 1 and "none of the messages could be read" in res.stderr
+    assert learned(ini) == {"learned.spam": 3, "learned.ham": 3}
