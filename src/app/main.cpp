@@ -186,10 +186,11 @@ int serve(const mk::Settings& settings) {
 
   // TLS contexts first: a bad certificate is a start-up error, not a surprise later.
   std::unique_ptr<mk::tls::ServerContext> tls;
-  mk::tls::ContextPtr https;
+  std::unique_ptr<mk::tls::ServerContext> https;
   try {
     if (!settings.tls.cert.empty()) tls = std::make_unique<mk::tls::ServerContext>(settings.tls.cert, settings.tls.key);
-    if (!settings.http.cert.empty()) https = mk::tls::make_server_context(settings.http.cert, settings.http.key);
+    if (!settings.http.cert.empty())
+      https = std::make_unique<mk::tls::ServerContext>(settings.http.cert, settings.http.key, "[http]");
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());
     return 1;
@@ -302,7 +303,8 @@ int serve(const mk::Settings& settings) {
     api = std::make_unique<mk::http::Api>(
         aliases.get(), mk::http::ApiConfig{settings.http.trusted_proxies, settings.aliases.create_interval},
         spam_page.get());
-    http = std::make_unique<mk::http::Server>(worker_ptrs, settings, *api, blocking.get_executor(), dnsbl.get(), https);
+    http = std::make_unique<mk::http::Server>(worker_ptrs, settings, *api, blocking.get_executor(), dnsbl.get(),
+                                              https.get());
   }
   try {
     server.bind();
@@ -333,6 +335,22 @@ int serve(const mk::Settings& settings) {
       data_dirs.push_back(dir);  // the /spam page's reclassify rewrites the model
     for (auto suffix : {"", "-wal", "-shm"}) data_files.push_back(settings.spam.history + suffix);
     for (auto suffix : {"", ".lock"}) data_files.push_back(settings.spam.model + suffix);
+  }
+  // After the drop, SIGHUP re-reads the certificates through a helper that keeps root
+  // (app/privileges.h): renewed keys are usually readable by root only.
+  std::unique_ptr<mk::app::PrivilegedPemReader> pem_reader;
+  if (::geteuid() == 0 && settings.general.user != "root" && (tls || https)) {
+    std::vector<std::string> files;
+    for (auto* ctx : {tls.get(), https.get()})
+      if (ctx) files.insert(files.end(), {ctx->cert_file(), ctx->key_file()});
+    std::string err;
+    pem_reader = mk::app::PrivilegedPemReader::start(files, err);
+    if (!pem_reader) {
+      spdlog::warn("{}; SIGHUP will re-read the certificates as [general] user {}", err, settings.general.user);
+    } else {
+      for (auto* ctx : {tls.get(), https.get()})
+        if (ctx) ctx->read_through(pem_reader.get());
+    }
   }
   if (auto err = mk::app::drop_privileges(settings.general.user, data_dirs, data_files); !err.empty()) {
     spdlog::critical("{}", err);
@@ -368,14 +386,15 @@ int serve(const mk::Settings& settings) {
     if (http) http->stop();
     server.stop(stop_all);
   });
-  // SIGHUP: re-read the STARTTLS certificate; sessions keep the context they have.
+  // SIGHUP: re-read the STARTTLS and HTTPS certificates; sessions keep the context they have.
   asio::signal_set hangup(main_io, SIGHUP);
   std::function<void()> on_hangup = [&] {
     hangup.async_wait([&](const boost::system::error_code& ec, int) {
       if (ec) return;
-      if (tls) {
-        auto err = tls->reload();
-        if (err.empty()) spdlog::info("SIGHUP: TLS certificate {} reloaded", settings.tls.cert);
+      for (auto* ctx : {tls.get(), https.get()}) {
+        if (!ctx) continue;
+        auto err = ctx->reload();
+        if (err.empty()) spdlog::info("SIGHUP: TLS certificate {} reloaded", ctx->cert_file());
         else spdlog::error("SIGHUP: TLS reload failed, keeping the old certificate: {}", err);
       }
       on_hangup();
@@ -509,6 +528,9 @@ int archive_stats(const mk::Settings& settings) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Not a command for people: the helper the server starts for SIGHUP (app/privileges.h).
+  if (argc >= 2 && std::string_view(argv[1]) == "privileged-reader")
+    return mk::app::run_privileged_reader(std::vector<std::string>(argv + 2, argv + argc));
   CLI::App app{"mailkeep — a mail gateway that keeps every message"};
   app.set_version_flag("--version", std::string("mailkeep ") + MAILKEEP_VERSION);
   app.require_subcommand(1);

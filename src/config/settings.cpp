@@ -365,7 +365,7 @@ const std::vector<Key>& key_table() {
                    [](Settings& s) -> auto& { return s.http.trusted_proxies; }),
       uint_key("http", "max_body", "4096", 256, 1048576, "largest request body accepted (bytes)",
                [](Settings& s) -> auto& { return s.http.max_body; }),
-      string_key("http", "cert", "", "PEM certificate: the HTTP listener speaks HTTPS when cert and key are set",
+      string_key("http", "cert", "", "PEM certificate: the HTTP listener speaks HTTPS when cert and key are set; re-read on SIGHUP",
                  [](Settings& s) -> auto& { return s.http.cert; }),
       string_key("http", "key", "", "PEM private key for HTTPS",
                  [](Settings& s) -> auto& { return s.http.key; }),

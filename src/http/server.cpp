@@ -36,7 +36,7 @@ struct Server::Impl {
   Api& api;
   asio::any_io_executor blocking;
   policy::DnsblChecker* dnsbl;
-  tls::ContextPtr https;  // null: plain HTTP
+  tls::ServerContext* https;  // null: plain HTTP
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
   std::atomic<bool> stopping{false};
 
@@ -83,7 +83,7 @@ struct Server::Impl {
 
   // HTTPS: the TLS handshake, then the same request loop.
   asio::awaitable<void> secure_session(beast::tcp_stream tcp) {
-    auto ctx = https;  // kept alive for this connection
+    auto ctx = https->current();  // kept alive for this connection
     beast::ssl_stream<beast::tcp_stream> stream(std::move(tcp), *ctx);
     beast::get_lowest_layer(stream).expires_after(kTimeout);
     auto [ec] = co_await stream.async_handshake(asio::ssl::stream_base::server, asio::as_tuple(asio::use_awaitable));
@@ -144,8 +144,8 @@ struct Server::Impl {
 };
 
 Server::Server(std::vector<asio::io_context*> workers, const Settings& settings, Api& api,
-               asio::any_io_executor blocking, policy::DnsblChecker* dnsbl, tls::ContextPtr https)
-    : impl_(new Impl{std::move(workers), settings, api, std::move(blocking), dnsbl, std::move(https), {}}) {}
+               asio::any_io_executor blocking, policy::DnsblChecker* dnsbl, tls::ServerContext* https)
+    : impl_(new Impl{std::move(workers), settings, api, std::move(blocking), dnsbl, https, {}}) {}
 
 Server::~Server() = default;
 

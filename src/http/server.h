@@ -18,9 +18,10 @@ namespace mk::http {
 class Server {
  public:
   // `dnsbl` (may be null) checks alias creators against [dnsbl] http_zones;
-  // `https` (may be null) makes the listener speak HTTPS.
+  // `https` (may be null) makes the listener speak HTTPS; each connection takes the
+  // certificate in force when it arrives (SIGHUP reloads it).
   Server(std::vector<boost::asio::io_context*> workers, const Settings& settings, Api& api,
-         boost::asio::any_io_executor blocking, policy::DnsblChecker* dnsbl, tls::ContextPtr https);
+         boost::asio::any_io_executor blocking, policy::DnsblChecker* dnsbl, tls::ServerContext* https);
   ~Server();
   // Binds every [http] listen address; throws std::runtime_error naming it on failure.
   void bind();

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import Mailkeep, RawSMTP, default_config, free_port
+from harness import Mailkeep, RawSMTP, default_config, free_port, wait_port
 from tls_support import client_context, make_pki, starttls
 
 MSG = b"From: a@client.test\r\nSubject: unprivileged\r\n\r\nhello\r\n"
@@ -142,37 +142,107 @@ def test_drop_after_binding_privileged_port(workdir, capture):
         mk.stop()
 
 
-def test_root_only_tls_key_loaded_before_drop(workdir, capture):
-    """The usual setup: key readable by root only. Loaded before the drop; SIGHUP (which
-    runs unprivileged) may fail to re-read it but must keep the loaded one and keep serving."""
+def children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def install_root_only(pair, cert: Path, key: Path) -> None:
+    """As certbot leaves them: the key 0600 root, replaced by rename."""
+    for src, dst, mode in ((pair.cert, cert, 0o644), (pair.key, key, 0o600)):
+        tmp = dst.with_suffix(".new")
+        shutil.copyfile(src, tmp)
+        os.chmod(tmp, mode)
+        tmp.replace(dst)
+
+
+def presented_cert(mk, pki) -> bytes:
+    c = RawSMTP(mk.host, mk.port)
+    c.ehlo()
+    assert c.cmd("STARTTLS").code == 220
+    with starttls(c, client_context(pki.ca)) as t:
+        assert t.cmd("EHLO x").code == 250
+        return t.sock.getpeercert(binary_form=True)
+
+
+def presented_https_cert(port: int, pki) -> bytes:
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with client_context(pki.ca).wrap_socket(raw, server_hostname="mx.test") as s:
+        return s.getpeercert(binary_form=True)
+
+
+def test_root_only_tls_keys_reloaded_on_sighup_after_drop(workdir, capture):
+    """The usual setup: keys readable by root only, in a directory only root may enter, and
+    renewed in place. Loaded before the drop; SIGHUP, which arrives when the server runs as
+    mailkeep, re-reads them through the privileged reader: new STARTTLS and HTTPS sessions get
+    the renewed certificates. The reader is a root process that holds nothing but its socket
+    and ends with the server."""
     uid, gid = mailkeep_ids()
     pki = make_pki(workdir / "pki")
-    key = workdir / "pki" / "private.key"
-    shutil.copyfile(pki.server.key, key)
-    os.chmod(key, 0o600)
+    certs = workdir / "certs"
+    certs.mkdir(mode=0o700)
+    smtp_cert, smtp_key = certs / "smtp.pem", certs / "smtp.key"
+    http_cert, http_key = certs / "http.pem", certs / "http.key"
+    install_root_only(pki.server, smtp_cert, smtp_key)
+    install_root_only(pki.server, http_cert, http_key)
+    http_port = free_port()
     cfg = default_config(free_port(), capture.address, general={"user": "mailkeep"},
-                         tls={"cert": pki.server.cert, "key": key})
+                         tls={"cert": smtp_cert, "key": smtp_key},
+                         http={"listen": f"127.0.0.1:{http_port}", "cert": http_cert, "key": http_key})
     mk = Mailkeep(workdir / "tlsmk", cfg)
     os.chmod(mk.workdir, 0o755)
     mk.start()
     try:
+        wait_port("127.0.0.1", http_port)
         assert_unprivileged(mk.pid, uid, gid)
+        helpers = children(mk.pid)
+        assert len(helpers) == 1, helpers
+        helper = helpers[0]
+        assert Path(f"/proc/{helper}/cmdline").read_bytes().split(b"\0")[:2] == [b"mailkeep", b"privileged-reader"]
+        assert status(helper)["Uid"][0] == "0"
+        assert sorted(int(fd) for fd in os.listdir(f"/proc/{helper}/fd")) == [0, 1, 2, 3]
+        assert core_limit(helper) == ("0", "0")
+        assert presented_cert(mk, pki) == pki.server.der()
+        assert presented_https_cert(http_port, pki) == pki.server.der()
+
+        renewed = pki.leaf("server-renewed", "mx.test renewed", "DNS:mx.test")
+        install_root_only(renewed, smtp_cert, smtp_key)
+        install_root_only(renewed, http_cert, http_key)
         before = mk.log().count("SIGHUP:")
         mk.proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 5
-        while mk.log().count("SIGHUP:") == before and time.monotonic() < deadline:
+        while mk.log().count("SIGHUP:") < before + 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert mk.log().count("SIGHUP:") > before, mk.log()
-        print([l for l in mk.log().splitlines() if "SIGHUP" in l])
-        assert mk.proc.poll() is None
-        c = RawSMTP(mk.host, mk.port)
-        c.ehlo()
-        assert c.cmd("STARTTLS").code == 220
-        with starttls(c, client_context(pki.ca)) as t:
-            assert t.sock.getpeercert(binary_form=True) == pki.server.der()
-            assert t.cmd("EHLO x").code == 250
+        log = mk.log()
+        assert f"SIGHUP: TLS certificate {smtp_cert} reloaded" in log, log
+        assert f"SIGHUP: TLS certificate {http_cert} reloaded" in log, log
+        assert "reload failed" not in log, log
+        assert presented_cert(mk, pki) == renewed.der()
+        assert presented_https_cert(http_port, pki) == renewed.der()
+        relay_one(mk, capture)
+
+        # A broken renewal is refused and the running certificate stays.
+        smtp_key.write_text("not a key\n")
+        mk.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while "reload failed" not in mk.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert f"[tls] key {smtp_key}" in mk.log(), mk.log()
+        assert presented_cert(mk, pki) == renewed.der()
     finally:
         mk.stop()
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{helper}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{helper}").exists(), "the privileged reader outlived the server"
 
 
 def test_user_root_keeps_root_and_warns(run, capture):
