@@ -21,6 +21,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "core/fd_io.h"
 #include "core/log.h"
 
 namespace mk::app {
@@ -70,34 +71,9 @@ namespace {
 
 constexpr int kHelperFd = 3;
 
-bool write_all(int fd, const void* data, size_t n) {
-  auto* p = static_cast<const char*>(data);
-  while (n > 0) {
-    ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    p += w;
-    n -= size_t(w);
-  }
-  return true;
-}
-
-// false on EOF or error before `n` bytes.
-bool read_all(int fd, void* data, size_t n) {
-  auto* p = static_cast<char*>(data);
-  while (n > 0) {
-    ssize_t r = ::read(fd, p, n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    p += r;
-    n -= size_t(r);
-  }
-  return true;
-}
-
 bool send_answer(int fd, uint8_t status, const std::string& bytes) {
   uint32_t length = uint32_t(bytes.size());
-  return write_all(fd, &status, 1) && write_all(fd, &length, sizeof length) && write_all(fd, bytes.data(), bytes.size());
+  return write_fully(fd, &status, 1) && write_fully(fd, &length, sizeof length) && write_fully(fd, bytes.data(), bytes.size());
 }
 
 }  // namespace
@@ -154,11 +130,11 @@ std::string PrivilegedPemReader::read(const std::string& path, std::string& cont
   uint32_t index = uint32_t(it - files_.begin());
   uint8_t status = 0;
   uint32_t length = 0;
-  if (!write_all(fd_, &index, sizeof index) || !read_all(fd_, &status, 1) || !read_all(fd_, &length, sizeof length) ||
+  if (!write_fully(fd_, &index, sizeof index) || !read_fully(fd_, &status, 1) || !read_fully(fd_, &length, sizeof length) ||
       length > tls::kMaxPemFile + 4096)
     return "the privileged reader does not answer";
   std::string bytes(length, '\0');
-  if (!read_all(fd_, bytes.data(), length)) return "the privileged reader does not answer";
+  if (!read_fully(fd_, bytes.data(), length)) return "the privileged reader does not answer";
   if (status != 0) return bytes;
   contents.swap(bytes);
   OPENSSL_cleanse(bytes.data(), bytes.size());
@@ -176,9 +152,10 @@ int run_privileged_reader(const std::vector<std::string>& files) {
   if (::getppid() == 1) return 0;  // the server is already gone
   std::signal(SIGHUP, SIG_IGN);    // a reload is the server's business
   std::signal(SIGINT, SIG_IGN);    // so is Ctrl-C: the server's end closing ends us
+  std::signal(SIGPIPE, SIG_IGN);   // a write to a server that is gone fails instead
   if (::fcntl(kHelperFd, F_GETFD) < 0) return 2;
   uint32_t index = 0;
-  while (read_all(kHelperFd, &index, sizeof index)) {
+  while (read_fully(kHelperFd, &index, sizeof index)) {
     std::string contents;
     if (index >= files.size()) {
       if (!send_answer(kHelperFd, 1, "unknown file number")) break;

@@ -11,6 +11,8 @@
 #include <cstring>
 #include <vector>
 
+#include "core/fd_io.h"
+
 namespace mk::archive {
 namespace {
 
@@ -46,17 +48,6 @@ std::string unique_name(uint64_t size) {
   gettimeofday(&tv, nullptr);
   return std::to_string(tv.tv_sec) + ".M" + std::to_string(tv.tv_usec) + "P" + std::to_string(getpid()) + "Q" +
          std::to_string(++sequence) + "." + host + ",S=" + std::to_string(size);
-}
-
-bool write_fully(int fd, const char* p, size_t n) {
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
 }
 
 // mkdir -p for the folders above a Maildir (mode 0700).

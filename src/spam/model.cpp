@@ -12,6 +12,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "core/fd_io.h"
+
 namespace mk::spam {
 namespace {
 
@@ -96,19 +98,8 @@ std::string Model::save(const std::string& path) const {
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
   if (fd < 0) return "cannot create " + tmp + ": " + std::strerror(errno);
   give_to_directory_owner(fd, path);
-  auto write_all = [&](const void* p, size_t n) {
-    auto* c = static_cast<const char*>(p);
-    while (n > 0) {
-      ssize_t w = ::write(fd, c, n);
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) return false;
-      c += w;
-      n -= size_t(w);
-    }
-    return true;
-  };
-  bool ok = write_all(&h, sizeof h) && write_all(weights_.data(), weights_.size() * sizeof(float)) &&
-            write_all(&crc32v, sizeof crc32v) && ::fsync(fd) == 0;
+  bool ok = write_fully(fd, &h, sizeof h) && write_fully(fd, weights_.data(), weights_.size() * sizeof(float)) &&
+            write_fully(fd, &crc32v, sizeof crc32v) && ::fsync(fd) == 0;
   int saved = errno;
   ::close(fd);
   if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
