@@ -572,6 +572,8 @@ int main(int argc, char** argv) {
   spam_train->add_option("--ham", spam_cmd.ham, "good messages");
   spam_train->add_option("--mode", spam_cmd.mode, "on-error (default) | everything")->check(CLI::IsMember({"on-error", "everything"}));
   spam_train->add_option("--passes", spam_cmd.passes, "passes over the set (batch)");
+  spam_train->add_option("--memory", spam_cmd.memory_mb,
+                         "MB of features kept between passes (default 256, ~60,000 messages); beyond, files are read again");
   spam_train->add_option("--labelled", spam_cmd.labelled, "file of 'spam|ham<TAB>PATH' lines, learned in that order");
   spam_train->add_option("--rate", spam_cmd.rate, "learning rate");
   spam_train->add_option("--margin", spam_cmd.margin, "near-error band around 0.5 for on-error training");

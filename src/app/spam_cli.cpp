@@ -171,14 +171,29 @@ int train(const Settings& settings, const SpamCommand& cmd) {
   } else {
     // Batch: tokenized once, interleaved in a fixed pseudo-random order, several passes.
     // A file that vanished since it was listed (a Maildir in use) is reported and left out.
+    // Features are kept for the later passes up to --memory MB (about 4 kB a message);
+    // past that, passes tokenize those files again, so a whole archive trains in bounded memory.
     std::vector<std::vector<uint32_t>> features(examples.size());
     std::vector<size_t> order;
+    const uint64_t budget = uint64_t(cmd.memory_mb) << 20;
+    uint64_t held = 0;
+    size_t not_held = 0;
     for (size_t i = 0; i < examples.size(); ++i) {
-      if (features_of(tok, examples[i].path, features[i]))
-        order.push_back(i);
-      else
+      if (!features_of(tok, examples[i].path, features[i])) {
         std::cerr << "mailkeep: cannot read " << examples[i].path << "\n";
+        continue;
+      }
+      order.push_back(i);
+      held += features[i].size() * sizeof(uint32_t);
+      if (held > budget) {
+        held -= features[i].size() * sizeof(uint32_t);
+        std::vector<uint32_t>().swap(features[i]);
+        ++not_held;
+      }
     }
+    if (not_held > 0)
+      std::cerr << "training: " << not_held << " messages past --memory " << cmd.memory_mb
+                << " MB are read again in each pass\n";
     trained = order.size();
     uint64_t seed = 0x2545F4914F6CDD1Dull;
     for (size_t i = order.size(); i > 1; --i) {
@@ -187,7 +202,15 @@ int train(const Settings& settings, const SpamCommand& cmd) {
     }
     for (int pass = 0; pass < std::max(1, cmd.passes); ++pass) {
       size_t updates = 0;
-      for (auto i : order) updates += model.train(features[i], examples[i].spam, mode, /*count=*/pass == 0);
+      std::vector<uint32_t> again;
+      for (auto i : order) {
+        const std::vector<uint32_t>* f = &features[i];
+        if (f->empty()) {
+          if (!features_of(tok, examples[i].path, again)) continue;  // gone since the first read
+          f = &again;
+        }
+        updates += model.train(*f, examples[i].spam, mode, /*count=*/pass == 0);
+      }
       std::cerr << "pass " << pass + 1 << ": " << updates << " updates\n";
       if (updates == 0) break;
     }

@@ -14,6 +14,7 @@ struct SpamCommand {
   std::string labelled;  // train: "spam<TAB>PATH" / "ham<TAB>PATH" lines, in this order
   std::string mode = "on-error";
   int passes = 3;
+  unsigned memory_mb = 256;  // features kept between passes; beyond, files are read again
   double rate = 0.02, margin = 0.35, ham_cost = 2.0;
   bool online = false;     // train: classify each message before learning it (TREC style)
   bool fresh = false;      // train: start from an empty model, replacing the file

@@ -117,3 +117,19 @@ def test_a_listed_file_that_cannot_be_read_is_left_out(ini, tmp_path):
     res = spam_cli(ini, "train", "--labelled", str(labelled))
     assert res.returncode == 1 and "none of the messages could be read" in res.stderr
     assert learned(ini) == {"learned.spam": 3, "learned.ham": 3}
+
+
+def test_training_past_the_memory_budget_reads_files_again_and_learns_the_same(tmp_path):
+    """--memory bounds the features kept between passes; past it each pass tokenizes the files
+    again. The model must come out byte for byte the same."""
+    spam, ham = corpus("spam-1", 60), corpus("easy-ham-1", 120)
+    models = []
+    for name, extra in (("kept", []), ("reread", ["--memory", "0"])):
+        ini = tmp_path / f"{name}.ini"
+        ini.write_text(f"[spam]\nmodel = {tmp_path / name}.model\n")
+        res = spam_cli(ini, "train", "--spam", *map(str, spam), "--ham", *map(str, ham), *extra)
+        assert res.returncode == 0, res.stderr
+        assert ("180 messages past --memory 0 MB are read again" in res.stderr) == bool(extra), res.stderr
+        assert "pass 2:" in res.stderr  # more than one pass, or the re-reading was not exercised
+        models.append((tmp_path / f"{name}.model").read_bytes())
+    assert models[0] == models[1]
