@@ -391,7 +391,12 @@ awaitable<void> Session::handle_data(std::string_view arg) {
   std::shared_ptr<const spam::Model> spam_model;
   std::optional<spam::Tokenizer> tokenizer;
   if (env_.spam && !client_info_.relay_allowed && !client_info_.backup_outbound) spam_model = env_.spam->model();
-  if (spam_model) tokenizer.emplace(env_.spam->settings());
+  if (spam_model) {
+    // Our Received field first, as it will stand on top of every copy: the message is
+    // tokenized as the archive keeps it, and the client's IP and HELO become features.
+    tokenizer.emplace(env_.spam->settings());
+    tokenizer->feed(received_header());
+  }
   auto data = co_await read_message(spool, tokenizer ? &*tokenizer : nullptr);
   if (data.connection != LineStatus::Ok) {
     spdlog::info("{}: lost connection with [{}]:{} during DATA after {} bytes; nothing was acknowledged", id_,

@@ -326,6 +326,17 @@ void Tokenizer::release_bitmap() {
   thread_bitmap.owner = nullptr;
 }
 
+void Tokenizer::forget_features() {
+  if (bitmap_)
+    for (uint32_t f : features_) bitmap_[f >> 6] = 0;
+  if (!seen_.empty()) std::fill(seen_.begin(), seen_.end(), kEmpty);
+  features_.clear();
+  tokens_.clear();
+  token_features_.clear();
+  recent_count_ = 0;
+  first_received_.clear();
+}
+
 void Tokenizer::feed(std::string_view bytes) {
   while (!bytes.empty()) {
     auto nl = bytes.find('\n');
@@ -433,6 +444,16 @@ void Tokenizer::finish_header() {
     std::string decoded = value.find("=?") == std::string_view::npos ? std::string(value) : decode_encoded_words(value);
     words(decoded, name == "from" ? "from:" : name == "return-path" ? "rpath:" : "to:", false);
   } else if (name == "received") {
+    // This gateway's own field, the top-most one that says "(mailkeep)", names the client
+    // that handed the message to us. The SMTP path feeds that field before the message
+    // (smtp/session.cpp), so mail scored as it arrives and the same mail trained from the
+    // archive, where the field is on top, have the same features. What stands above it
+    // (Return-Path, Delivered-To of the archive's delivery) came after the verdict: forgotten.
+    if (!client_seen_ && value.find("(mailkeep)") != std::string_view::npos) {
+      client_seen_ = true;
+      forget_features();
+      client_hop(value);
+    }
     // Only the bottom-most field counts (tokenized at the end of the header):
     // it is where the message entered the mail system. The hops above it
     // are added by whoever carried and stored it — our own Received: in the
@@ -464,6 +485,30 @@ void Tokenizer::received_hop(std::string_view value) {
     }
   }
   received_words(value);
+}
+
+// "from HELO ([IP])" of our own Received field: the client's address, its
+// network (/24, or /48 for IPv6) and the name it gave in HELO.
+void Tokenizer::client_hop(std::string_view value) {
+  auto by = value.find("by ");
+  auto from = value.substr(0, by);
+  if (!istarts_with(from, "from ")) return;
+  from.remove_prefix(5);
+  auto open = from.find("([");
+  auto close = from.find("])");
+  if (open == std::string_view::npos || close == std::string_view::npos || close < open) return;
+  words(from.substr(0, open), "clienthelo:", false);
+  auto ip = from.substr(open + 2, close - open - 2);
+  if (ip.size() > 64) return;
+  prefixed_token("clientip:", ip);
+  if (ip.find(':') != std::string_view::npos) {
+    size_t end = std::string_view::npos, from_pos = 0;
+    for (int colons = 0; colons < 3; ++colons, from_pos = end + 1)
+      if ((end = ip.find(':', from_pos)) == std::string_view::npos) break;
+    prefixed_token("clientnet:", ip.substr(0, end));  // the first three groups (or all of a short form)
+  } else if (auto dot = ip.rfind('.'); dot != std::string_view::npos) {
+    prefixed_token("clientnet:", ip.substr(0, dot));
+  }
 }
 
 void Tokenizer::end_of_headers() {

@@ -78,6 +78,9 @@ class Tokenizer {
   void received_words(std::string_view value);
   void received_hop(std::string_view value);
   std::string first_received_;  // the bottom-most Received field seen so far (the last one read)
+  void client_hop(std::string_view value);
+  void forget_features();       // drops what the header fields read so far gave
+  bool client_seen_ = false;    // our own Received field was read
   void word(std::string_view w, std::string_view prefix, bool pairs);
   void token(std::string_view t);
   void prefixed_token(std::string_view prefix, std::string_view t);  // token(prefix + t), without the string

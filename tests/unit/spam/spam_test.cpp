@@ -122,6 +122,47 @@ TEST(Tokenizer, EncodedWordsAreDecoded) {
   EXPECT_EQ(t.subject(), "FREE money");
 }
 
+TEST(Tokenizer, OurOwnReceivedFieldNamesTheClient) {
+  auto tokens_of = [](const std::string& message) {
+    Tokenizer t;
+    t.keep_tokens(true);
+    t.feed(message);
+    t.finish();
+    return t.tokens();
+  };
+  // On top: ours (as the session feeds it and the archive keeps it); below it, one a sender
+  // forged to look like ours, and the sender's own hop.
+  auto tokens = tokens_of(
+      "Received: from Bulk.Sender.example ([192.0.2.7])\r\n\tby mx.test (mailkeep) with ESMTP id s1.1;\r\n"
+      "\tSat, 28 Nov 2026 10:00:00 +0000\r\n"
+      "Received: from trusted.example ([198.51.100.1]) by mx.test (mailkeep) with ESMTP id f.1; x\r\n"
+      "Received: from pc ([10.1.2.3]) by smtp.sender.example; x\r\n"
+      "Subject: hi\r\n\r\nbody\r\n");
+  EXPECT_TRUE(has(tokens, "clientip:192.0.2.7"));
+  EXPECT_TRUE(has(tokens, "clientnet:192.0.2"));
+  EXPECT_TRUE(has(tokens, "clienthelo:bulk"));
+  EXPECT_TRUE(has(tokens, "clienthelo:example"));
+  EXPECT_FALSE(has(tokens, "clientip:198.51.100.1")) << "only the top-most (mailkeep) field is ours";
+  EXPECT_TRUE(has(tokens, "ip:10.1.2.3")) << "the bottom-most hop still counts";
+  EXPECT_FALSE(has(tokens, "ip:192.0.2.7"));
+
+  tokens = tokens_of("Received: from v6.example ([2001:db8:7:1::5])\r\n\tby mx.test (mailkeep) with ESMTPS id a.1; x\r\n"
+                     "\r\nbody\r\n");
+  EXPECT_TRUE(has(tokens, "clientip:2001:db8:7:1::5"));
+  EXPECT_TRUE(has(tokens, "clientnet:2001:db8:7"));
+  // Alone, ours is also the bottom-most hop: its address counts as one too.
+  tokens = tokens_of("Received: from a ([192.0.2.8]) by mx.test (mailkeep) with SMTP id c.1; x\r\n\r\nbody\r\n");
+  EXPECT_TRUE(has(tokens, "clientip:192.0.2.8"));
+  EXPECT_TRUE(has(tokens, "ip:192.0.2.8"));
+
+  tokens = tokens_of("Received: from a ([::1]) by mx.test (mailkeep) with SMTP id b.1; x\r\n\r\nbody\r\n");
+  EXPECT_TRUE(has(tokens, "clientip:::1"));
+  EXPECT_FALSE(has(tokens, "clientnet:")) << "no empty network token";
+  // Someone else's gateway is no client of ours.
+  tokens = tokens_of("Received: from x ([192.0.2.9]) by relay.example (Postfix); x\r\n\r\nbody\r\n");
+  EXPECT_FALSE(has(tokens, "clientip:192.0.2.9"));
+}
+
 TEST(Tokenizer, SynchronousTokenizersFindTheSameFeatures) {
   std::string m =
       "Subject: same\r\nContent-Type: text/html; charset=iso-8859-1\r\n\r\n<p>caf\xE9 cr\xE8me <b>bold</b> words "
