@@ -141,7 +141,7 @@ Response Api::handle(const Request& req, const IpAddress& peer) {
   std::string_view path = target.substr(0, qpos);
   unsigned v = req.version();
 
-  if (operator_pages_ && operator_pages_->handles(path)) return operator_pages_->handle(req);
+  if (operator_pages_ && operator_pages_->handles(path)) return operator_pages_->handle(req, client_address(req, peer));
   if (path == "/api/v1/aliases" || path == "/aliases" || path.starts_with("/api/v1/aliases/")) {
     if (!aliases_) return json_error(404, "not-found", "no alias domains are configured here", v);
     if (req.method() == bh::verb::options) {  // CORS preflight

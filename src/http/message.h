@@ -4,6 +4,8 @@
 #include <boost/beast/http/string_body.hpp>
 #include <string_view>
 
+#include "core/net.h"
+
 namespace mk::http {
 
 using Request = boost::beast::http::request<boost::beast::http::string_body>;
@@ -15,7 +17,8 @@ class RouteHandler {
  public:
   virtual ~RouteHandler() = default;
   virtual bool handles(std::string_view path) const = 0;
-  virtual Response handle(const Request& request) = 0;
+  // `client`: the peer, or the client a trusted proxy names (X-Forwarded-For).
+  virtual Response handle(const Request& request, const IpAddress& client) = 0;
 };
 
 }  // namespace mk::http

@@ -97,16 +97,27 @@ bool SpamPage::authorized(std::string_view auth, const std::string& token) {
   return false;
 }
 
-Response SpamPage::handle(const Request& req) {
+Response SpamPage::handle(const Request& req, const IpAddress& client) {
   unsigned v = req.version();
   std::string_view target(req.target().data(), req.target().size());
   auto path = target.substr(0, target.find('?'));
   if (config_.admin_token.empty()) return private_error(404, "not-found", "no such resource", v);
+  const auto key = policy::client_key(client);
+  const int64_t now = config_.clock ? config_.clock() : static_cast<int64_t>(std::time(nullptr));
+  if (failures_.exhausted(key, now)) {
+    spdlog::info("http: reject: {} {} from {}: too-many-attempts ({} wrong operator tokens this minute)",
+                 std::string(req.method_string()), std::string(path), client.to_string(), kMaxFailures);
+    auto res = private_error(429, "too-many-attempts", "too many wrong tokens; try again in a minute", v);
+    res.set(bh::field::retry_after, std::to_string(60 - now % 60));
+    return res;
+  }
   auto auth = req[bh::field::authorization];
   if (!authorized(std::string_view(auth.data(), auth.size()), config_.admin_token)) {
-    // Logged without the header: it may hold a mistyped secret.
-    spdlog::info("http: reject: {} {}: unauthorized (operator token missing or wrong)", std::string(req.method_string()),
-                 std::string(path));
+    // Logged without the header: it may hold a mistyped secret. A request without
+    // credentials is how a browser starts Basic auth: only wrong ones count.
+    if (!auth.empty()) failures_.allow(key, now);
+    spdlog::info("http: reject: {} {} from {}: unauthorized (operator token missing or wrong)",
+                 std::string(req.method_string()), std::string(path), client.to_string());
     auto res = private_error(401, "unauthorized", "the operator's [http] admin_token is required", v);
     res.set(bh::field::www_authenticate, "Basic realm=\"mailkeep operator\", charset=\"UTF-8\"");
     return res;

@@ -14,11 +14,14 @@
 // so another site's page cannot make the operator's browser reclassify.
 // Errors: {"error": CODE, "description": TEXT}: invalid-data 400,
 // unauthorized 401, not-found 404, method-not-allowed 405, invalid-request-type
-// 415, expired 410 (features purged), history-unavailable/model-unavailable 503.
+// 415, expired 410 (features purged), too-many-attempts 429 (ten wrong tokens
+// from one client within a minute; Retry-After), history-unavailable/
+// model-unavailable 503.
 #pragma once
 #include <string>
 
 #include "http/message.h"
+#include "policy/rate_limit.h"
 #include "spam/classifier.h"
 #include "spam/history.h"
 
@@ -28,6 +31,7 @@ struct SpamPageConfig {
   std::string admin_token;
   std::string model_path;
   double tag_score = 0.5;
+  int64_t (*clock)() = nullptr;  // Unix seconds; null: the system clock (tests set their own)
 };
 
 class SpamPage final : public RouteHandler {
@@ -35,7 +39,7 @@ class SpamPage final : public RouteHandler {
   // `classifier` may be null (then a retrained model is only picked up by the file watch).
   SpamPage(spam::History& history, spam::Classifier* classifier, SpamPageConfig config);
   bool handles(std::string_view path) const override;
-  Response handle(const Request& request) override;
+  Response handle(const Request& request, const IpAddress& client) override;
 
   // True when the Authorization header carries the admin token (Basic password or Bearer).
   static bool authorized(std::string_view authorization, const std::string& token);
@@ -47,6 +51,10 @@ class SpamPage final : public RouteHandler {
   spam::History& history_;
   spam::Classifier* classifier_;
   SpamPageConfig config_;
+  // Wrong tokens per client and minute; past kMaxFailures the client gets 429 until the
+  // minute is over, right token or not, so guessing costs a minute per ten tries.
+  static constexpr uint32_t kMaxFailures = 10;
+  policy::WindowLimiter failures_{kMaxFailures};
 };
 
 }  // namespace mk::http

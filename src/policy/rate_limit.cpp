@@ -42,6 +42,13 @@ bool WindowLimiter::allow(const std::string& key, int64_t now) {
   return true;
 }
 
+bool WindowLimiter::exhausted(const std::string& key, int64_t now) {
+  if (limit_ == 0) return false;
+  std::lock_guard lock(mutex_);
+  auto it = windows_.find(key);
+  return it != windows_.end() && it->second.minute == now / 60 && it->second.count >= limit_;
+}
+
 bool ConcurrencyLimiter::acquire(const std::string& key) {
   if (limit_ == 0) return true;
   std::lock_guard lock(mutex_);

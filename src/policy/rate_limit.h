@@ -37,6 +37,8 @@ class WindowLimiter {
   explicit WindowLimiter(uint32_t per_minute) : limit_(per_minute) {}
   // Counts one event of `key`; false (counting nothing) when the key is over its limit.
   bool allow(const std::string& key, int64_t now);
+  // True when `key` has used up this minute's events. Counts nothing.
+  bool exhausted(const std::string& key, int64_t now);
   bool enabled() const { return limit_ > 0; }
 
  private:

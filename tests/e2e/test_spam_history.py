@@ -175,6 +175,19 @@ def test_history_page_is_for_the_operator_only(gateway, model):  # noqa: F811
     assert code == 200 and data["verdicts"][0]["signature"] == sig and data["counts"]["ham"] == 1, data
     assert TOKEN not in gateway.mk.log()
 
+    # Guessing: ten wrong tokens within a minute, then 429 for that client, the right token too.
+    # (Up to 20 tries: a minute that ends in between starts the count again, once.)
+    codes = []
+    for i in range(20):
+        code, body = gateway.get("/spam", f"Bearer wrong-token-{i:016d}")
+        codes.append(code)
+        if code == 429:
+            break
+    assert codes[-1] == 429 and json.loads(body)["error"] == "too-many-attempts", codes
+    assert set(codes[:-1]) == {401} and len(codes) >= 10, codes  # one wrong token was sent above
+    assert gateway.get("/spam", f"Bearer {TOKEN}")[0] in (429, 200)  # 200 only if the minute just ended
+    assert "too-many-attempts" in gateway.mk.log()
+
 
 def test_history_page_in_chromium(gateway, model, tmp_path):  # noqa: F811
     missing = [name for name, ok in (("node", shutil.which("node")), (CHROMIUM, Path(CHROMIUM).exists()),

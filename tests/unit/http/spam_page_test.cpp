@@ -23,7 +23,8 @@ const std::string kToken = "0123456789abcdef0123";
 struct SpamPageTest : ::testing::Test {
   fs::path dir = fs::temp_directory_path() / ("mk-spampage-" + std::to_string(::getpid()));
   spam::FakeHistory history;
-  SpamPage page{history, nullptr, {kToken, (dir / "spam.model").string(), 0.5}};
+  static inline int64_t clock_now = 1'800'000'010;  // ten seconds into a minute
+  SpamPage page{history, nullptr, {kToken, (dir / "spam.model").string(), 0.5, [] { return clock_now; }}};
 
   SpamPageTest() {
     fs::create_directories(dir);
@@ -49,13 +50,13 @@ struct SpamPageTest : ::testing::Test {
     history.record(v, f);
   }
   Response call(bh::verb method, std::string target, std::string auth = "Bearer " + kToken, std::string body = "",
-                std::string ctype = "application/json") {
+                std::string ctype = "application/json", IpAddress client = *IpAddress::parse("192.0.2.50")) {
     Request req{method, target, 11};
     if (!auth.empty()) req.set(bh::field::authorization, auth);
     if (!ctype.empty()) req.set(bh::field::content_type, ctype);
     req.body() = body;
     req.prepare_payload();
-    return page.handle(req);
+    return page.handle(req, client);
   }
   static std::string code(const Response& r) { return std::string(json::parse(r.body()).at("error").as_string()); }
 };
@@ -77,6 +78,26 @@ TEST_F(SpamPageTest, OperatorOnly) {
   EXPECT_NE(std::string(r[bh::field::www_authenticate]).find("Basic"), std::string::npos);
   EXPECT_EQ(call(bh::verb::post, "/spam/reclassify", "Bearer nope", R"({"signature":"sigham","as":"spam"})").result_int(), 401);
   EXPECT_FALSE(history.rows["sigham"].verdict.reclassified_as);
+}
+
+TEST_F(SpamPageTest, TenWrongTokensAMinuteLockTheClientOut) {
+  auto guess = [&](const char* ip) { return call(bh::verb::get, "/spam", "Bearer wrong", "", "", *IpAddress::parse(ip)); };
+  // Asking without credentials (a browser's first request) is no failed attempt.
+  for (int i = 0; i < 20; ++i) ASSERT_EQ(call(bh::verb::get, "/spam", "").result_int(), 401);
+  for (int i = 0; i < 10; ++i) ASSERT_EQ(guess("198.51.100.7").result_int(), 401) << i;
+  auto locked = guess("198.51.100.7");
+  EXPECT_EQ(locked.result_int(), 429);
+  EXPECT_EQ(code(locked), "too-many-attempts");
+  EXPECT_EQ(locked[bh::field::retry_after], "50");
+  // The right token does not help the locked-out client this minute ...
+  EXPECT_EQ(call(bh::verb::get, "/spam", "Bearer " + kToken, "", "", *IpAddress::parse("198.51.100.7")).result_int(), 429);
+  // ... nor does the next address of its IPv4 neighbourhood count with it, or anyone else.
+  EXPECT_EQ(guess("198.51.100.8").result_int(), 401);
+  EXPECT_EQ(call(bh::verb::get, "/spam").result_int(), 200);
+  // The next minute the client may try again.
+  clock_now += 50;
+  EXPECT_EQ(call(bh::verb::get, "/spam", "Bearer " + kToken, "", "", *IpAddress::parse("198.51.100.7")).result_int(), 200);
+  clock_now -= 50;
 }
 
 TEST_F(SpamPageTest, HistoryPageListsRowsEscapedWithCounts) {
@@ -107,7 +128,7 @@ TEST_F(SpamPageTest, HistoryAsJsonForScripts) {
   Request req{bh::verb::get, "/spam?since=2001-09-09", 11};
   req.set(bh::field::authorization, "Bearer " + kToken);
   req.set(bh::field::accept, "application/json");
-  auto r = page.handle(req);
+  auto r = page.handle(req, IpAddress{});
   ASSERT_EQ(r.result_int(), 200) << r.body();
   EXPECT_EQ(r[bh::field::content_type], "application/json");
   auto b = json::parse(r.body()).as_object();
