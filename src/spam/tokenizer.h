@@ -99,7 +99,9 @@ class Tokenizer {
   std::vector<uint32_t> features_;  // unique
   static constexpr uint32_t kEmpty = UINT32_MAX;  // not a feature: hash_bits <= 31
   std::vector<uint32_t> seen_;      // open-addressing set of features_
-  uint64_t* bitmap_ = nullptr;      // or the thread's bitmap, while this tokenizer owns it
+  uint64_t* bitmap_ = nullptr;      // or the thread's bitmap, while this tokenizer owns it,
+  uint32_t* found_ = nullptr;       // and its list of the features found (features_ at finish)
+  size_t found_count_ = 0;
   void release_bitmap();
   std::vector<std::string> tokens_;
   std::vector<uint32_t> token_features_;
