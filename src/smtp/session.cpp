@@ -506,6 +506,9 @@ awaitable<void> Session::handle_noop(std::string_view) {
 }
 
 awaitable<void> Session::handle_quit(std::string_view) {
+  // The transaction ends here (RFC 5321 4.1.1.10): alias uses it held are given back
+  // before the 221, so the client's next connection finds them free.
+  co_await finish_alias_uses(false);
   reply(Reply{221, "2.0.0", "Bye"});
   quit_ = true;
   co_return;
