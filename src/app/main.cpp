@@ -358,8 +358,13 @@ int serve(const mk::Settings& settings) {
   }
   const int64_t started = unix_now();
   const bool stats_written = write_stats_file(settings.general.stats_file, started);
-  server.start();
-  if (http) http->start();
+  try {
+    server.start();
+    if (http) http->start();
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+    return 1;
+  }
   if (aliases)
     asio::co_spawn(main_io,
                    purge_aliases(*aliases, std::chrono::seconds(settings.aliases.purge_interval), blocking.get_executor()),

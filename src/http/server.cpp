@@ -38,6 +38,7 @@ struct Server::Impl {
   policy::DnsblChecker* dnsbl;
   tls::ServerContext* https;  // null: plain HTTP
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
+  std::vector<std::string> acceptor_names;  // each acceptor's [http] listen entry
   std::atomic<bool> stopping{false};
 
   asio::awaitable<void> accept_loop(tcp::acceptor& acceptor) {
@@ -145,7 +146,7 @@ struct Server::Impl {
 
 Server::Server(std::vector<asio::io_context*> workers, const Settings& settings, Api& api,
                asio::any_io_executor blocking, policy::DnsblChecker* dnsbl, tls::ServerContext* https)
-    : impl_(new Impl{std::move(workers), settings, api, std::move(blocking), dnsbl, https, {}}) {}
+    : impl_(new Impl{std::move(workers), settings, api, std::move(blocking), dnsbl, https, {}, {}}) {}
 
 Server::~Server() = default;
 
@@ -162,16 +163,24 @@ void Server::bind() {
       if (!ec && impl_->workers.size() > 1) acceptor->set_option(reuse_port(true), ec);
       if (!ec && ep.address().is_v6()) acceptor->set_option(asio::ip::v6_only(true), ec);
       if (!ec) acceptor->bind(ep, ec);
-      if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
       if (ec) throw std::runtime_error("cannot listen on " + hp.to_string() + " (http): " + ec.message());
       impl_->acceptors.push_back(std::move(acceptor));
+      impl_->acceptor_names.push_back(hp.to_string());
     }
-    spdlog::info("{} listening on {}", impl_->https ? "https" : "http", hp.to_string());
   }
 }
 
 void Server::start() {
-  for (auto& a : impl_->acceptors) asio::co_spawn(a->get_executor(), impl_->accept_loop(*a), asio::detached);
+  // listen() only now, after the privilege drop (see smtp::Server::start).
+  auto& acceptors = impl_->acceptors;
+  auto& names = impl_->acceptor_names;
+  for (size_t i = 0; i < acceptors.size(); ++i) {
+    boost::system::error_code ec;
+    acceptors[i]->listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) throw std::runtime_error("cannot listen on " + names[i] + " (http): " + ec.message());
+    if (i == 0 || names[i] != names[i - 1]) spdlog::info("{} listening on {}", impl_->https ? "https" : "http", names[i]);
+  }
+  for (auto& a : acceptors) asio::co_spawn(a->get_executor(), impl_->accept_loop(*a), asio::detached);
 }
 
 void Server::stop() {

@@ -25,6 +25,7 @@ class Server {
   ~Server();
   // Binds every [http] listen address; throws std::runtime_error naming it on failure.
   void bind();
+  // Listens and starts accepting; throws std::runtime_error naming the address on failure.
   void start();
   // Stops accepting; open keep-alive connections end at their next read.
   void stop();

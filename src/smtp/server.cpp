@@ -39,15 +39,24 @@ void Server::bind() {
       if (!ec && workers_.size() > 1) acceptor->set_option(reuse_port(true), ec);
       if (!ec && ep.address().is_v6()) acceptor->set_option(asio::ip::v6_only(true), ec);
       if (!ec) acceptor->bind(ep, ec);
-      if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
       if (ec) throw std::runtime_error("cannot listen on " + hp.to_string() + ": " + ec.message());
       acceptors_.push_back(std::move(acceptor));
+      acceptor_names_.push_back(hp.to_string());
     }
-    spdlog::info("listening on {}", hp.to_string());
   }
 }
 
 void Server::start() {
+  // listen() only now, after the privilege drop and the rest of the start-up: until
+  // then a client's connection is refused, not left waiting on a server that may still
+  // fail to start.
+  for (size_t i = 0; i < acceptors_.size(); ++i) {
+    error_code ec;
+    acceptors_[i]->listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) throw std::runtime_error("cannot listen on " + acceptor_names_[i] + ": " + ec.message());
+    if (i == 0 || acceptor_names_[i] != acceptor_names_[i - 1])  // one line per address, not per worker
+      spdlog::info("listening on {}", acceptor_names_[i]);
+  }
   for (auto& a : acceptors_)
     asio::co_spawn(a->get_executor(), accept_loop(*a), [](std::exception_ptr e) {
       if (e) {

@@ -25,9 +25,10 @@ class Server {
  public:
   Server(std::vector<boost::asio::io_context*> workers, SessionEnvironment env);
   ~Server();
-  // Binds every listen address; throws std::runtime_error naming the address on failure.
+  // Binds every listen address (as root, for port 25); throws std::runtime_error naming
+  // the address on failure.
   void bind();
-  // Starts accepting.
+  // Listens and starts accepting; throws std::runtime_error naming the address on failure.
   void start();
   // Graceful shutdown; `done` is called (on some io thread) when the last session has ended.
   void stop(std::function<void()> done);
@@ -42,6 +43,7 @@ class Server {
   std::vector<boost::asio::io_context*> workers_;
   SessionEnvironment env_;
   std::vector<std::unique_ptr<boost::asio::ip::tcp::acceptor>> acceptors_;
+  std::vector<std::string> acceptor_names_;  // each acceptor's [smtp] listen entry
   std::atomic<size_t> sessions_active_{0};
   std::atomic<bool> stopping_{false};
   std::mutex mutex_;  // guards sessions_, on_idle_
