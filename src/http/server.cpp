@@ -5,7 +5,6 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -15,6 +14,7 @@
 #include <boost/beast/http/write.hpp>
 
 #include "core/blocking.h"
+#include "core/listeners.h"
 #include "core/log.h"
 #include "core/stats.h"
 
@@ -37,8 +37,7 @@ struct Server::Impl {
   asio::any_io_executor blocking;
   policy::DnsblChecker* dnsbl;
   tls::ServerContext* https;  // null: plain HTTP
-  std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
-  std::vector<std::string> acceptor_names;  // each acceptor's [http] listen entry
+  Listeners listeners{"http"};
   std::atomic<bool> stopping{false};
 
   asio::awaitable<void> accept_loop(tcp::acceptor& acceptor) {
@@ -146,46 +145,20 @@ struct Server::Impl {
 
 Server::Server(std::vector<asio::io_context*> workers, const Settings& settings, Api& api,
                asio::any_io_executor blocking, policy::DnsblChecker* dnsbl, tls::ServerContext* https)
-    : impl_(new Impl{std::move(workers), settings, api, std::move(blocking), dnsbl, https, {}, {}}) {}
+    : impl_(new Impl{std::move(workers), settings, api, std::move(blocking), dnsbl, https}) {}
 
 Server::~Server() = default;
 
-void Server::bind() {
-  using reuse_port = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
-  for (auto& hp : impl_->settings.http.listen) {
-    boost::system::error_code ec;
-    tcp::endpoint ep(asio::ip::make_address(hp.host, ec), hp.port);
-    if (ec) throw std::runtime_error("http listen address " + hp.to_string() + ": not an IP address");
-    for (auto* worker : impl_->workers) {
-      auto acceptor = std::make_unique<tcp::acceptor>(*worker);
-      acceptor->open(ep.protocol(), ec);
-      if (!ec) acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
-      if (!ec && impl_->workers.size() > 1) acceptor->set_option(reuse_port(true), ec);
-      if (!ec && ep.address().is_v6()) acceptor->set_option(asio::ip::v6_only(true), ec);
-      if (!ec) acceptor->bind(ep, ec);
-      if (ec) throw std::runtime_error("cannot listen on " + hp.to_string() + " (http): " + ec.message());
-      impl_->acceptors.push_back(std::move(acceptor));
-      impl_->acceptor_names.push_back(hp.to_string());
-    }
-  }
-}
+void Server::bind() { impl_->listeners.bind(impl_->settings.http.listen, impl_->workers, /*no_delay=*/false); }
 
 void Server::start() {
-  // listen() only now, after the privilege drop (see smtp::Server::start).
-  auto& acceptors = impl_->acceptors;
-  auto& names = impl_->acceptor_names;
-  for (size_t i = 0; i < acceptors.size(); ++i) {
-    boost::system::error_code ec;
-    acceptors[i]->listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) throw std::runtime_error("cannot listen on " + names[i] + " (http): " + ec.message());
-    if (i == 0 || names[i] != names[i - 1]) spdlog::info("{} listening on {}", impl_->https ? "https" : "http", names[i]);
-  }
-  for (auto& a : acceptors) asio::co_spawn(a->get_executor(), impl_->accept_loop(*a), asio::detached);
+  impl_->listeners.listen(impl_->https ? "https" : "http");
+  for (auto& a : impl_->listeners.acceptors()) asio::co_spawn(a->get_executor(), impl_->accept_loop(*a), asio::detached);
 }
 
 void Server::stop() {
   impl_->stopping = true;
-  for (auto& a : impl_->acceptors)
+  for (auto& a : impl_->listeners.acceptors())
     asio::post(a->get_executor(), [&acc = *a] {
       boost::system::error_code ignored;
       acc.close(ignored);

@@ -7,7 +7,6 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/asio/ip/v6_only.hpp>
 
 #include "core/log.h"
 #include "smtp/tcp_transport.h"
@@ -23,41 +22,14 @@ Server::Server(std::vector<asio::io_context*> workers, SessionEnvironment env)
 Server::~Server() = default;
 
 void Server::bind() {
-  using reuse_port = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
-  for (auto& hp : env_.settings->smtp.listen) {
-    error_code ec;
-    auto address = asio::ip::make_address(hp.host, ec);
-    if (ec) throw std::runtime_error("listen address " + hp.to_string() + ": not an IP address");
-    tcp::endpoint ep(address, hp.port);
-    for (auto* worker : workers_) {
-      auto acceptor = std::make_unique<tcp::acceptor>(*worker);
-      acceptor->open(ep.protocol(), ec);
-      if (!ec) acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
-      // Accepted sockets inherit TCP_NODELAY from the listener (Linux): one
-      // setsockopt here instead of one per connection.
-      if (!ec) acceptor->set_option(tcp::no_delay(true), ec);
-      if (!ec && workers_.size() > 1) acceptor->set_option(reuse_port(true), ec);
-      if (!ec && ep.address().is_v6()) acceptor->set_option(asio::ip::v6_only(true), ec);
-      if (!ec) acceptor->bind(ep, ec);
-      if (ec) throw std::runtime_error("cannot listen on " + hp.to_string() + ": " + ec.message());
-      acceptors_.push_back(std::move(acceptor));
-      acceptor_names_.push_back(hp.to_string());
-    }
-  }
+  // Accepted sockets inherit TCP_NODELAY from the listener: one setsockopt here instead
+  // of one per connection.
+  listeners_.bind(env_.settings->smtp.listen, workers_, /*no_delay=*/true);
 }
 
 void Server::start() {
-  // listen() only now, after the privilege drop and the rest of the start-up: until
-  // then a client's connection is refused, not left waiting on a server that may still
-  // fail to start.
-  for (size_t i = 0; i < acceptors_.size(); ++i) {
-    error_code ec;
-    acceptors_[i]->listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) throw std::runtime_error("cannot listen on " + acceptor_names_[i] + ": " + ec.message());
-    if (i == 0 || acceptor_names_[i] != acceptor_names_[i - 1])  // one line per address, not per worker
-      spdlog::info("listening on {}", acceptor_names_[i]);
-  }
-  for (auto& a : acceptors_)
+  listeners_.listen("");
+  for (auto& a : listeners_.acceptors())
     asio::co_spawn(a->get_executor(), accept_loop(*a), [](std::exception_ptr e) {
       if (e) {
         try {
@@ -162,7 +134,7 @@ void Server::on_session_end(uint64_t key) {
 
 void Server::stop(std::function<void()> done) {
   stopping_ = true;
-  for (auto& a : acceptors_) {
+  for (auto& a : listeners_.acceptors()) {
     asio::post(a->get_executor(), [&acc = *a] {
       error_code ignored;
       acc.close(ignored);

@@ -17,6 +17,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/listeners.h"
 #include "smtp/session.h"
 
 namespace mk::smtp {
@@ -42,8 +43,7 @@ class Server {
 
   std::vector<boost::asio::io_context*> workers_;
   SessionEnvironment env_;
-  std::vector<std::unique_ptr<boost::asio::ip::tcp::acceptor>> acceptors_;
-  std::vector<std::string> acceptor_names_;  // each acceptor's [smtp] listen entry
+  Listeners listeners_{""};
   std::atomic<size_t> sessions_active_{0};
   std::atomic<bool> stopping_{false};
   std::mutex mutex_;  // guards sessions_, on_idle_
