@@ -35,7 +35,6 @@ class PrivilegedPemReader : public tls::PemReader {
   ~PrivilegedPemReader() override;  // closes our end; the helper exits; reaped here
   // `path` must be one of the files given to start().
   std::string read(const std::string& path, std::string& contents) override;
-  pid_t pid() const { return pid_; }
 
  private:
   PrivilegedPemReader(int fd, pid_t pid, std::vector<std::string> files)

@@ -340,20 +340,21 @@ Tokenizer::Tokenizer(TokenizerSettings settings, bool synchronous) : settings_(s
 
 Tokenizer::~Tokenizer() { release_bitmap(); }
 
+void Tokenizer::clear_found() {
+  for (size_t i = 0; i < found_count_; ++i) bitmap_[found_[i] >> 6] = 0;  // every bit this message set
+  found_count_ = 0;
+}
+
 void Tokenizer::release_bitmap() {
   if (!bitmap_) return;
-  for (size_t i = 0; i < found_count_; ++i) bitmap_[found_[i] >> 6] = 0;  // every bit this message set
+  clear_found();
   bitmap_ = nullptr;
   found_ = nullptr;
-  found_count_ = 0;
   thread_bitmap.owner = nullptr;
 }
 
 void Tokenizer::forget_features() {
-  if (bitmap_) {
-    for (size_t i = 0; i < found_count_; ++i) bitmap_[found_[i] >> 6] = 0;
-    found_count_ = 0;
-  }
+  if (bitmap_) clear_found();
   if (!seen_.empty()) std::fill(seen_.begin(), seen_.end(), kEmpty);
   features_.clear();
   tokens_.clear();

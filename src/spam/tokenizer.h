@@ -102,6 +102,7 @@ class Tokenizer {
   uint64_t* bitmap_ = nullptr;      // or the thread's bitmap, while this tokenizer owns it,
   uint32_t* found_ = nullptr;       // and its list of the features found (features_ at finish)
   size_t found_count_ = 0;
+  void clear_found();  // empties found_ and the bitmap bits it set
   void release_bitmap();
   std::vector<std::string> tokens_;
   std::vector<uint32_t> token_features_;

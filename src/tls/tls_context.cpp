@@ -22,10 +22,6 @@ void tls12_and_later(ssl::context& ctx) {
   SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
 }
 
-}  // namespace
-
-namespace {
-
 class DirectPemReader : public PemReader {
  public:
   std::string read(const std::string& path, std::string& contents) override {
