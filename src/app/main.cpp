@@ -22,6 +22,7 @@
 #include "aliases/service.h"
 #include "aliases/sqlite_store.h"
 #include "app/privileges.h"
+#include "app/index_cli.h"
 #include "app/spam_cli.h"
 #include "archive/accounts.h"
 #include "archive/archive.h"
@@ -34,6 +35,7 @@
 #include "http/api.h"
 #include "http/server.h"
 #include "http/spam_page.h"
+#include "index/indexer.h"
 #include "core/stats.h"
 #include "policy/dnsbl.h"
 #include "policy/rate_limit.h"
@@ -324,6 +326,12 @@ int serve(const mk::Settings& settings) {
   }
   if (settings.delivery.smarthost.empty()) data_dirs.push_back(settings.delivery.outbox);
   if (!settings.backup.domains.empty()) data_dirs.push_back(settings.backup.archive);
+  const bool indexing = settings.index.enabled && !settings.backup.domains.empty();
+  if (indexing) {
+    std::error_code ec;
+    std::filesystem::create_directories(settings.index.path, ec);
+    data_dirs.push_back(settings.index.path);
+  }
   // The database files were created as root: they are handed over too.
   std::vector<std::string> data_files;
   if (aliases)
@@ -355,6 +363,17 @@ int serve(const mk::Settings& settings) {
   if (auto err = mk::app::drop_privileges(settings.general.user, data_dirs, data_files); !err.empty()) {
     spdlog::critical("{}", err);
     return 1;
+  }
+  // The index follows the archive off the SMTP path: the archive's
+  // "copy is in new/" hook only queues the file for the indexer's thread.
+  std::unique_ptr<mk::index::Indexer> indexer;
+  if (indexing) {
+    mk::index::IndexerConfig icfg{settings.backup.archive, settings.index.path, settings.backup.domains,
+                                  {settings.index.language}, std::chrono::seconds(settings.index.scan_interval)};
+    indexer = std::make_unique<mk::index::Indexer>(std::move(icfg));
+    mk::archive::set_publish_listener(
+        [ix = indexer.get()](const std::string& folder, const std::string& name) { ix->published(folder, name); });
+    indexer->start();
   }
   const int64_t started = unix_now();
   const bool stats_written = write_stats_file(settings.general.stats_file, started);
@@ -414,6 +433,10 @@ int serve(const mk::Settings& settings) {
   main_io.run();
   for (auto& t : pool) t.join();
   blocking.join();
+  if (indexer) {
+    mk::archive::set_publish_listener(nullptr);
+    indexer->stop();
+  }
   // Pooled upstream connections belong to the workers' io_contexts, which are
   // destroyed before the factories would be: close them first.
   smarthost.reset();
@@ -527,6 +550,7 @@ int archive_stats(const mk::Settings& settings) {
     bytes += st.bytes;
   }
   std::cout << "# total\t\t" << messages << "\t" << bytes << "\n";
+  mk::app::print_index_stats(settings);
   return 0;
 }
 
@@ -551,6 +575,25 @@ int main(int argc, char** argv) {
   archive_cmd->require_subcommand(1);
   auto* stats_cmd = archive_cmd->add_subcommand("stats", "Messages and bytes per user and folder");
   stats_cmd->add_option("-c,--config", config_path, "INI configuration file");
+  mk::app::IndexCommand index_cmd;
+  auto* index_sub = archive_cmd->add_subcommand("index", "Bring the full-text index up to date with the Maildirs");
+  index_sub->add_option("-c,--config", config_path, "INI configuration file");
+  index_sub->add_option("--user", index_cmd.user, "only this account (ADDR)");
+  index_sub->add_flag("--rebuild", index_cmd.rebuild, "index everything again from the Maildirs");
+  std::vector<std::string> query_words;
+  auto* search_cmd = app.add_subcommand("search", "Search an account's archive with Gmail's operators");
+  search_cmd->add_option("-c,--config", config_path, "INI configuration file");
+  search_cmd->add_option("--user", index_cmd.user, "the account (ADDR)")->required();
+  search_cmd->add_option("--limit", index_cmd.limit, "results per page (default 50)")->check(CLI::Range(1, 1000000));
+  search_cmd->add_option("--offset", index_cmd.offset, "results to skip");
+  search_cmd->add_flag("--messages", index_cmd.messages, "one line per message instead of per conversation");
+  search_cmd->add_flag("--json", index_cmd.json, "JSON output (documented in the README)");
+  search_cmd->add_option("query", query_words, "the query: from:bob has:attachment \"quarterly report\" ...");
+  auto* show_cmd = app.add_subcommand("show", "Print a conversation or one message");
+  show_cmd->add_option("-c,--config", config_path, "INI configuration file");
+  show_cmd->add_option("--user", index_cmd.user, "the account (ADDR)")->required();
+  show_cmd->add_flag("--json", index_cmd.json, "JSON output");
+  show_cmd->add_option("id", index_cmd.id, "conversation id or message id (from mailkeep search)")->required();
 
   AliasCommand alias_cmd;
   auto* alias_top = app.add_subcommand("alias", "Create, list, show, disable and purge temporary aliases");
@@ -611,6 +654,10 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*stats_cmd) return archive_stats(*settings);
+  if (*index_sub) return mk::app::archive_index_command(*settings, index_cmd);
+  for (auto& w : query_words) index_cmd.query += (index_cmd.query.empty() ? "" : " ") + w;
+  if (*search_cmd) return mk::app::search_command(*settings, index_cmd);
+  if (*show_cmd) return mk::app::show_command(*settings, index_cmd);
   if (*stats_top) return show_stats(*settings);
   for (auto* sub : alias_top->get_subcommands()) alias_cmd.action = sub->get_name();
   if (*alias_top) return alias_command(*settings, alias_cmd);

@@ -22,6 +22,12 @@ namespace fs = std::filesystem;
 // that two sessions carrying copies of one message cannot both publish it.
 std::mutex dedupe_mutex;
 
+PublishListener publish_listener;
+
+void notify_published(const ArchiveTarget& t, const std::string& name) {
+  if (publish_listener) publish_listener(t.folder, name);
+}
+
 
 bool make_dirs(const std::string& path) {
   std::error_code ec;
@@ -30,6 +36,8 @@ bool make_dirs(const std::string& path) {
 }
 
 }  // namespace
+
+void set_publish_listener(PublishListener listener) { publish_listener = std::move(listener); }
 
 std::optional<std::string> message_fingerprint(const ContentSource& content) {
   // Header section: up to the first empty line (RFC 5322 2.1), read in chunks.
@@ -130,10 +138,15 @@ MaildirResult ArchiveCopies::prepare(const std::vector<ArchiveTarget>& targets, 
 MaildirResult ArchiveCopies::commit() {
   MaildirResult result;
   for (auto& c : copies_) {
+    const std::string name = c.file.name();
     if (c.target.dedupe_dir.empty() || !fingerprint_) {
       auto r = c.file.commit();
-      if (r.outcome != Outcome::Ok) result = {Outcome::TempFail, c.target.label + ": " + r.detail};
-      else ++published_;
+      if (r.outcome != Outcome::Ok) {
+        result = {Outcome::TempFail, c.target.label + ": " + r.detail};
+      } else {
+        ++published_;
+        notify_published(c.target, name);
+      }
       continue;
     }
     std::lock_guard lock(dedupe_mutex);
@@ -149,6 +162,7 @@ MaildirResult ArchiveCopies::commit() {
       continue;
     }
     ++published_;
+    notify_published(c.target, name);
     // Remembered after publishing: a crash in between costs at most a duplicate, never a copy.
     if (make_dirs(c.target.dedupe_dir)) {
       int fd = ::open(marker.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);

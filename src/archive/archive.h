@@ -10,6 +10,7 @@
 // Message-ID and the same body digest is kept once per folder.
 // Threading: blocking file I/O; run it on the blocking pool (core/blocking.h).
 #pragma once
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -25,6 +26,13 @@ struct ArchiveTarget {
   std::string dedupe_dir;    // where seen-markers live; empty = no deduplication
   bool operator==(const ArchiveTarget&) const = default;
 };
+
+// Called after each copy is published in its folder's new/ (the step
+// after-delivery work hangs off: the index's queue). Set once at start-up,
+// before any session; the listener must not block (it runs on the blocking
+// pool, inside the session's acknowledgement path).
+using PublishListener = std::function<void(const std::string& folder, const std::string& file_name)>;
+void set_publish_listener(PublishListener listener);
 
 // "Message-ID\0sha256(body)" hex digest, or nullopt when the message has no
 // Message-ID (then it cannot be recognised as a duplicate).

@@ -307,6 +307,15 @@ const std::vector<Key>& key_table() {
       uint_key("backup", "dedupe_days", "30", 1, 3650, "days a Sent copy is remembered to drop its duplicates",
                [](Settings& s) -> auto& { return s.backup.dedupe_days; }),
 
+      bool_key("index", "enabled", "true", "serve indexes each archive copy right after it reaches new/",
+               [](Settings& s) -> auto& { return s.index.enabled; }),
+      string_key("index", "path", "data/index", "full-text index, one Xapian database per account: <path>/<domain>/<localpart>/",
+                 [](Settings& s) -> auto& { return s.index.path; }),
+      string_key("index", "language", "english", "stemming language of the index (Xapian's stemmers); none = no stemming",
+                 [](Settings& s) -> auto& { return s.index.language; }),
+      uint_key("index", "scan_interval", "60", 1, 86400, "seconds between rescans of the Maildirs for changes made by others",
+               [](Settings& s) -> auto& { return s.index.scan_interval; }),
+
       string_key("store", "path", "data/mailkeep.db", "SQLite database (aliases)",
                  [](Settings& s) -> auto& { return s.store.path; }),
 

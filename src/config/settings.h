@@ -61,6 +61,12 @@ struct Settings {
     uint32_t reload_interval = 0;      // seconds between checks of the accounts file
     uint32_t dedupe_days = 0;          // how long a Sent copy is remembered for deduplication
   } backup;
+  struct Index {
+    bool enabled = true;        // serve indexes archive copies as they are published
+    std::string path;           // <path>/<domain>/<localpart>/: one Xapian database per account
+    std::string language;       // stemmer; "none" = no stemming
+    uint32_t scan_interval = 0; // seconds between rescans for outside changes
+  } index;
   struct Store {
     std::string path;  // SQLite database file
   } store;

@@ -1,0 +1,325 @@
+// index_cli.cpp — see index_cli.h. The output formats are documented in the
+// README ("Search the archive"); scripts depend on them.
+#include "app/index_cli.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <boost/json.hpp>
+#include <chrono>
+#include <csignal>
+#include <ctime>
+#include <filesystem>
+#include <iostream>
+#include <thread>
+
+#include "archive/accounts.h"
+#include "archive/archive.h"
+#include "core/strings.h"
+#include "index/indexer.h"
+#include "index/search.h"
+#include "index/sync.h"
+
+namespace mk::app {
+namespace {
+
+namespace json = boost::json;
+std::atomic<bool> interrupted{false};
+
+void on_interrupt(int) { interrupted = true; }
+
+index::IndexOptions index_options(const Settings& s) { return {s.index.language}; }
+
+// "alice@example.org" → "example.org/alice", or an error on stderr.
+bool account_of(const Settings& s, const std::string& addr, std::string& account) {
+  auto at = addr.rfind('@');
+  if (at == std::string::npos || at == 0) {
+    std::cerr << "mailkeep: --user expects an address such as alice@example.org, got '" << addr << "'\n";
+    return false;
+  }
+  auto local = to_lower(addr.substr(0, at)), domain = to_lower(addr.substr(at + 1));
+  if (std::find(s.backup.domains.begin(), s.backup.domains.end(), domain) == s.backup.domains.end()) {
+    std::cerr << "mailkeep: " << domain << " is not one of [backup] domains\n";
+    return false;
+  }
+  if (!archive::valid_account_name(local)) {
+    std::cerr << "mailkeep: '" << local << "' is not a valid account name\n";
+    return false;
+  }
+  account = domain + "/" + local;
+  return true;
+}
+
+std::unique_ptr<index::Database> open_reader(const Settings& s, const std::string& account) {
+  auto db = index::Database::open_readonly(s.index.path + "/" + account, index_options(s));
+  if (!db) std::cerr << "mailkeep: no index for " << account << " yet (run mailkeep archive index)\n";
+  return db;
+}
+
+json::array strings(const std::vector<std::string>& v) {
+  json::array a;
+  for (auto& s : v) a.emplace_back(s);
+  return a;
+}
+
+json::object message_json(const index::StoredMessage& m) {
+  json::object o;
+  o["id"] = m.id;
+  o["conversation"] = m.conversation;
+  o["message_id"] = m.message_id;
+  o["date"] = iso8601_utc(m.date);
+  o["timestamp"] = m.date;
+  o["from"] = m.from;
+  o["from_address"] = m.from_address;
+  o["to"] = strings(m.to);
+  o["cc"] = strings(m.cc);
+  o["subject"] = m.subject;
+  o["folder"] = m.file.folder;
+  o["flags"] = m.file.flags();
+  o["labels"] = strings(m.labels);
+  o["size"] = m.size;
+  o["path"] = m.file.rel_path();
+  json::array atts;
+  for (auto& a : m.attachments) {
+    if (a.filename.empty() && a.type.rfind("image/", 0) == 0) continue;  // inline images are not attachments
+    atts.push_back(json::object{{"filename", a.filename}, {"type", a.type}, {"size", a.size}});
+  }
+  o["attachments"] = std::move(atts);
+  o["list"] = m.list_id;
+  o["snippet"] = m.snippet;
+  return o;
+}
+
+std::string join(const std::vector<std::string>& v, const char* sep) {
+  std::string out;
+  for (auto& s : v) out += (out.empty() ? "" : sep) + s;
+  return out;
+}
+
+void progress_line(const std::string& account, const index::SyncProgress& p,
+                   std::chrono::steady_clock::time_point start) {
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  double rate = secs > 0 ? p.done / secs : 0;
+  double left = rate > 0 ? (p.total - p.done) / rate : 0;
+  std::fprintf(stderr, "\r%s: %llu/%llu messages, %.0f msg/s, %.0f s left   ", account.c_str(),
+               static_cast<unsigned long long>(p.done), static_cast<unsigned long long>(p.total), rate, left);
+}
+
+}  // namespace
+
+int archive_index_command(const Settings& s, const IndexCommand& cmd) {
+  std::vector<std::string> accounts;
+  if (!cmd.user.empty()) {
+    std::string a;
+    if (!account_of(s, cmd.user, a)) return 1;
+    accounts.push_back(a);
+  } else {
+    accounts = index::archive_accounts(s.backup.archive, s.backup.domains);
+  }
+  std::signal(SIGINT, on_interrupt);
+  std::signal(SIGTERM, on_interrupt);
+  index::init_mime();
+  const bool tty = ::isatty(2);
+  auto start = std::chrono::steady_clock::now();
+  index::SyncStats total;
+  int status = 0;
+  for (auto& account : accounts) {
+    if (interrupted) break;
+    auto dir = s.index.path + "/" + account;
+    try {
+      if (cmd.rebuild) {
+        std::error_code ec;
+        std::filesystem::remove_all(dir + "/xapian", ec);
+      }
+      std::unique_ptr<index::Database> db;
+      for (int tries = 0;; ++tries) {
+        try {
+          db = index::Database::open_writable(dir, index_options(s));
+          break;
+        } catch (const index::IndexLocked&) {
+          // The server's indexer holds it for one batch at a time.
+          if (tries > 300 || interrupted) throw;
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+      }
+      index::SyncOptions opt;
+      opt.stop = &interrupted;
+      opt.on_skip = [&](const std::string& file, const std::string& note) {
+        std::cerr << (tty ? "\n" : "") << "mailkeep: " << account << "/" << file << ": " << note << "\n";
+      };
+      auto acct_start = std::chrono::steady_clock::now();
+      if (tty) opt.progress = [&](const index::SyncProgress& p) { progress_line(account, p, acct_start); };
+      auto st = index::sync_maildir(*db, s.backup.archive + "/" + account, opt);
+      if (tty) std::fprintf(stderr, "\n");
+      // Bulk inserts leave Xapian's B-trees half full.
+      if (!interrupted && st.added >= 1000 && st.added * 5 >= db->message_count()) db->compact();
+      total += st;
+    } catch (const std::exception& e) {
+      std::cerr << "mailkeep: " << account << ": " << e.what() << "\n";
+      status = 1;
+    }
+  }
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("indexed %llu messages (%llu added, %llu updated, %llu removed) in %.2fs\n",
+              static_cast<unsigned long long>(total.added + total.updated + total.removed + total.unchanged),
+              static_cast<unsigned long long>(total.added), static_cast<unsigned long long>(total.updated),
+              static_cast<unsigned long long>(total.removed), secs);
+  if (total.failed) std::printf("%llu files could not be parsed (see above)\n", static_cast<unsigned long long>(total.failed));
+  if (interrupted) {
+    std::printf("interrupted: what was done is kept; run the command again to finish\n");
+    return 130;
+  }
+  return status;
+}
+
+int search_command(const Settings& s, const IndexCommand& cmd) {
+  std::string account;
+  if (!account_of(s, cmd.user, account)) return 1;
+  index::SearchRequest req{cmd.query, cmd.offset, cmd.limit, cmd.messages, static_cast<int64_t>(std::time(nullptr))};
+  // A malformed query is an error whether or not an index exists yet.
+  auto parsed = index::parse_query(cmd.query, req.now);
+  if (!parsed.ok()) {
+    std::cerr << "mailkeep: " << parsed.error_text << "\n";
+    return 2;
+  }
+  std::unique_ptr<index::Database> db;
+  try {
+    db = open_reader(s, account);
+  } catch (const std::exception& e) {
+    std::cerr << "mailkeep: " << e.what() << "\n";
+    return 1;
+  }
+  index::SearchResult r;
+  if (db) {
+    try {
+      r = index::search(*db, req);
+    } catch (const std::exception& e) {
+      std::cerr << "mailkeep: search failed: " << e.what() << "\n";
+      return 1;
+    }
+  } else {
+    return 1;
+  }
+  if (!r.ok()) {
+    std::cerr << "mailkeep: " << r.error_text << "\n";
+    return 2;
+  }
+  if (cmd.json) {
+    json::object o{{"query", cmd.query}, {"offset", cmd.offset}, {"limit", cmd.limit}, {"total", r.total},
+                     {"total_exact", r.total_exact}};
+    if (cmd.messages) {
+      json::array a;
+      for (auto& m : r.messages) a.push_back(message_json(m));
+      o["messages"] = std::move(a);
+    } else {
+      json::array a;
+      for (auto& c : r.conversations)
+        a.push_back(json::object{{"id", c.id},
+                                 {"date", iso8601_utc(c.date)},
+                                 {"timestamp", c.date},
+                                 {"subject", c.subject},
+                                 {"senders", strings(c.senders)},
+                                 {"messages", c.messages},
+                                 {"matched", c.matched},
+                                 {"labels", strings(c.labels)},
+                                 {"folders", strings(c.folders)},
+                                 {"unread", c.unread},
+                                 {"snippet", c.snippet}});
+      o["conversations"] = std::move(a);
+    }
+    std::cout << json::serialize(o) << "\n";
+    return 0;
+  }
+  if (cmd.messages) {
+    for (auto& m : r.messages)
+      std::cout << format_utc(m.date, "%Y-%m-%d %H:%M") << "\t" << m.from << "\t" << m.subject << "\t"
+                << m.file.folder << "\t" << m.file.flags() << "\t" << join(m.labels, ",") << "\t" << m.id << "\n";
+  } else {
+    for (auto& c : r.conversations)
+      std::cout << format_utc(c.date, "%Y-%m-%d %H:%M") << "\t" << join(c.senders, ", ") << "\t" << c.subject << "\t"
+                << c.messages << "\t" << join(c.labels, ",") << "\t" << c.id << "\n";
+  }
+  std::cerr << (r.total_exact ? "" : "about ") << r.total << (cmd.messages ? " messages" : " conversations") << "\n";
+  return 0;
+}
+
+int show_command(const Settings& s, const IndexCommand& cmd) {
+  std::string account;
+  if (!account_of(s, cmd.user, account)) return 1;
+  std::unique_ptr<index::Database> db;
+  try {
+    db = open_reader(s, account);
+  } catch (const std::exception& e) {
+    std::cerr << "mailkeep: " << e.what() << "\n";
+    return 1;
+  }
+  if (!db) return 1;
+  std::vector<index::StoredMessage> messages;
+  if (auto m = index::message_by_id(*db, cmd.id)) messages.push_back(*m);
+  else messages = index::conversation_messages(*db, cmd.id);
+  if (messages.empty()) {
+    std::cerr << "mailkeep: no conversation or message '" << cmd.id << "' for " << cmd.user << "\n";
+    return 1;
+  }
+  const std::string maildir = s.backup.archive + "/" + account;
+  json::array out;
+  for (auto& m : messages) {
+    index::ParsedMessage pm;
+    std::string error;
+    index::ParseOptions po;
+    po.arrival = m.file.arrival();
+    bool parsed = index::parse_message_file(maildir + "/" + m.file.rel_path(), po, pm, error);
+    if (cmd.json) {
+      auto o = message_json(m);
+      o["text"] = parsed ? pm.body_text : "";
+      out.push_back(std::move(o));
+      continue;
+    }
+    if (&m != &messages.front()) std::cout << "\n" << std::string(72, '-') << "\n";
+    std::cout << "From: " << m.from << "\n";
+    if (!m.to.empty()) std::cout << "To: " << join(m.to, ", ") << "\n";
+    if (!m.cc.empty()) std::cout << "Cc: " << join(m.cc, ", ") << "\n";
+    std::cout << "Date: " << iso8601_utc(m.date) << "\n"
+              << "Subject: " << m.subject << "\n"
+              << "Message-ID: <" << m.message_id << ">\n"
+              << "Folder: " << m.file.folder << "  Flags: " << m.file.flags() << "  Labels: " << join(m.labels, ",")
+              << "\nId: " << m.id << "  Conversation: " << m.conversation << "\n\n";
+    std::cout << (parsed ? pm.body_text : "(the file cannot be read: " + error + ")") << "\n";
+    for (auto& a : m.attachments)
+      if (!a.filename.empty() || a.type.rfind("image/", 0) != 0)
+        std::cout << "[attachment] " << (a.filename.empty() ? "(no name)" : a.filename) << "  " << a.type << "  "
+                  << a.size << " bytes\n";
+  }
+  if (cmd.json) std::cout << json::serialize(messages.size() == 1 && index::message_by_id(*db, cmd.id)
+                                                 ? json::value(out.front())
+                                                 : json::value(json::object{{"id", cmd.id}, {"messages", out}}))
+                          << "\n";
+  return 0;
+}
+
+void print_index_stats(const Settings& s) {
+  std::cout << "# index\tmessages indexed\tfiles not yet indexed\tlast change\n";
+  for (auto& account : index::archive_accounts(s.backup.archive, s.backup.domains)) {
+    uint64_t files = 0;
+    for (auto& st : archive::archive_stats(s.backup.archive))
+      if (st.user == account) files += st.messages;
+    uint64_t indexed = 0;
+    std::string when = "-";
+    try {
+      if (auto db = index::Database::open_readonly(s.index.path + "/" + account, index_options(s))) {
+        indexed = db->message_count();
+        std::error_code ec;
+        auto t = std::filesystem::last_write_time(s.index.path + "/" + account + "/xapian", ec);
+        if (!ec) {
+          auto sys = std::chrono::file_clock::to_sys(t);
+          when = iso8601_utc(std::chrono::duration_cast<std::chrono::seconds>(sys.time_since_epoch()).count());
+        }
+      }
+    } catch (const std::exception& e) {
+      when = std::string("error: ") + e.what();
+    }
+    std::cout << account << "\t" << indexed << "\t" << (files > indexed ? files - indexed : 0) << "\t" << when << "\n";
+  }
+}
+
+}  // namespace mk::app

@@ -1,0 +1,26 @@
+// index_cli.h — `mailkeep archive index`, `mailkeep search`, `mailkeep show`
+// and the index part of `mailkeep archive stats`.
+#pragma once
+#include <string>
+
+#include "config/settings.h"
+
+namespace mk::app {
+
+struct IndexCommand {
+  std::string user;  // ADDR; empty = every account (archive index)
+  bool rebuild = false;
+  std::string query;  // search
+  size_t limit = 50, offset = 0;
+  bool messages = false, json = false;
+  std::string id;  // show
+};
+
+// Exit status: 0 ok, 1 error, 2 malformed query.
+int archive_index_command(const Settings& settings, const IndexCommand& cmd);
+int search_command(const Settings& settings, const IndexCommand& cmd);
+int show_command(const Settings& settings, const IndexCommand& cmd);
+// Lines for `archive stats`: per account, indexed messages and files not yet indexed.
+void print_index_stats(const Settings& settings);
+
+}  // namespace mk::app

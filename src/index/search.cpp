@@ -1,0 +1,283 @@
+// search.cpp — see search.h. Here a query becomes Xapian terms: compile()
+// walks the parser's tree and asks prefix.h's table which terms and value
+// slots each operator reaches.
+#include "index/search.h"
+
+#include <algorithm>
+#include <set>
+
+#include "core/strings.h"
+#include "index/database_impl.h"
+#include "index/prefix.h"
+
+namespace mk::index {
+namespace {
+
+using Xapian::Query;
+
+class Compiler {
+ public:
+  explicit Compiler(const Database::Impl& x) : x_(x) {
+    tg_.set_stemmer(x.stemmer);
+    tg_.set_stemming_strategy(Xapian::TermGenerator::STEM_SOME);
+    tg_.set_flags(Xapian::TermGenerator::FLAG_CJK_NGRAM);
+  }
+
+  Query compile(const QueryNode& n) {
+    using K = QueryNode::Kind;
+    switch (n.kind) {
+      case K::All:
+        return Query::MatchAll;
+      case K::Term:
+        return term(n);
+      case K::Not:
+        return Query(Query::OP_AND_NOT, Query::MatchAll, compile(n.children.front()));
+      case K::Or: {
+        std::vector<Query> qs;
+        for (auto& c : n.children) qs.push_back(compile(c));
+        return Query(Query::OP_OR, qs.begin(), qs.end());
+      }
+      case K::And: {
+        std::vector<Query> pos, neg;
+        for (auto& c : n.children) {
+          if (c.kind == K::Not) neg.push_back(compile(c.children.front()));
+          else pos.push_back(compile(c));
+        }
+        Query p = pos.empty() ? Query::MatchAll : Query(Query::OP_AND, pos.begin(), pos.end());
+        if (neg.empty()) return p;
+        return Query(Query::OP_AND_NOT, p, Query(Query::OP_OR, neg.begin(), neg.end()));
+      }
+    }
+    return Query::MatchNothing;
+  }
+
+ private:
+  const Database::Impl& x_;
+  Xapian::TermGenerator tg_;
+
+  static Query bool_term(const std::string& t) { return Query(Query::OP_SCALE_WEIGHT, Query(t), 0); }
+
+  // Words of `value` as the indexer made them under `p`.
+  Query text(const std::string& value, bool phrase, std::string_view p) {
+    Xapian::Document d;
+    tg_.set_document(d);
+    tg_.index_text(value, 1, std::string(p));
+    std::vector<std::pair<Xapian::termpos, std::string>> exact;
+    std::vector<std::string> stemmed;
+    std::string zp = "Z" + std::string(p);
+    for (auto t = d.termlist_begin(); t != d.termlist_end(); ++t) {
+      const std::string& term = *t;
+      if (!p.empty() && term.compare(0, zp.size(), zp) == 0 && term_has_prefix(term.substr(1), p)) {
+        stemmed.push_back(term);
+      } else if (p.empty() && term.size() > 1 && term[0] == 'Z') {
+        stemmed.push_back(term);
+      } else {
+        for (auto pos = t.positionlist_begin(); pos != t.positionlist_end(); ++pos) exact.emplace_back(*pos, term);
+      }
+    }
+    if (exact.empty()) return Query::MatchNothing;
+    std::sort(exact.begin(), exact.end());
+    if (exact.size() == 1) {
+      if (!phrase && stemmed.size() == 1) return Query(Query::OP_OR, Query(exact[0].second), Query(stemmed[0]));
+      return Query(exact[0].second);
+    }
+    std::vector<Query> qs;
+    bool distinct = true;
+    for (size_t i = 0; i < exact.size(); ++i) {
+      if (i && exact[i].first == exact[i - 1].first) distinct = false;
+      qs.emplace_back(exact[i].second);
+    }
+    // CJK n-grams share positions: all of them, in any order.
+    return Query(distinct ? Query::OP_PHRASE : Query::OP_AND, qs.begin(), qs.end());
+  }
+
+  Query text_any(const QueryNode& n, std::initializer_list<std::string_view> prefixes) {
+    std::vector<Query> qs;
+    for (auto p : prefixes) qs.push_back(text(n.value, n.phrase, p));
+    return qs.size() == 1 ? qs.front() : Query(Query::OP_OR, qs.begin(), qs.end());
+  }
+
+  Query addresses(const QueryNode& n, std::initializer_list<std::string_view> text_prefixes,
+                  std::initializer_list<std::string_view> exact_prefixes) {
+    if (n.value.find('@') != std::string::npos) {
+      std::vector<Query> qs;
+      auto v = to_lower(trim(n.value));
+      if (v.size() > 2 && v.front() == '<' && v.back() == '>') v = v.substr(1, v.size() - 2);
+      for (auto p : exact_prefixes) qs.push_back(bool_term(prefix::exact(p, v)));
+      return Query(Query::OP_OR, qs.begin(), qs.end());
+    }
+    return text_any(n, text_prefixes);
+  }
+
+  static Query date_ge(int64_t t) {
+    return Query(Query::OP_VALUE_GE, prefix::kDateSlot, Xapian::sortable_serialise(static_cast<double>(t)));
+  }
+  static Query date_le(int64_t t) {
+    return Query(Query::OP_VALUE_LE, prefix::kDateSlot, Xapian::sortable_serialise(static_cast<double>(t)));
+  }
+
+  Query term(const QueryNode& n) {
+    using namespace prefix;
+    switch (n.field) {
+      case Field::Text:
+        return text(n.value, n.phrase, "");
+      case Field::From:
+        return addresses(n, {kFrom}, {kFromAddr});
+      case Field::To:
+        return addresses(n, {kTo, kCc, kBcc, kDeliveredTo}, {kToAddr, kCcAddr, kBccAddr, kDeliveredToAddr});
+      case Field::Cc:
+        return addresses(n, {kCc}, {kCcAddr});
+      case Field::Bcc:
+        return addresses(n, {kBcc}, {kBccAddr});
+      case Field::Subject:
+        return text(n.value, n.phrase, kSubject);
+      case Field::Filename:
+        return Query(Query::OP_OR, bool_term(exact(kFilenameExact, to_lower(n.value))),
+                     text(n.value, n.phrase, kFilename));
+      case Field::List: {
+        auto v = to_lower(trim(n.value));
+        if (v.size() > 2 && v.front() == '<' && v.back() == '>') v = v.substr(1, v.size() - 2);
+        return Query(Query::OP_OR, bool_term(exact(kListId, v)), text(n.value, n.phrase, kListWord));
+      }
+      case Field::MessageId: {
+        std::string v(trim(n.value));
+        if (v.size() > 2 && v.front() == '<' && v.back() == '>') v = v.substr(1, v.size() - 2);
+        return bool_term(exact(kMessageId, v));
+      }
+      case Field::Label:
+        return bool_term(exact(kLabel, to_lower(n.value)));
+      case Field::In: {
+        auto v = to_lower(n.value);
+        if (v == "anywhere") return Query::MatchAll;
+        if (v == "spam") v = "junk";
+        return bool_term(exact(kFolder, v));
+      }
+      case Field::Is:
+        if (n.value == "unread")
+          return Query(Query::OP_AND_NOT, Query::MatchAll, bool_term(std::string(kFlag) + "s"));
+        return bool_term(std::string(kFlag) + (n.value == "read" ? "s" : "f"));
+      case Field::Has:
+        return bool_term(std::string(kHasAttachment));
+      case Field::After:
+        return date_ge(n.number);
+      case Field::Before:
+        return date_le(n.number - 1);
+      case Field::NewerThan:
+        return date_ge(n.number);
+      case Field::OlderThan:
+        return date_le(n.number);
+      case Field::Larger:
+        return Query(Query::OP_VALUE_GE, kSizeSlot, Xapian::sortable_serialise(static_cast<double>(n.number + 1)));
+      case Field::Smaller:
+        return Query(Query::OP_VALUE_LE, kSizeSlot, Xapian::sortable_serialise(static_cast<double>(n.number - 1)));
+    }
+    return Query::MatchNothing;
+  }
+};
+
+Query ghost_free(Query q) {
+  return Query(Query::OP_AND_NOT, q, Query(std::string(prefix::kGhost)));
+}
+
+}  // namespace
+
+std::vector<StoredMessage> conversation_messages(const Database& db, const std::string& conversation) {
+  auto& x = db.impl();
+  std::vector<StoredMessage> out;
+  std::string term = std::string(prefix::kThread) + conversation;
+  for (auto it = x.db.postlist_begin(term); it != x.db.postlist_end(term); ++it) {
+    auto doc = x.db.get_document(*it);
+    if (doc.get_data().empty()) continue;  // a ghost
+    out.push_back(db.stored(*it));
+  }
+  std::stable_sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.date < b.date; });
+  return out;
+}
+
+std::optional<StoredMessage> message_by_id(const Database& db, const std::string& id) {
+  auto docid = db.find(id);
+  if (!docid) return std::nullopt;
+  return db.stored(*docid);
+}
+
+SearchResult search(const Database& db, const SearchRequest& req) {
+  SearchResult out;
+  auto parsed = parse_query(req.query, req.now);
+  if (!parsed.ok()) {
+    out.error = parsed.error;
+    out.error_text = parsed.error_text;
+    return out;
+  }
+  auto& x = db.impl();
+  Compiler c(x);
+  Query q = ghost_free(c.compile(parsed.root));
+  if (!names_junk_or_trash(parsed.root))
+    q = Query(Query::OP_AND_NOT, q,
+              Query(Query::OP_OR, Query(prefix::exact(prefix::kFolder, "junk")),
+                    Query(prefix::exact(prefix::kFolder, "trash"))));
+  Xapian::Enquire enq(x.db);
+  enq.set_query(q);
+  enq.set_weighting_scheme(Xapian::BoolWeight());
+  enq.set_sort_by_value(prefix::kDateSlot, true);
+  const auto all = x.db.get_doccount();
+  if (req.messages) {
+    auto mset = enq.get_mset(req.offset, req.limit, static_cast<Xapian::doccount>(std::min<size_t>(req.offset + req.limit + 1, all)));
+    out.total = mset.get_matches_estimated();
+    out.total_exact = mset.size() < req.limit || mset.get_matches_lower_bound() == mset.get_matches_upper_bound();
+    if (mset.size() < req.limit) out.total = req.offset + mset.size();
+    for (auto it = mset.begin(); it != mset.end(); ++it) out.messages.push_back(db.stored(*it));
+    return out;
+  }
+  enq.set_collapse_key(prefix::kThreadSlot);
+  // With collapsing, Xapian's counts are estimates. When every match was
+  // looked at (the page was not filled), the distinct conversations seen
+  // are the exact count; otherwise the estimate stands, and says so. Checking
+  // every match of a broad query on a large archive would cost more than the
+  // page itself.
+  Xapian::ValueCountMatchSpy spy(prefix::kThreadSlot);
+  enq.add_matchspy(&spy);
+  const Xapian::doccount check = static_cast<Xapian::doccount>(std::min<size_t>(req.offset + req.limit + 1, all));
+  auto mset = enq.get_mset(req.offset, req.limit, check);
+  if (mset.size() < req.limit || mset.get_matches_lower_bound() == mset.get_matches_upper_bound()) {
+    out.total = 0;
+    for (auto v = spy.values_begin(); v != spy.values_end(); ++v) ++out.total;
+  } else {
+    out.total = mset.get_matches_estimated();
+    out.total_exact = false;
+  }
+  for (auto it = mset.begin(); it != mset.end(); ++it) {
+    Conversation conv;
+    auto newest_match = db.stored(*it);
+    conv.id = newest_match.conversation;
+    conv.snippet = newest_match.snippet;
+    auto members = conversation_messages(db, conv.id);
+    conv.messages = members.size();
+    std::set<std::string> labels, folders;
+    for (auto& m : members) {
+      conv.date = std::max(conv.date, m.date);
+      auto name = m.from_name.empty() ? m.from_address : m.from_name;
+      if (!name.empty() && std::find(conv.senders.begin(), conv.senders.end(), name) == conv.senders.end())
+        conv.senders.push_back(name);
+      labels.insert(m.labels.begin(), m.labels.end());
+      folders.insert(m.file.folder);
+    }
+    if (!members.empty()) conv.subject = members.front().subject;
+    conv.labels.assign(labels.begin(), labels.end());
+    conv.folders.assign(folders.begin(), folders.end());
+    // Which of its messages match: the query within this conversation.
+    Xapian::Enquire inner(x.db);
+    inner.set_query(Query(Query::OP_FILTER, q, Query(std::string(prefix::kThread) + conv.id)));
+    inner.set_weighting_scheme(Xapian::BoolWeight());
+    auto matched = inner.get_mset(0, all);
+    conv.matched = matched.size();
+    for (auto m = matched.begin(); m != matched.end(); ++m) {
+      auto rel = x.db.get_document(*m).get_value(3);
+      auto f = message_file_from_rel(rel);
+      if (f && f->flags().find('S') == std::string::npos) conv.unread = true;
+    }
+    out.conversations.push_back(std::move(conv));
+  }
+  return out;
+}
+
+}  // namespace mk::index
