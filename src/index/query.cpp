@@ -131,16 +131,18 @@ class Parser {
     if (!at_end() && s_[pos_] == '-') {
       size_t at = pos_++;
       if (at_end() || is_space(s_[pos_]) || at_close()) throw Failure{at + 1, "a term after '-'"};
+      enter();
       QueryNode n;
       n.kind = QueryNode::Kind::Not;
       n.children.push_back(unary());
+      --depth_;
       return n;
     }
     return primary();
   }
 
   void enter() {
-    if (++depth_ > 100) throw Failure{pos_, "fewer nested brackets (at most 100)"};
+    if (++depth_ > 100) throw Failure{pos_, "fewer nested brackets or negations (at most 100)"};
   }
 
   QueryNode group(char close) {

@@ -119,8 +119,8 @@ class Compiler {
   Query term(const QueryNode& n) {
     using namespace prefix;
     switch (n.field) {
-      case Field::Text:
-        return text(n.value, n.phrase, "");
+      case Field::Text:  // body, subject, From/To/Cc names and addresses, file names
+        return text_any(n, {"", kSubject, kFrom, kTo, kCc, kFilename});
       case Field::From:
         return addresses(n, {kFrom}, {kFromAddr});
       case Field::To:
