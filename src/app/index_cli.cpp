@@ -19,6 +19,7 @@
 #include "index/indexer.h"
 #include "index/search.h"
 #include "index/sync.h"
+#include "mailbox/mailbox.h"
 
 namespace mk::app {
 namespace {
@@ -295,6 +296,115 @@ int show_command(const Settings& s, const IndexCommand& cmd) {
                                                  : json::value(json::object{{"id", cmd.id}, {"messages", out}}))
                           << "\n";
   return 0;
+}
+
+namespace {
+
+// The writer's lock, waiting while the server's indexer holds it for a batch.
+std::unique_ptr<index::Database> open_writer(const Settings& s, const std::string& account) {
+  for (int tries = 0;; ++tries) {
+    try {
+      return index::Database::open_writable(s.index.path + "/" + account, index_options(s));
+    } catch (const index::IndexLocked&) {
+      if (tries > 300 || interrupted) throw;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+}
+
+}  // namespace
+
+int modify_command(const Settings& s, const IndexCommand& cmd) {
+  std::string account;
+  if (!account_of(s, cmd.user, account)) return 1;
+  mailbox::ModifyRequest req;
+  req.query = cmd.query;
+  int moves = cmd.to_archive + cmd.to_inbox + cmd.to_trash + cmd.to_spam;
+  if (moves > 1) {
+    std::cerr << "mailkeep: --archive, --inbox, --trash and --spam exclude each other\n";
+    return 1;
+  }
+  if ((cmd.read && cmd.unread) || (cmd.star && cmd.unstar)) {
+    std::cerr << "mailkeep: --read/--unread and --star/--unstar exclude each other\n";
+    return 1;
+  }
+  if (cmd.to_archive) req.move_to = "Archive", req.only_from_inbox = true;
+  if (cmd.to_inbox) req.move_to = "INBOX";
+  if (cmd.to_trash) req.move_to = "Trash";
+  if (cmd.to_spam) req.move_to = "Junk";
+  if (cmd.read) req.seen = true;
+  if (cmd.unread) req.seen = false;
+  if (cmd.star) req.flagged = true;
+  if (cmd.unstar) req.flagged = false;
+  req.add_labels = cmd.labels;
+  req.remove_labels = cmd.unlabels;
+  for (auto& l : req.add_labels)
+    if (l.empty() || l.size() > 200 || l.find_first_of(",\n\r\t") != std::string::npos) {
+      std::cerr << "mailkeep: a label is 1 to 200 characters without commas, tabs or line breaks: '" << l << "'\n";
+      return 1;
+    }
+  if (moves == 0 && !req.seen && !req.flagged && req.add_labels.empty() && req.remove_labels.empty()) {
+    std::cerr << "mailkeep: nothing to do: give --archive, --inbox, --trash, --spam, --label, --unlabel, --read, "
+                 "--unread, --star or --unstar\n";
+    return 1;
+  }
+  try {
+    auto db = open_writer(s, account);
+    auto r = mailbox::modify(*db, s.backup.archive + "/" + account, req, static_cast<int64_t>(std::time(nullptr)));
+    if (!r.ok()) {
+      std::cerr << "mailkeep: " << r.error_text << "\n";
+      if (r.query_error) return 2;
+    }
+    std::printf("modified %zu messages (%zu moved, %zu flag changes, %zu label changes)\n", r.messages, r.moved,
+                r.flag_changes, r.label_changes);
+    return r.ok() ? 0 : 1;
+  } catch (const std::exception& e) {
+    std::cerr << "mailkeep: " << account << ": " << e.what() << "\n";
+    return 1;
+  }
+}
+
+int import_command(const Settings& s, const IndexCommand& cmd) {
+  std::string account;
+  if (!account_of(s, cmd.user, account)) return 1;
+  for (auto& f : cmd.files) {
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(f, ec)) {
+      std::cerr << "mailkeep: " << f << ": not a readable file\n";
+      return 1;
+    }
+  }
+  std::signal(SIGINT, on_interrupt);
+  std::signal(SIGTERM, on_interrupt);
+  const bool tty = ::isatty(2);
+  auto start = std::chrono::steady_clock::now();
+  try {
+    auto db = open_writer(s, account);
+    mailbox::ImportOptions opt;
+    opt.stop = &interrupted;
+    opt.on_error = [&](const std::string& what) { std::cerr << (tty ? "\n" : "") << "mailkeep: " << what << "\n"; };
+    if (tty)
+      opt.progress = [&](uint64_t done, uint64_t total, const mailbox::ImportStats& st) {
+        double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        double rate = secs > 0 ? done / secs : 0;
+        std::fprintf(stderr, "\r%llu imported, %llu duplicates, %.0f%% of the file, %.0f s left   ",
+                     static_cast<unsigned long long>(st.imported), static_cast<unsigned long long>(st.duplicates),
+                     total ? 100.0 * done / total : 100.0, rate > 0 ? (total - done) / rate : 0);
+      };
+    auto st = mailbox::import_mbox(*db, s.backup.archive + "/" + account, cmd.files, opt);
+    if (tty) std::fprintf(stderr, "\n");
+    std::printf("imported %llu messages (%llu duplicates skipped, %llu errors) from %llu files\n",
+                static_cast<unsigned long long>(st.imported), static_cast<unsigned long long>(st.duplicates),
+                static_cast<unsigned long long>(st.errors), static_cast<unsigned long long>(st.files));
+    if (interrupted) {
+      std::printf("interrupted: run the command again to import the rest (nothing is imported twice)\n");
+      return 130;
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "mailkeep: " << account << ": " << e.what() << "\n";
+    return 1;
+  }
 }
 
 void print_index_stats(const Settings& s) {

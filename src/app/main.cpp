@@ -15,6 +15,7 @@
 #include <iostream>
 #include <sstream>
 #include <filesystem>
+#include <set>
 #include <thread>
 #include <unistd.h>
 
@@ -556,6 +557,43 @@ int archive_stats(const mk::Settings& settings) {
 
 }  // namespace
 
+// `mailkeep search -c F --user A -has:attachment`: a query word may start
+// with '-' (Gmail's negation), which CLI11 would read as options. The
+// options these commands know are kept in front; everything else is the
+// query, after a "--".
+std::vector<std::string> query_last(int argc, char** argv) {
+  std::vector<std::string> args(argv, argv + argc);
+  size_t start = 0;
+  if (args.size() > 1 && args[1] == "search") start = 2;
+  if (args.size() > 2 && args[1] == "archive" && args[2] == "modify") start = 3;
+  if (!start) return args;
+  static const std::set<std::string> with_value = {"-c", "--config", "--user", "--limit", "--offset", "--label", "--unlabel"};
+  static const std::set<std::string> flags = {"--messages", "--json",  "--help", "-h",     "--archive", "--inbox",
+                                              "--trash",    "--spam",  "--read", "--unread", "--star",  "--unstar"};
+  std::vector<std::string> out(args.begin(), args.begin() + start), query;
+  for (size_t i = start; i < args.size(); ++i) {
+    const auto& a = args[i];
+    if (a == "--") {
+      query.insert(query.end(), args.begin() + i + 1, args.end());
+      break;
+    }
+    auto eq = a.find('=');
+    if (with_value.count(a) && i + 1 < args.size()) {
+      out.push_back(a);
+      out.push_back(args[++i]);
+    } else if ((eq != std::string::npos && with_value.count(a.substr(0, eq))) || flags.count(a)) {
+      out.push_back(a);
+    } else {
+      query.push_back(a);
+    }
+  }
+  if (!query.empty()) {
+    out.push_back("--");
+    out.insert(out.end(), query.begin(), query.end());
+  }
+  return out;
+}
+
 int main(int argc, char** argv) {
   // Not a command for people: the helper the server starts for SIGHUP (app/privileges.h).
   if (argc >= 2 && std::string_view(argv[1]) == "privileged-reader")
@@ -580,6 +618,25 @@ int main(int argc, char** argv) {
   index_sub->add_option("-c,--config", config_path, "INI configuration file");
   index_sub->add_option("--user", index_cmd.user, "only this account (ADDR)");
   index_sub->add_flag("--rebuild", index_cmd.rebuild, "index everything again from the Maildirs");
+  auto* modify_sub = archive_cmd->add_subcommand("modify", "Archive, trash, label, mark read or star the messages a query finds");
+  modify_sub->add_option("-c,--config", config_path, "INI configuration file");
+  modify_sub->add_option("--user", index_cmd.user, "the account (ADDR)")->required();
+  modify_sub->add_flag("--archive", index_cmd.to_archive, "move what is in INBOX to Archive");
+  modify_sub->add_flag("--inbox", index_cmd.to_inbox, "move to INBOX");
+  modify_sub->add_flag("--trash", index_cmd.to_trash, "move to Trash");
+  modify_sub->add_flag("--spam", index_cmd.to_spam, "move to Junk");
+  modify_sub->add_option("--label", index_cmd.labels, "add this label (repeatable)");
+  modify_sub->add_option("--unlabel", index_cmd.unlabels, "remove this label (repeatable)");
+  modify_sub->add_flag("--read", index_cmd.read, "mark read (\\Seen)");
+  modify_sub->add_flag("--unread", index_cmd.unread, "mark unread");
+  modify_sub->add_flag("--star", index_cmd.star, "star (\\Flagged)");
+  modify_sub->add_flag("--unstar", index_cmd.unstar, "remove the star");
+  std::vector<std::string> modify_words;
+  modify_sub->add_option("query", modify_words, "which messages: the search language")->required();
+  auto* import_sub = archive_cmd->add_subcommand("import", "Import mbox files (Google Takeout) into an account's archive");
+  import_sub->add_option("-c,--config", config_path, "INI configuration file");
+  import_sub->add_option("--user", index_cmd.user, "the account (ADDR)")->required();
+  import_sub->add_option("files", index_cmd.files, "mbox files")->required();
   std::vector<std::string> query_words;
   auto* search_cmd = app.add_subcommand("search", "Search an account's archive with Gmail's operators");
   search_cmd->add_option("-c,--config", config_path, "INI configuration file");
@@ -643,7 +700,10 @@ int main(int argc, char** argv) {
   for (auto* sub : {spam_train, spam_classify, spam_reclassify, spam_stats, spam_explain})
     sub->add_option("-c,--config", config_path, "INI configuration file");
 
-  CLI11_PARSE(app, argc, argv);
+  auto args = query_last(argc, argv);
+  std::vector<char*> arg_ptrs;
+  for (auto& a : args) arg_ptrs.push_back(a.data());
+  CLI11_PARSE(app, static_cast<int>(arg_ptrs.size()), arg_ptrs.data());
 
   auto settings = load(config_path);
   if (!settings) return 1;
@@ -658,6 +718,12 @@ int main(int argc, char** argv) {
   for (auto& w : query_words) index_cmd.query += (index_cmd.query.empty() ? "" : " ") + w;
   if (*search_cmd) return mk::app::search_command(*settings, index_cmd);
   if (*show_cmd) return mk::app::show_command(*settings, index_cmd);
+  if (*modify_sub) {
+    index_cmd.query.clear();
+    for (auto& w : modify_words) index_cmd.query += (index_cmd.query.empty() ? "" : " ") + w;
+    return mk::app::modify_command(*settings, index_cmd);
+  }
+  if (*import_sub) return mk::app::import_command(*settings, index_cmd);
   if (*stats_top) return show_stats(*settings);
   for (auto* sub : alias_top->get_subcommands()) alias_cmd.action = sub->get_name();
   if (*alias_top) return alias_command(*settings, alias_cmd);

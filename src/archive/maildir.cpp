@@ -74,15 +74,21 @@ PendingMaildirFile& PendingMaildirFile::operator=(PendingMaildirFile&& o) noexce
 
 PendingMaildirFile::~PendingMaildirFile() { abort(); }
 
-MaildirResult PendingMaildirFile::commit() {
+MaildirResult PendingMaildirFile::commit() { return commit_to("new", name_); }
+
+MaildirResult PendingMaildirFile::commit_seen(std::string_view flags) {
+  return commit_to("cur", name_ + ":2," + std::string(flags));
+}
+
+MaildirResult PendingMaildirFile::commit_to(const char* sub, std::string final_name) {
   if (name_.empty()) return {Outcome::TempFail, "nothing to commit"};
   auto from = folder_ + "/tmp/" + name_;
-  auto to = folder_ + "/new/" + name_;
+  auto to = folder_ + "/" + sub + "/" + final_name;
   if (::rename(from.c_str(), to.c_str()) != 0) return {Outcome::TempFail, errno_text("rename " + from)};
-  auto name = std::move(name_);
   name_.clear();
-  if (!fsync_dir(folder_ + "/new")) return {Outcome::TempFail, errno_text("fsync " + folder_ + "/new")};
-  return {Outcome::Ok, name};
+  auto dir = folder_ + "/" + sub;
+  if (!fsync_dir(dir)) return {Outcome::TempFail, errno_text("fsync " + dir)};
+  return {Outcome::Ok, final_name};
 }
 
 void PendingMaildirFile::abort() {

@@ -32,11 +32,15 @@ class PendingMaildirFile {
 
   // Renames into new/ and fsyncs new/. After this the message is delivered.
   MaildirResult commit();
+  // Renames into cur/ with the info ":2,FLAGS" (sorted flag letters), for
+  // messages that arrive already seen (an import); the detail is the file name.
+  MaildirResult commit_seen(std::string_view flags);
   // Removes the tmp/ file.
   void abort();
   const std::string& name() const { return name_; }
 
  private:
+  MaildirResult commit_to(const char* sub, std::string final_name);
   std::string folder_, name_;
 };
 

@@ -11,6 +11,7 @@
 
 #include "core/strings.h"
 #include "index/database_impl.h"
+#include "index/labels.h"
 #include "index/prefix.h"
 
 namespace mk::index {
@@ -43,7 +44,8 @@ std::string snippet_of(const std::string& text) {
   size_t chars = 0, i = 0;
   for (; i < out.size(); ++i)
     if ((static_cast<unsigned char>(out[i]) & 0xC0) != 0x80 && ++chars > kSnippet) break;
-  return out.substr(0, i);
+  // The loop above may have stopped inside a character: never emit half of one.
+  return clean_utf8(out.substr(0, i), out.size());
 }
 
 // Data encoding: "key\tvalue\n" lines; \ \t \n escaped.
@@ -118,6 +120,7 @@ std::string encode_data(const StoredMessage& m) {
   for (auto& a : m.attachments) atts.push_back(a.filename + '\x1f' + a.type + '\x1f' + std::to_string(a.size) + '\x1f' + a.content_id);
   put(out, "a", join(atts, '\x1e'));
   put(out, "b", join(m.labels, '\x1e'));
+  put(out, "h", m.digest);
   return out;
 }
 
@@ -152,6 +155,7 @@ void decode_data(const std::string& data, StoredMessage& m) {
     else if (key == "d") m.date = std::stoll(v);
     else if (key == "z") m.size = std::stoull(v);
     else if (key == "b") m.labels = split(v, '\x1e');
+    else if (key == "h") m.digest = v;
     else if (key == "a") {
       for (auto& a : split(v, '\x1e')) {
         auto f = split(a, '\x1f');
@@ -372,6 +376,8 @@ bool DocumentBuilder::build(const std::string& maildir, const MessageFile& file,
     tg.index_text(pm.subject, 1, std::string(prefix::kSubject));
     tg.increase_termpos(10);
   }
+  // Names, addresses, file names and list ids are not English: no stems.
+  tg.set_stemming_strategy(Xapian::TermGenerator::STEM_NONE);
   auto addresses = [&](const std::vector<Address>& list, std::string_view text_prefix, std::string_view exact_prefix) {
     for (auto& a : list) {
       if (!a.name.empty()) tg.index_text_without_positions(a.name, 1, std::string(text_prefix));
@@ -395,6 +401,7 @@ bool DocumentBuilder::build(const std::string& maildir, const MessageFile& file,
     doc.add_boolean_term(prefix::exact(prefix::kListId, pm.list_id));
     tg.index_text_without_positions(pm.list_id, 1, std::string(prefix::kListWord));
   }
+  tg.set_stemming_strategy(Xapian::TermGenerator::STEM_SOME);
   tg.index_text(pm.body_text);
 
   if (!pm.message_id.empty()) doc.add_boolean_term(prefix::exact(prefix::kMessageId, pm.message_id));
@@ -408,7 +415,7 @@ bool DocumentBuilder::build(const std::string& maildir, const MessageFile& file,
   if (!pm.from.empty()) {
     m.from = pm.from.front().display();
     m.from_address = pm.from.front().address;
-    m.from_name = pm.from.front().short_name();
+    m.from_name = pm.from.front().name;
   }
   for (auto& a : pm.to) m.to.push_back(a.address);
   for (auto& a : pm.cc) m.cc.push_back(a.address);
@@ -419,6 +426,9 @@ bool DocumentBuilder::build(const std::string& maildir, const MessageFile& file,
   m.date = pm.date;
   m.size = size;
   m.attachments = pm.attachments;
+  m.digest = identity_digest_of_file(path, pm.message_id);
+  if (!m.digest.empty()) doc.add_boolean_term(std::string(prefix::kDigest) + m.digest);
+  out.digest = m.digest;
   doc.set_data(encode_data(m));
   out.message_id = std::move(pm.message_id);
   out.references = std::move(pm.references);
@@ -464,8 +474,43 @@ void Database::insert(PreparedMessage&& pm) {
   for (auto g : own_ghosts) db.delete_document(g);
   for (auto& ref : missing) add_ghost(db, ref, thread);
   set_thread(doc, thread);
-  db.replace_document(prefix::exact(prefix::kId, pm.file.base()), doc);
+  // A message that comes back (a rebuild, a copy, a re-import) gets its labels back.
+  if (labels_known_ != 0) {
+    auto& store = label_store();
+    if (labels_known_ < 0) labels_known_ = store.empty() ? 0 : 1;
+    if (labels_known_ == 1) {
+      auto labels = store.labels(pm.file.base(), pm.digest);
+      if (!labels.empty()) {
+        for (auto& l : labels) doc.add_boolean_term(prefix::exact(prefix::kLabel, to_lower(l)));
+        StoredMessage m;
+        decode_data(doc.get_data(), m);
+        m.labels = labels;
+        doc.set_data(encode_data(m));
+        if (labels_known_ == 1) store.set(pm.file.base(), pm.digest, labels);  // under its base name from now on
+      }
+    }
+  }
+  // The callers know the base name is not indexed yet (sync, the live
+  // queue): add, without replace_document's look-up of the id term, which
+  // makes Xapian 1.4 merge its pending changes for that term.
+  db.add_document(doc);
   ++pending_;
+}
+
+void Database::set_labels_for(const std::string& base, const std::string& digest,
+                              const std::vector<std::string>& labels) {
+  label_store().set(base, digest, labels);
+  if (!labels.empty()) labels_known_ = 1;
+}
+
+LabelStore& Database::label_store() {
+  if (!labels_) labels_ = std::make_unique<LabelStore>(dir_);
+  return *labels_;
+}
+
+std::vector<uint32_t> Database::find_digest(const std::string& digest) const {
+  std::string term = std::string(prefix::kDigest) + digest;
+  return std::vector<uint32_t>(impl_->db.postlist_begin(term), impl_->db.postlist_end(term));
 }
 
 std::optional<uint32_t> Database::find(const std::string& base) const {
@@ -543,6 +588,8 @@ void Database::set_labels(uint32_t docid, const std::vector<std::string>& labels
   decode_data(doc.get_data(), m);
   m.labels = labels;
   doc.set_data(encode_data(m));
+  label_store().set(m.file.base().empty() ? stored(docid).id : m.file.base(), m.digest, labels);
+  labels_known_ = labels.empty() ? labels_known_ : 1;
   db.replace_document(docid, doc);
   ++pending_;
 }

@@ -52,7 +52,7 @@ struct StoredMessage {
   MessageFile file;
   std::string from, from_address, from_name;
   std::vector<std::string> to, cc;
-  std::string subject, message_id, snippet, list_id;
+  std::string subject, message_id, snippet, list_id, digest;
   int64_t date = 0;
   uint64_t size = 0;
   std::vector<Attachment> attachments;
@@ -67,7 +67,7 @@ struct IndexOptions {
 // built on any thread (DocumentBuilder), inserted on the writer's.
 struct PreparedMessage {
   MessageFile file;
-  std::string message_id;
+  std::string message_id, digest;
   std::vector<std::string> references;
   std::string note;  // what was skipped or cut, or why it failed
   struct Doc;
@@ -118,8 +118,13 @@ class Database {
   // All directory keys that hold documents.
   std::vector<std::string> dir_keys() const;
 
-  // Labels (kept in the document; the label store keeps them across rebuilds).
+  // Labels: in the document, and in the label store (labels.h), which keeps
+  // them across rebuilds and gives them back to a message that comes back.
   void set_labels(uint32_t docid, const std::vector<std::string>& labels);
+  // Labels for a message not indexed yet (an import writes them first).
+  void set_labels_for(const std::string& base, const std::string& digest, const std::vector<std::string>& labels);
+  // Documents whose identity digest is `digest` (message.h).
+  std::vector<uint32_t> find_digest(const std::string& digest) const;
 
   // Metadata: the directory mtimes the last scan saw.
   std::string metadata(const std::string& key) const;
@@ -143,6 +148,9 @@ class Database {
   IndexOptions options_;
   std::string dir_;
   std::unique_ptr<DocumentBuilder> builder_;
+  std::unique_ptr<class LabelStore> labels_;
+  int labels_known_ = -1;  // -1 unknown, 0 the store is empty, 1 it has labels
+  class LabelStore& label_store();
   uint64_t pending_ = 0;
 };
 

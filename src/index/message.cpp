@@ -8,9 +8,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <openssl/evp.h>
+#include <optional>
+#include <vector>
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <set>
 
 #include "core/strings.h"
 
@@ -53,11 +57,19 @@ void add_addresses(InternetAddressList* list, std::vector<Address>& out, int dep
   }
 }
 
+// Every occurrence of the header (Delivered-To is added once per hop).
 void add_header_addresses(GMimeObject* obj, const char* header, std::vector<Address>& out) {
-  const char* v = g_mime_object_get_header(obj, header);
-  if (!v) return;
-  GPtr<InternetAddressList> list(internet_address_list_parse(nullptr, v));
-  add_addresses(list.get(), out);
+  GMimeHeaderList* headers = g_mime_object_get_header_list(obj);
+  if (!headers) return;
+  int n = g_mime_header_list_get_count(headers);
+  for (int i = 0; i < n && out.size() < 100; ++i) {
+    GMimeHeader* h = g_mime_header_list_get_header_at(headers, i);
+    if (!h || g_ascii_strcasecmp(g_mime_header_get_name(h), header) != 0) continue;
+    const char* v = g_mime_header_get_value(h);
+    if (!v) continue;
+    GPtr<InternetAddressList> list(internet_address_list_parse(nullptr, v));
+    add_addresses(list.get(), out);
+  }
 }
 
 void add_references(const char* text, std::vector<std::string>& out) {
@@ -65,7 +77,7 @@ void add_references(const char* text, std::vector<std::string>& out) {
   GMimeReferences* refs = g_mime_references_parse(nullptr, text);
   if (!refs) return;
   int n = g_mime_references_length(refs);
-  for (int i = 0; i < n && out.size() < 200; ++i) {
+  for (int i = 0; i < n && out.size() < 20000; ++i) {
     const char* id = g_mime_references_get_message_id(refs, i);
     if (id && *id && std::strlen(id) < 1000) out.emplace_back(id);
   }
@@ -247,7 +259,93 @@ void html_text(const GumboNode* node, std::string& out, size_t max, int depth) {
   if (block && !out.empty() && out.back() != '\n') out += '\n';
 }
 
+// Feeds message bytes; hashes the body with CRLF as LF.
+class DigestFeed {
+ public:
+  explicit DigestFeed(const std::string& mid) : ctx_(EVP_MD_CTX_new()) {
+    EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr);
+    EVP_DigestUpdate(ctx_, mid.data(), mid.size());
+    EVP_DigestUpdate(ctx_, "", 1);
+  }
+  ~DigestFeed() { EVP_MD_CTX_free(ctx_); }
+  void feed(std::string_view chunk) {
+    for (char c : chunk) {
+      if (in_header_) {
+        // The header ends at the first empty line: "\n\n" once CRs are dropped.
+        if (c == '\r') continue;
+        if (c == '\n' && last_ == '\n') in_header_ = false;
+        last_ = c;
+        continue;
+      }
+      if (pending_cr_) {
+        pending_cr_ = false;
+        if (c != '\n') out_ += '\r';
+      }
+      if (c == '\r') {
+        pending_cr_ = true;
+        continue;
+      }
+      out_ += c;
+      if (out_.size() >= 65536) flush();
+    }
+  }
+  std::string finish() {
+    if (pending_cr_) out_ += '\r';
+    flush();
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_DigestFinal_ex(ctx_, md, &len);
+    return to_hex(md, 16);
+  }
+
+ private:
+  void flush() {
+    EVP_DigestUpdate(ctx_, out_.data(), out_.size());
+    out_.clear();
+  }
+  EVP_MD_CTX* ctx_;
+  bool in_header_ = true, pending_cr_ = false;
+  char last_ = '\n';  // an empty header section: the body starts after the first line break
+  std::string out_;
+};
+
 }  // namespace
+
+std::string identity_digest(std::string_view message, const std::string& message_id) {
+  DigestFeed d(message_id);
+  d.feed(message);
+  return d.finish();
+}
+
+std::string identity_digest_of_file(const std::string& path, const std::string& message_id) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return {};
+  DigestFeed d(message_id);
+  std::vector<char> buf(64 * 1024);
+  for (;;) {
+    ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    d.feed(std::string_view(buf.data(), static_cast<size_t>(n)));
+  }
+  ::close(fd);
+  return d.finish();
+}
+
+std::string decode_message_id(std::string_view raw) {
+  init_mime();
+  std::string in(raw.substr(0, 4096));
+  if (in.empty()) return {};
+  GString_ out(g_mime_utils_decode_message_id(in.c_str()));
+  return out ? clean_utf8(out.get(), 1000) : std::string();
+}
+
+std::string decode_header_text(std::string_view raw) {
+  init_mime();
+  std::string in(raw.substr(0, kMaxHeader));
+  GString_ out(g_mime_utils_header_decode_text(nullptr, in.c_str()));
+  return out ? clean_utf8(out.get(), kMaxHeader) : clean_utf8(in, kMaxHeader);
+}
 
 std::string Address::display() const {
   if (name.empty()) return address;
@@ -329,10 +427,14 @@ bool parse_message_file(const std::string& path, const ParseOptions& opt, Parsed
   out.message_id = cut(g_mime_message_get_message_id(msg.get()), 1000);
   add_references(g_mime_object_get_header(obj, "References"), out.references);
   add_references(g_mime_object_get_header(obj, "In-Reply-To"), out.references);
-  {  // unique, in order, never the message's own id
+  {  // unique, in order, never the message's own id; a bounded number, the
+     // nearest ancestors (the last References and In-Reply-To) kept
+    constexpr size_t kMaxRefs = 200;
     std::vector<std::string> unique;
-    for (auto& r : out.references)
-      if (r != out.message_id && std::find(unique.begin(), unique.end(), r) == unique.end()) unique.push_back(r);
+    std::set<std::string> seen;
+    for (auto it = out.references.rbegin(); it != out.references.rend() && unique.size() < kMaxRefs; ++it)
+      if (*it != out.message_id && seen.insert(*it).second) unique.push_back(*it);
+    std::reverse(unique.begin(), unique.end());
     out.references = std::move(unique);
   }
   add_addresses(g_mime_message_get_addresses(msg.get(), GMIME_ADDRESS_TYPE_FROM), out.from);

@@ -70,6 +70,19 @@ int64_t effective_date(int64_t header_date, int64_t arrival);
 // Text of an HTML document (script/style dropped, blocks on lines), at most `max` bytes.
 std::string html_to_text(std::string_view html, size_t max);
 
+// A message's identity across folders, renames and re-imports: the first
+// 32 hex digits of sha256(Message-ID, NUL, body), the body being the bytes
+// after the first empty line with CRLF read as LF (an SMTP copy and the same
+// message in a Takeout mbox agree). Empty when the file cannot be read.
+std::string identity_digest_of_file(const std::string& path, const std::string& message_id);
+std::string identity_digest(std::string_view message, const std::string& message_id);
+
+// A Message-ID header value → the id without <>, as the index keeps it (GMime).
+std::string decode_message_id(std::string_view raw);
+
+// RFC 2047 words decoded to UTF-8 (GMime).
+std::string decode_header_text(std::string_view raw);
+
 // Replaces invalid UTF-8 with U+FFFD and cuts at `max` bytes on a character boundary.
 std::string clean_utf8(std::string_view s, size_t max);
 

@@ -22,6 +22,7 @@
 //   conversation      -                G (16 hex digits), also value kThread
 //   identity          -                Q (Maildir base name); XDIR (folder/new|cur) for the rescans
 //   ghost parent      -                XGHOST (a Message-ID seen only in references)
+//   identity digest   -                XSUM (Message-ID + body, message.h)
 #pragma once
 #include <string>
 #include <string_view>
@@ -45,6 +46,7 @@ inline constexpr std::string_view kThread = "G";
 inline constexpr std::string_view kId = "Q";
 inline constexpr std::string_view kDir = "XDIR";
 inline constexpr std::string_view kGhost = "XGHOST";
+inline constexpr std::string_view kDigest = "XSUM";  // identity digest (message.h): imports' dedupe, labels
 
 // Value slots.
 inline constexpr unsigned kDateSlot = 0;    // sortable_serialise(unix time)

@@ -57,6 +57,18 @@ class Compiler {
 
   static Query bool_term(const std::string& t) { return Query(Query::OP_SCALE_WEIGHT, Query(t), 0); }
 
+  // Chinese, Japanese or Korean text (indexed as n-grams).
+  static bool has_cjk(std::string_view v) {
+    for (size_t i = 0; i + 1 < v.size(); ++i) {
+      auto c = static_cast<unsigned char>(v[i]), d = static_cast<unsigned char>(v[i + 1]);
+      if ((c >= 0xE3 && c <= 0xED) || (c == 0xE2 && d >= 0xBA) || (c == 0xEF && d >= 0xA4 && d <= 0xAB)) return true;
+    }
+    return false;
+  }
+
+  // Fields indexed without positions (database.cpp): no phrases there.
+  static bool positional(std::string_view p) { return p.empty() || p == prefix::kSubject; }
+
   // Words of `value` as the indexer made them under `p`.
   Query text(const std::string& value, bool phrase, std::string_view p) {
     Xapian::Document d;
@@ -87,8 +99,13 @@ class Compiler {
       if (i && exact[i].first == exact[i - 1].first) distinct = false;
       qs.emplace_back(exact[i].second);
     }
-    // CJK n-grams share positions: all of them, in any order.
-    return Query(distinct ? Query::OP_PHRASE : Query::OP_AND, qs.begin(), qs.end());
+    // CJK n-grams share positions: all of them, in any order. Without
+    // positions in the index, a phrase is all its words; except in file
+    // names, where several words are found as the whole name (exact term).
+    if (!distinct || has_cjk(value) || (!positional(p) && p != prefix::kFilename))
+      return Query(Query::OP_AND, qs.begin(), qs.end());
+    if (!positional(p)) return Query::MatchNothing;
+    return Query(Query::OP_PHRASE, qs.begin(), qs.end());
   }
 
   Query text_any(const QueryNode& n, std::initializer_list<std::string_view> prefixes) {
@@ -224,7 +241,10 @@ SearchResult search(const Database& db, const SearchRequest& req) {
     auto mset = enq.get_mset(req.offset, req.limit, static_cast<Xapian::doccount>(std::min<size_t>(req.offset + req.limit + 1, all)));
     out.total = mset.get_matches_estimated();
     out.total_exact = mset.size() < req.limit || mset.get_matches_lower_bound() == mset.get_matches_upper_bound();
-    if (mset.size() < req.limit) out.total = req.offset + mset.size();
+    if (mset.size() < req.limit) {
+      out.total = req.offset + mset.size();
+      if (mset.size() == 0 && req.offset > 0) out.total = enq.get_mset(0, 0, all).get_matches_estimated();  // past the end
+    }
     for (auto it = mset.begin(); it != mset.end(); ++it) out.messages.push_back(db.stored(*it));
     return out;
   }
@@ -255,7 +275,7 @@ SearchResult search(const Database& db, const SearchRequest& req) {
     std::set<std::string> labels, folders;
     for (auto& m : members) {
       conv.date = std::max(conv.date, m.date);
-      auto name = m.from_name.empty() ? m.from_address : m.from_name;
+      auto name = m.from_name.empty() ? m.from_address : m.from_name;  // the address when there is no name
       if (!name.empty() && std::find(conv.senders.begin(), conv.senders.end(), name) == conv.senders.end())
         conv.senders.push_back(name);
       labels.insert(m.labels.begin(), m.labels.end());

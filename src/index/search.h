@@ -27,7 +27,7 @@ struct Conversation {
   std::string id;
   int64_t date = 0;  // newest message
   std::string subject;
-  std::vector<std::string> senders;  // short names, oldest first, unique
+  std::vector<std::string> senders;  // display names (or the address), oldest first, unique
   size_t messages = 0, matched = 0;
   std::vector<std::string> labels;  // sorted
   bool unread = false;              // some matched message lacks \Seen
