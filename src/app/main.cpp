@@ -551,7 +551,10 @@ int archive_stats(const mk::Settings& settings) {
     bytes += st.bytes;
   }
   std::cout << "# total\t\t" << messages << "\t" << bytes << "\n";
-  mk::app::print_index_stats(settings);
+  if (std::error_code ec; std::filesystem::is_directory(settings.index.path, ec)) {
+    std::cout << "\n";  // the index section, after the folder table that scripts read up to "# total"
+    mk::app::print_index_stats(settings);
+  }
   return 0;
 }
 

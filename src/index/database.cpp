@@ -341,6 +341,34 @@ PreparedMessage::~PreparedMessage() = default;
 PreparedMessage::PreparedMessage(PreparedMessage&&) noexcept = default;
 PreparedMessage& PreparedMessage::operator=(PreparedMessage&&) noexcept = default;
 
+namespace {
+
+// The stems of the subject's and the body's words, as "Z" terms beside the
+// exact ones (Xapian's STEM_SOME convention), but only where the stem
+// differs from the word: a query for a word looks for both (search.cpp), so
+// "Zthe" beside "the" would only double the postings. Stemming each distinct
+// word once here also costs less than the TermGenerator stemming every
+// occurrence.
+void add_stems(Xapian::Document& doc, const Xapian::Stem& stem) {
+  if (stem.is_none()) return;
+  std::vector<std::pair<std::string, Xapian::termcount>> add;
+  for (auto t = doc.termlist_begin(); t != doc.termlist_end(); ++t) {
+    const std::string& term = *t;
+    if (term.empty()) continue;
+    size_t p = 0;
+    if (term[0] >= 'A' && term[0] <= 'Z') {
+      if (!term_has_prefix(term, prefix::kSubject)) continue;  // header words are not stemmed
+      p = prefix::kSubject.size();
+    }
+    std::string word = term.substr(p);
+    std::string s = stem(word);
+    if (!s.empty() && s != word) add.emplace_back("Z" + term.substr(0, p) + s, t.get_wdf());
+  }
+  for (auto& [term, wdf] : add) doc.add_term(term, wdf);
+}
+
+}  // namespace
+
 struct DocumentBuilder::Impl {
   Xapian::Stem stemmer;
   Xapian::TermGenerator tg;
@@ -350,6 +378,7 @@ DocumentBuilder::DocumentBuilder(const IndexOptions& opt) : impl_(std::make_uniq
   Database::Impl config(opt);  // one place decides stemmer and flags
   impl_->stemmer = config.stemmer;
   impl_->tg = config.tg;
+  impl_->tg.set_stemming_strategy(Xapian::TermGenerator::STEM_NONE);  // add_stems() does it
 }
 DocumentBuilder::~DocumentBuilder() = default;
 
@@ -377,7 +406,6 @@ bool DocumentBuilder::build(const std::string& maildir, const MessageFile& file,
     tg.increase_termpos(10);
   }
   // Names, addresses, file names and list ids are not English: no stems.
-  tg.set_stemming_strategy(Xapian::TermGenerator::STEM_NONE);
   auto addresses = [&](const std::vector<Address>& list, std::string_view text_prefix, std::string_view exact_prefix) {
     for (auto& a : list) {
       if (!a.name.empty()) tg.index_text_without_positions(a.name, 1, std::string(text_prefix));
@@ -401,8 +429,8 @@ bool DocumentBuilder::build(const std::string& maildir, const MessageFile& file,
     doc.add_boolean_term(prefix::exact(prefix::kListId, pm.list_id));
     tg.index_text_without_positions(pm.list_id, 1, std::string(prefix::kListWord));
   }
-  tg.set_stemming_strategy(Xapian::TermGenerator::STEM_SOME);
   tg.index_text(pm.body_text);
+  add_stems(doc, impl_->stemmer);
 
   if (!pm.message_id.empty()) doc.add_boolean_term(prefix::exact(prefix::kMessageId, pm.message_id));
   if (pm.has_attachment) doc.add_boolean_term(std::string(prefix::kHasAttachment));

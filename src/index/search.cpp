@@ -18,8 +18,7 @@ using Xapian::Query;
 class Compiler {
  public:
   explicit Compiler(const Database::Impl& x) : x_(x) {
-    tg_.set_stemmer(x.stemmer);
-    tg_.set_stemming_strategy(Xapian::TermGenerator::STEM_SOME);
+    tg_.set_stemming_strategy(Xapian::TermGenerator::STEM_NONE);
     tg_.set_flags(Xapian::TermGenerator::FLAG_CJK_NGRAM);
   }
 
@@ -66,6 +65,9 @@ class Compiler {
     return false;
   }
 
+  // Fields whose words have stems in the index (database.cpp).
+  static bool stemmed_field(std::string_view p) { return p.empty() || p == prefix::kSubject; }
+
   // Fields indexed without positions (database.cpp): no phrases there.
   static bool positional(std::string_view p) { return p.empty() || p == prefix::kSubject; }
 
@@ -75,23 +77,25 @@ class Compiler {
     tg_.set_document(d);
     tg_.index_text(value, 1, std::string(p));
     std::vector<std::pair<Xapian::termpos, std::string>> exact;
-    std::vector<std::string> stemmed;
-    std::string zp = "Z" + std::string(p);
-    for (auto t = d.termlist_begin(); t != d.termlist_end(); ++t) {
-      const std::string& term = *t;
-      if (!p.empty() && term.compare(0, zp.size(), zp) == 0 && term_has_prefix(term.substr(1), p)) {
-        stemmed.push_back(term);
-      } else if (p.empty() && term.size() > 1 && term[0] == 'Z') {
-        stemmed.push_back(term);
-      } else {
-        for (auto pos = t.positionlist_begin(); pos != t.positionlist_end(); ++pos) exact.emplace_back(*pos, term);
-      }
-    }
+    for (auto t = d.termlist_begin(); t != d.termlist_end(); ++t)
+      for (auto pos = t.positionlist_begin(); pos != t.positionlist_end(); ++pos) exact.emplace_back(*pos, *t);
     if (exact.empty()) return Query::MatchNothing;
     std::sort(exact.begin(), exact.end());
     if (exact.size() == 1) {
-      if (!phrase && stemmed.size() == 1) return Query(Query::OP_OR, Query(exact[0].second), Query(stemmed[0]));
-      return Query(exact[0].second);
+      // The word, or any word with its stem (the index keeps a "Z" term
+      // only where the stem differs from the word: database.cpp).
+      const std::string& term = exact[0].second;
+      if (!phrase && stemmed_field(p) && !x_.stemmer.is_none()) {
+        std::string word = term.substr(p.size());
+        std::string st = x_.stemmer(word);
+        if (!st.empty()) {
+          Query z("Z" + std::string(p) + st);
+          Query same(std::string(p) + st);  // a word that is its own stem has only its exact term
+          std::vector<Query> any{Query(term), z, same};
+          return Query(Query::OP_OR, any.begin(), any.end());
+        }
+      }
+      return Query(term);
     }
     std::vector<Query> qs;
     bool distinct = true;

@@ -153,9 +153,13 @@ ModifyResult modify(index::Database& db, const std::string& maildir, const Modif
     bool move = target != m.file.folder;
     bool reflag = flags != m.file.flags();
     if (move || reflag) {
-      if (!lock(m.file.folder) || (move && !lock(target))) {
-        out.error_text = "cannot lock " + folder_path(maildir, move && !lock(target) ? target : m.file.folder) +
-                         "/dovecot-uidlist.lock (held for over 30 s)";
+      if (move && !ensure_folder(folder_path(maildir, target), target != "INBOX")) {
+        out.error_text = "cannot create folder " + folder_path(maildir, target);
+        break;
+      }
+      const std::string* unlockable = !lock(m.file.folder) ? &m.file.folder : (move && !lock(target)) ? &target : nullptr;
+      if (unlockable) {
+        out.error_text = "cannot lock " + folder_path(maildir, *unlockable) + "/dovecot-uidlist.lock (held for over 30 s)";
         break;
       }
       // Under the lock, the file's name is what it is now.
@@ -166,10 +170,6 @@ ModifyResult modify(index::Database& db, const std::string& maildir, const Modif
         if (!again) continue;  // gone (expunged meanwhile): nothing to change
         current = *again;
         flags = with_flags(with_flags(current.flags(), 'S', req.seen), 'F', req.flagged);
-      }
-      if (move && !ensure_folder(folder_path(maildir, target), target != "INBOX")) {
-        out.error_text = "cannot create folder " + folder_path(maildir, target);
-        break;
       }
       index::MessageFile dest{target, "cur", current.base() + ":2," + rebuild_info(info_of(current.name), flags)};
       if (dest.rel_path() != current.rel_path()) {

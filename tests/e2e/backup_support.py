@@ -240,6 +240,8 @@ def parse_stats(text: str) -> list[tuple[str, str, int, int]]:
     assert lines and lines[0] == "# user\tfolder\tmessages\tbytes", f"bad stats header: {text!r}"
     rows = []
     for line in lines[1:]:
+        if not line:  # the index section follows an empty line
+            break
         cols = line.split("\t")
         assert len(cols) == 4, f"bad stats line {line!r}"
         rows.append((cols[0], cols[1], int(cols[2]), int(cols[3])))

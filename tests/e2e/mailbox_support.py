@@ -320,6 +320,10 @@ class Cli:
                 f"skipped, E errors) from K files`): {r}"
         return r
 
+    def args(self, *words: str) -> list[str]:
+        """argv of `mailkeep WORDS... -c INI --user USER` (for commands run in the background)."""
+        return [str(MAILKEEP_BIN), *words[:2], "-c", self.config, "--user", self.user, *words[2:]]
+
     def import_cmd(self, *files: Path) -> list[str]:
         return [str(MAILKEEP_BIN), "archive", "import", "-c", self.config, "--user", self.user, *map(str, files)]
 
@@ -465,13 +469,31 @@ class Imap:
                 return flags
         return None
 
-    def snapshot(self) -> dict[str, list[tuple[str, str]]]:
-        """{Message-ID: [(folder, flags), ...]} over every selectable folder (LIST, SELECT, FETCH)."""
+    def snapshot(self, errors: list[str] | None = None) -> dict[str, list[tuple[str, str]]]:
+        """{Message-ID: [(folder, flags), ...]} over every selectable folder (LIST, SELECT, FETCH).
+        errors: a list to note folders Dovecot cannot SELECT in (and go on), instead of raising."""
         out: dict[str, list[tuple[str, str]]] = {}
         for folder in self.list_folders():
-            if self.select(folder) == 0:
+            if errors is not None:
+                typ, data = self.c.select(folder)
+                if typ != "OK":
+                    errors.append(f"IMAP SELECT {folder}: {typ} {data}")
+                    continue
+                self.selected = folder
+                if int(data[0]) == 0:
+                    continue
+            elif self.select(folder) == 0:
                 continue
-            for _, mid, flags in self.fetch_all():
+            try:
+                rows = self.fetch_all()
+            except (imaplib.IMAP4.error, AssertionError) as exc:
+                if errors is None:
+                    raise
+                errors.append(f"IMAP FETCH in {folder}: {exc}")
+                if isinstance(exc, imaplib.IMAP4.abort):
+                    break               # the connection is gone
+                continue
+            for _, mid, flags in rows:
                 out.setdefault(mid, []).append((folder, flags))
         return out
 
@@ -593,10 +615,12 @@ class ArchiveEnv:
 
 def make_env(serve: bool = False, serve_user: str = "mail", index_enabled: bool = True,
              folders: tuple[str, ...] = STANDARD_FOLDERS, scan_interval: int = 3600,
-             prefix: str = "mailkeep-mbox-") -> ArchiveEnv:
+             prefix: str = "mailkeep-mbox-", cli_user: str = "mail") -> ArchiveEnv:
     """A fresh ArchiveEnv. folders: created up front (owned by uid 8, as Dovecot would create
     them) -- () leaves even alice's Maildir to whoever writes first. serve: start `mailkeep serve`
-    (as `serve_user`) with [index] enabled = index_enabled; otherwise the INI is for the CLI only."""
+    (as `serve_user`) with [index] enabled = index_enabled; otherwise the INI is for the CLI only,
+    with `[general] user = cli_user` (the deployment's: serve runs as mail, whose archive Dovecot
+    serves as uid 8; the commands themselves are run as root, as an administrator would)."""
     base = public_tempdir(prefix)
     write_accounts(base / "accounts.txt", ["alice"])
     archive = base / "archive"
@@ -612,7 +636,8 @@ def make_env(serve: bool = False, serve_user: str = "mail", index_enabled: bool 
                                                   scan_interval=scan_interval)
         config["http"]["listen"] = f"127.0.0.1:{free_port()}"
     else:
-        config = mailkeep_config = mailbox_config(base, index_enabled=index_enabled, scan_interval=scan_interval)
+        config = mailkeep_config = mailbox_config(base, index_enabled=index_enabled, scan_interval=scan_interval,
+                                                  user=cli_user)
     config_path = write_ini(base / "mailkeep.ini", mailkeep_config)
     env = ArchiveEnv(base, config_path, config, Cli(config_path), inbound=inbound, outbound=outbound)
     if folders:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pytest
 
+from backup_support import MAIL_UID
 from harness import corpus_available, corpus_messages
 from mailbox_support import (  # noqa: F401  (archive_env is a fixture)
     IMPORT_LINE, archive_env, build_message, check_name_and_size, header_section, parse_message_id,
@@ -98,7 +99,10 @@ def write_mbox(path: Path, messages: list[bytes]) -> Path:
     with open(path, "wb") as f:
         for i, msg in enumerate(messages):
             assert msg.endswith(b"\r\n")
-            f.write(from_line(i) + mboxrd_escape(msg) + b"\r\n")
+            # The spec's rule: only a 'From ' line at the start or after an empty line starts a
+            # message, so this unescaped line (after a non-empty one) belongs to the body.
+            body = mboxrd_escape(msg).replace(b"\r\n>From inside a paragraph,", b"\r\nFrom inside a paragraph,")
+            f.write(from_line(i) + body + b"\r\n")
     return path
 
 
@@ -138,6 +142,7 @@ ESCAPE_BODY = ("This message checks mboxrd escaping.\r\n"
                ">>From a line quoted twice.\r\n"
                "From\r\n"
                " From not at the start of the line\r\n"
+               "From inside a paragraph, left unescaped by a sloppy mboxo writer.\r\n"
                "\r\n"
                "From 1234567890@xxx Wed May 20 10:00:00 +0000 2020\r\n"
                "X-Gmail-Labels: Trash\r\n"
@@ -267,6 +272,7 @@ def test_import_takeout_mbox(archive_env, tmp_path):
     for line in (b"From here on, a line that starts with From and a space.",
                  b">From a quoted line that was already quoted once.", b">>From a line quoted twice.",
                  b"From", b" From not at the start of the line",
+                 b"From inside a paragraph, left unescaped by a sloppy mboxo writer.",
                  b"From 1234567890@xxx Wed May 20 10:00:00 +0000 2020"):
         assert b"\r\n" + line + b"\r\n" in esc, f"line {line!r} not in the imported file: {esc!r}"
     assert b">>>From" not in esc and b"\r\n>From here on" not in esc, f"escapes kept: {esc!r}"
@@ -291,6 +297,13 @@ def test_import_takeout_mbox(archive_env, tmp_path):
         got_ids = env.cli.search_ids(f"label:{label.lower()} in:anywhere")
         assert got_ids == want_ids, f"label:{label.lower()} in:anywhere: missing {want_ids - got_ids}, " \
                                     f"unexpected {got_ids - want_ids}"
+    # Labels survive `archive index --rebuild`.
+    env.cli.index(rebuild=True)
+    for label in ("Work", "Receipts"):
+        want_ids = {parse_message_id(msg) for msg, _, _, ls in expected_rows if label in ls}
+        got_ids = env.cli.search_ids(f"label:{label} in:anywhere")
+        assert got_ids == want_ids, f"label:{label} in:anywhere after `archive index --rebuild`: missing " \
+                                    f"{want_ids - got_ids}, unexpected {got_ids - want_ids}"
     # The archive's own copies are untouched and not relabelled.
     assert {f.rel for f in env.files() if f.rel in before} == before
 
@@ -301,6 +314,65 @@ def test_import_takeout_mbox(archive_env, tmp_path):
         f"a second import of the same files: expected `imported 0 messages ({total} duplicates skipped, 0 errors) " \
         f"from 2 files`: {r}"
     assert len(env.files()) == len(before) + len(cases)
+
+
+def test_imported_mail_is_served_by_dovecot(archive_env, tmp_path):
+    """With `[general] user = mail` (serve's user, whose archive Dovecot serves as uid 8), an
+    import run as root writes files "as archive copies are": Dovecot lists every folder the
+    import created and shows each message there with the flags from X-Gmail-Labels."""
+    require_import()
+    env = archive_env(folders=("INBOX",))
+    assert env.config["general"]["user"] == "mail"
+    corpus = unique_corpus(len(LABEL_CASES))
+    msgs = [takeout_headers(m, labels, i) for i, (m, labels) in enumerate(zip(corpus, LABEL_CASES))]
+    mbox = write_mbox(tmp_path / "takeout.mbox", msgs)
+    r = env.cli.import_(mbox)
+    assert r.last(IMPORT_LINE)[:3] == (len(msgs), 0, 0), r
+    expected = {parse_message_id(m): expected_placement(labels)[:2] for m, labels in zip(msgs, LABEL_CASES)}
+    not_mail = sorted(f"{p.relative_to(env.maildir)} (uid {p.stat().st_uid}, mode {oct(p.stat().st_mode & 0o7777)})"
+                      for p in env.maildir.rglob("*") if p.stat().st_uid != MAIL_UID)
+    errors: list[str] = []
+    with env.imap() as imap:
+        folders = imap.list_folders()
+        snap = imap.snapshot(errors)
+    problems = errors + [f"<{m}>: expected {want} over IMAP, found {snap.get(m) or 'nothing'}"
+                         for m, want in sorted(expected.items()) if snap.get(m) != [want]]
+    assert not problems, "\n".join(problems[:12]) + f"\nIMAP folders: {folders}\n" \
+        f"files and directories the import left not owned by the mail user (uid {MAIL_UID}): {not_mail[:10]}"
+
+
+def test_import_while_serve_indexes_live(archive_env, tmp_path):
+    """An import while `mailkeep serve` (as mail, [index] enabled) runs: both write the index;
+    the import must finish (exit 0) with every message searchable, and live indexing must go on."""
+    require_import()
+    env = archive_env(serve=True, index_enabled=True)
+    corpus = unique_corpus(len(LABEL_CASES) + 1)
+    env.deliver([corpus[-1]])
+    msgs = [takeout_headers(m, labels, i) for i, (m, labels) in enumerate(zip(corpus, LABEL_CASES))]
+    r = env.cli.import_(write_mbox(tmp_path / "live.mbox", msgs))
+    assert r.last(IMPORT_LINE)[:3] == (len(msgs), 0, 0), r
+    want = {parse_message_id(m): expected_placement(labels) for m, labels in zip(msgs, LABEL_CASES)}
+    got = {m["message_id"]: (m["folder"], m["flags"], tuple(sorted(m["labels"])))
+           for m in env.cli.search("in:anywhere")}
+    problems = [f"<{k}>: expected {v}, search gives {got.get(k)}" for k, v in sorted(want.items()) if got.get(k) != v]
+    assert not problems, "\n".join(problems[:10])
+    late = build_message("after-import@mailkeep.test", "delivered after the import")
+    env.deliver([late])
+    deadline = time.monotonic() + 5
+    while not env.cli.search_ids("rfc822msgid:after-import@mailkeep.test") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert env.cli.search_ids("rfc822msgid:after-import@mailkeep.test"), \
+        f"live indexing stopped after an import run as root: {env.mk.log()[-1500:]}"
+
+
+def test_import_errors(archive_env, tmp_path):
+    require_import()
+    env = archive_env()
+    mbox = write_mbox(tmp_path / "one.mbox", [takeout_headers(build_message("e1@mailkeep.test", "one"), "Inbox", 1)])
+    other = env.cli.__class__(env.config_path, user="alice@example.com")
+    r = other.import_(mbox, check=False)
+    assert r.returncode == 1, f"a user outside [backup] domains: expected exit 1: {r}"
+    assert env.files() == [], "a refused import wrote files"
 
 
 def header_value(msg: bytes) -> str | None:

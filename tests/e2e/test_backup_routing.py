@@ -58,10 +58,14 @@ def test_unlisted_and_hostile_local_parts_refused_nothing_created(backup_gateway
         assert c.cmd("QUIT").code == 221
     assert refused == {}, f"expected 550 5.1.1 for every unknown/hostile local part, got: {refused}"
 
-    # Only alice's Maildir appeared, and only inside the archive.
+    # Only alice's Maildir appeared, and only inside the archive; and alice's index (the server
+    # indexes each copy: <[index] path>/<domain>/<localpart>/, the same validated name).
     created = tree(gw.base) - before
+    index_dir = "mailkeep/data/index/"
     outside = {p for p in created if not p.startswith("archive/example.org/alice/")
-               and p not in ("archive/", "archive/example.org/")}
+               and p not in ("archive/", "archive/example.org/")
+               and not p.startswith(index_dir + "example.org/alice/")
+               and p not in (index_dir, index_dir + "example.org/")}
     assert outside == set(), f"paths created outside alice's Maildir: {sorted(outside)}"
     assert not Path("/tmp", ESCAPE_NAME).exists()
     assert sorted(p.name for p in (gw.archive / DOMAIN).iterdir()) == ["alice"]
