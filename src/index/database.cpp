@@ -17,7 +17,7 @@
 namespace mk::index {
 namespace {
 
-constexpr unsigned kPathSlot = 3;  // the file's path relative to the Maildir root
+
 constexpr size_t kSnippet = 200;
 
 std::string sha1_hex(std::string_view s) {
@@ -327,7 +327,7 @@ void set_location_terms(Xapian::Document& doc, const MessageFile& f) {
   doc.add_boolean_term(folder_term(f.folder));
   for (char c : f.flags()) doc.add_boolean_term(std::string(prefix::kFlag) + static_cast<char>(std::tolower(c)));
   doc.add_boolean_term(prefix::exact(prefix::kDir, f.dir_key()));
-  doc.add_value(kPathSlot, f.rel_path());
+  doc.add_value(prefix::kPathSlot, f.rel_path());
 }
 
 }  // namespace
@@ -586,7 +586,7 @@ std::vector<std::pair<uint32_t, MessageFile>> Database::files_in(const std::stri
   auto term = prefix::exact(prefix::kDir, dir_key);
   auto& db = impl_->db;
   for (auto it = db.postlist_begin(term); it != db.postlist_end(term); ++it) {
-    auto rel = db.get_document(*it).get_value(kPathSlot);
+    auto rel = db.get_document(*it).get_value(prefix::kPathSlot);
     if (auto f = message_file_from_rel(rel)) out.emplace_back(*it, *f);
   }
   return out;
@@ -658,7 +658,7 @@ StoredMessage Database::stored(uint32_t docid) const {
   decode_data(doc.get_data(), m);
   m.docid = docid;
   m.conversation = doc.get_value(prefix::kThreadSlot);
-  if (auto f = message_file_from_rel(doc.get_value(kPathSlot))) m.file = *f;
+  if (auto f = message_file_from_rel(doc.get_value(prefix::kPathSlot))) m.file = *f;
   m.id = m.file.base();
   return m;
 }

@@ -52,6 +52,7 @@ inline constexpr std::string_view kDigest = "XSUM";  // identity digest (message
 inline constexpr unsigned kDateSlot = 0;    // sortable_serialise(unix time)
 inline constexpr unsigned kSizeSlot = 1;    // sortable_serialise(bytes)
 inline constexpr unsigned kThreadSlot = 2;  // the conversation id (collapse key)
+inline constexpr unsigned kPathSlot = 3;    // the file, relative to the Maildir root (".Sent/cur/NAME")
 
 // A boolean term: prefix + value, hashed when Xapian's 245-byte term limit
 // would be passed (a 10,000-character address must not fail the document).

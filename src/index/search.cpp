@@ -4,6 +4,7 @@
 #include "index/search.h"
 
 #include <algorithm>
+#include <map>
 #include <set>
 
 #include "core/strings.h"
@@ -288,18 +289,29 @@ SearchResult search(const Database& db, const SearchRequest& req) {
     if (!members.empty()) conv.subject = members.front().subject;
     conv.labels.assign(labels.begin(), labels.end());
     conv.folders.assign(folders.begin(), folders.end());
-    // Which of its messages match: the query within this conversation.
+    out.conversations.push_back(std::move(conv));
+  }
+  // Which messages of the page's conversations match: one more query,
+  // within those conversations only.
+  if (!out.conversations.empty()) {
+    std::vector<Query> threads;
+    std::map<std::string, Conversation*> by_id;
+    for (auto& c : out.conversations) {
+      threads.emplace_back(std::string(prefix::kThread) + c.id);
+      by_id[c.id] = &c;
+    }
     Xapian::Enquire inner(x.db);
-    inner.set_query(Query(Query::OP_FILTER, q, Query(std::string(prefix::kThread) + conv.id)));
+    inner.set_query(Query(Query::OP_FILTER, q, Query(Query::OP_OR, threads.begin(), threads.end())));
     inner.set_weighting_scheme(Xapian::BoolWeight());
     auto matched = inner.get_mset(0, all);
-    conv.matched = matched.size();
     for (auto m = matched.begin(); m != matched.end(); ++m) {
-      auto rel = x.db.get_document(*m).get_value(3);
-      auto f = message_file_from_rel(rel);
-      if (f && f->flags().find('S') == std::string::npos) conv.unread = true;
+      auto doc = m.get_document();
+      auto it = by_id.find(doc.get_value(prefix::kThreadSlot));
+      if (it == by_id.end()) continue;
+      ++it->second->matched;
+      auto f = message_file_from_rel(doc.get_value(prefix::kPathSlot));
+      if (f && f->flags().find('S') == std::string::npos) it->second->unread = true;
     }
-    out.conversations.push_back(std::move(conv));
   }
   return out;
 }
