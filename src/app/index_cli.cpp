@@ -2,6 +2,7 @@
 // README ("Search the archive"); scripts depend on them.
 #include "app/index_cli.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -123,6 +124,7 @@ int archive_index_command(const Settings& s, const IndexCommand& cmd) {
   const bool tty = ::isatty(2);
   auto start = std::chrono::steady_clock::now();
   index::SyncStats total;
+  uint64_t indexed = 0;
   int status = 0;
   for (auto& account : accounts) {
     if (interrupted) break;
@@ -155,14 +157,16 @@ int archive_index_command(const Settings& s, const IndexCommand& cmd) {
       // Bulk inserts leave Xapian's B-trees half full.
       if (!interrupted && st.added >= 1000 && st.added * 5 >= db->message_count()) db->compact();
       total += st;
+      indexed += db->message_count();
     } catch (const std::exception& e) {
       std::cerr << "mailkeep: " << account << ": " << e.what() << "\n";
       status = 1;
     }
   }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  // N: the messages the index holds now, over the accounts of this run.
   std::printf("indexed %llu messages (%llu added, %llu updated, %llu removed) in %.2fs\n",
-              static_cast<unsigned long long>(total.added + total.updated + total.removed + total.unchanged),
+              static_cast<unsigned long long>(indexed),
               static_cast<unsigned long long>(total.added), static_cast<unsigned long long>(total.updated),
               static_cast<unsigned long long>(total.removed), secs);
   if (total.failed) std::printf("%llu files could not be parsed (see above)\n", static_cast<unsigned long long>(total.failed));
@@ -367,12 +371,17 @@ int modify_command(const Settings& s, const IndexCommand& cmd) {
 int import_command(const Settings& s, const IndexCommand& cmd) {
   std::string account;
   if (!account_of(s, cmd.user, account)) return 1;
-  for (auto& f : cmd.files) {
-    std::error_code ec;
-    if (!std::filesystem::is_regular_file(f, ec)) {
-      std::cerr << "mailkeep: " << f << ": not a readable file\n";
+  std::vector<mailbox::MboxFile> files;
+  for (size_t i = 0; i < cmd.files.size(); ++i) {
+    int fd = i < cmd.file_fds.size() ? cmd.file_fds[i] : -1;
+    struct stat st {};
+    if (fd < 0 || ::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      std::cerr << "mailkeep: " << cmd.files[i] << ": not a readable file\n";
+      for (auto f : cmd.file_fds)
+        if (f >= 0) ::close(f);
       return 1;
     }
+    files.push_back({cmd.files[i], fd});
   }
   std::signal(SIGINT, on_interrupt);
   std::signal(SIGTERM, on_interrupt);
@@ -391,7 +400,7 @@ int import_command(const Settings& s, const IndexCommand& cmd) {
                      static_cast<unsigned long long>(st.imported), static_cast<unsigned long long>(st.duplicates),
                      total ? 100.0 * done / total : 100.0, rate > 0 ? (total - done) / rate : 0);
       };
-    auto st = mailbox::import_mbox(*db, s.backup.archive + "/" + account, cmd.files, opt);
+    auto st = mailbox::import_mbox(*db, s.backup.archive + "/" + account, files, opt);
     if (tty) std::fprintf(stderr, "\n");
     std::printf("imported %llu messages (%llu duplicates skipped, %llu errors) from %llu files\n",
                 static_cast<unsigned long long>(st.imported), static_cast<unsigned long long>(st.duplicates),

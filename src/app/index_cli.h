@@ -20,6 +20,7 @@ struct IndexCommand {
   bool read = false, unread = false, star = false, unstar = false;
   std::vector<std::string> labels, unlabels;
   std::vector<std::string> files;  // import
+  std::vector<int> file_fds;       // import: opened before the privilege drop
 };
 
 // Exit status: 0 ok, 1 error, 2 malformed query.

@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <set>
 #include <thread>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "aliases/alias_id.h"
@@ -560,6 +561,27 @@ int archive_stats(const mk::Settings& settings) {
 
 }  // namespace
 
+// The commands that write the index and the Maildirs (archive index, modify,
+// import) run as [general] user, as the server does: started as root they
+// would leave root-owned files that the server and Dovecot cannot read. The
+// index tree is handed over first (files an older root run left behind too).
+bool drop_for_writing(const mk::Settings& settings) {
+  if (::geteuid() != 0 || settings.general.user == "root") return true;
+  spdlog::set_level(spdlog::level::warn);  // stdout is the command's output
+  std::vector<std::string> dirs{settings.index.path}, files;
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(settings.index.path, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_symlink(ec)) continue;
+    (it->is_directory(ec) ? dirs : files).push_back(it->path().string());
+  }
+  if (auto err = mk::app::drop_privileges(settings.general.user, dirs, files); !err.empty()) {
+    std::cerr << "mailkeep: " << err << "\n";
+    return false;
+  }
+  return true;
+}
+
 // `mailkeep search -c F --user A -has:attachment`: a query word may start
 // with '-' (Gmail's negation), which CLI11 would read as options. The
 // options these commands know are kept in front; everything else is the
@@ -717,6 +739,9 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*stats_cmd) return archive_stats(*settings);
+  if (*import_sub)  // opened as the caller: a root-only export stays readable after the drop
+    for (auto& f : index_cmd.files) index_cmd.file_fds.push_back(::open(f.c_str(), O_RDONLY | O_CLOEXEC));
+  if ((*index_sub || *modify_sub || *import_sub) && !drop_for_writing(*settings)) return 1;
   if (*index_sub) return mk::app::archive_index_command(*settings, index_cmd);
   for (auto& w : query_words) index_cmd.query += (index_cmd.query.empty() ? "" : " ") + w;
   if (*search_cmd) return mk::app::search_command(*settings, index_cmd);

@@ -12,7 +12,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <fstream>
+#include <cstdio>
+#include <cstdlib>
 #include <set>
 
 #include "archive/maildir.h"
@@ -121,14 +122,18 @@ struct Importer {
     if (db.changes_since_commit() >= 200) db.commit();
   }
 
-  void file(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
+  void file(const MboxFile& mbox) {
+    const std::string& path = mbox.name;
+    FILE* in = mbox.fd >= 0 ? ::fdopen(mbox.fd, "rb") : nullptr;
     if (!in) {
+      if (mbox.fd >= 0) ::close(mbox.fd);
       error(path + ": cannot open");
       return;
     }
     struct stat st {};
-    uint64_t total = ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0, done = 0;
+    uint64_t total = ::fstat(mbox.fd, &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0, done = 0;
+    char* raw = nullptr;
+    size_t cap = 0;
     ++stats.files;
     std::string msg, line;
     bool prev_empty = true, too_big = false, started = false;
@@ -147,10 +152,14 @@ struct Importer {
       msg.clear();
       too_big = false;
     };
-    while (std::getline(in, line)) {
+    for (;;) {
+      ssize_t got = ::getline(&raw, &cap, in);
+      if (got < 0) break;
       if (opt.stop && opt.stop->load()) break;
-      done += line.size() + 1;
-      bool had_newline = !in.eof();
+      line.assign(raw, static_cast<size_t>(got));
+      bool had_newline = !line.empty() && line.back() == '\n';
+      if (had_newline) line.pop_back();
+      done += static_cast<uint64_t>(got);
       if (is_from_line(line) && prev_empty) {
         flush();
         started = true;
@@ -163,7 +172,7 @@ struct Importer {
       if (!started) {
         if (!bare.empty()) {  // text before the first "From ": not an mbox
           error(path + ": not an mbox file (no 'From ' line first)");
-          return;
+          break;
         }
         continue;
       }
@@ -180,6 +189,8 @@ struct Importer {
     }
     if (!(opt.stop && opt.stop->load())) flush();
     if (opt.progress) opt.progress(done, total, stats);
+    std::free(raw);
+    std::fclose(in);
   }
 };
 
@@ -226,15 +237,15 @@ GmailPlacement place_gmail_labels(const std::string& value) {
   return p;
 }
 
-ImportStats import_mbox(index::Database& db, const std::string& maildir, const std::vector<std::string>& files,
+ImportStats import_mbox(index::Database& db, const std::string& maildir, const std::vector<MboxFile>& files,
                         const ImportOptions& opt) {
   // What is already there (an earlier, interrupted import too) is indexed first: that is the dedupe.
   index::sync_maildir(db, maildir, {});
   Importer imp{db, maildir, opt, {}, {}};
-  for (auto& f : files) {
-    if (opt.stop && opt.stop->load()) break;
-    imp.file(f);
-  }
+  size_t i = 0;
+  for (; i < files.size() && !(opt.stop && opt.stop->load()); ++i) imp.file(files[i]);
+  for (; i < files.size(); ++i)
+    if (files[i].fd >= 0) ::close(files[i].fd);
   db.commit();
   return imp.stats;
 }

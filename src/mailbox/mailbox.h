@@ -70,9 +70,16 @@ struct ImportOptions {
   std::function<void(const std::string& what)> on_error;
 };
 
+// An mbox file opened by the caller (before a privilege drop: the file may
+// be readable by root only); import_mbox closes it.
+struct MboxFile {
+  std::string name;
+  int fd = -1;
+};
+
 // Imports mbox files (mboxrd/mboxo, Google Takeout's X-Gmail-Labels) into
 // the account's Maildir and index.
-ImportStats import_mbox(index::Database& db, const std::string& maildir, const std::vector<std::string>& files,
+ImportStats import_mbox(index::Database& db, const std::string& maildir, const std::vector<MboxFile>& files,
                         const ImportOptions& opt);
 
 // Gmail's labels of a Takeout message → folder ("INBOX", "Sent", "Junk",

@@ -35,6 +35,9 @@ bool fsync_dir(const std::string& dir) {
 
 // A Maildir++ folder as Dovecot creates it (cur/ new/ tmp/ and the
 // maildirfolder marker), for a move into a folder that is not there yet.
+// Dovecot's IMAP sessions that are already open do not list it (their
+// mailbox list index is not refreshed; SELECT works); new sessions do. The
+// Dovecot configuration auto-creates the special folders, so this is rare.
 bool ensure_folder(const std::string& path, bool subfolder) {
   ::mkdir(path.c_str(), 0700);
   for (auto sub : {"/cur", "/new", "/tmp"}) ::mkdir((path + sub).c_str(), 0700);
@@ -43,7 +46,8 @@ bool ensure_folder(const std::string& path, bool subfolder) {
     if (fd >= 0) ::close(fd);
   }
   struct stat st {};
-  return ::stat((path + "/cur").c_str(), &st) == 0;
+  if (::stat((path + "/cur").c_str(), &st) != 0) return false;
+  return true;
 }
 
 // The current name of the file with this base name in a folder (Dovecot may
