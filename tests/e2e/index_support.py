@@ -67,7 +67,8 @@ def asan_build() -> bool:
     """Whether MAILKEEP_BIN is the ASan build (test.sh runs the suite on both): slower, more RSS."""
     try:
         with open(MAILKEEP_BIN, "rb") as f:
-            return b"AddressSanitizer" in f.read()
+            data = f.read()
+        return b"AddressSanitizer" in data or b"libasan.so" in data or b"__asan_init" in data
     except OSError:
         return False
 
