@@ -277,20 +277,20 @@ class DigestFeed {
         last_ = c;
         continue;
       }
-      if (pending_cr_) {
-        pending_cr_ = false;
-        if (c != '\n') out_ += '\r';
-      }
-      if (c == '\r') {
-        pending_cr_ = true;
+      if (c == '\r') {  // a run of CRs before LF is a line end (CR CR LF too, as an LF-only copy has it)
+        ++pending_cr_;
         continue;
+      }
+      if (pending_cr_) {
+        if (c != '\n') out_.append(pending_cr_, '\r');
+        pending_cr_ = 0;
       }
       out_ += c;
       if (out_.size() >= 65536) flush();
     }
   }
   std::string finish() {
-    if (pending_cr_) out_ += '\r';
+    out_.append(pending_cr_, '\r');
     flush();
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
@@ -304,7 +304,8 @@ class DigestFeed {
     out_.clear();
   }
   EVP_MD_CTX* ctx_;
-  bool in_header_ = true, pending_cr_ = false;
+  bool in_header_ = true;
+  size_t pending_cr_ = 0;
   char last_ = '\n';  // an empty header section: the body starts after the first line break
   std::string out_;
 };
