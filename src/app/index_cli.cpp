@@ -52,10 +52,16 @@ bool account_of(const Settings& s, const std::string& addr, std::string& account
   return true;
 }
 
+// The account's index for reading; null (and said why) when there is none or it cannot be opened.
 std::unique_ptr<index::Database> open_reader(const Settings& s, const std::string& account) {
-  auto db = index::Database::open_readonly(s.index.path + "/" + account, index_options(s));
-  if (!db) std::cerr << "mailkeep: no index for " << account << " yet (run mailkeep archive index)\n";
-  return db;
+  try {
+    auto db = index::Database::open_readonly(s.index.path + "/" + account, index_options(s));
+    if (!db) std::cerr << "mailkeep: no index for " << account << " yet (run mailkeep archive index)\n";
+    return db;
+  } catch (const std::exception& e) {
+    std::cerr << "mailkeep: " << e.what() << "\n";
+    return nullptr;
+  }
 }
 
 json::array strings(const std::vector<std::string>& v) {
@@ -187,22 +193,13 @@ int search_command(const Settings& s, const IndexCommand& cmd) {
     std::cerr << "mailkeep: " << parsed.error_text << "\n";
     return 2;
   }
-  std::unique_ptr<index::Database> db;
-  try {
-    db = open_reader(s, account);
-  } catch (const std::exception& e) {
-    std::cerr << "mailkeep: " << e.what() << "\n";
-    return 1;
-  }
+  auto db = open_reader(s, account);
+  if (!db) return 1;
   index::SearchResult r;
-  if (db) {
-    try {
-      r = index::search(*db, req);
-    } catch (const std::exception& e) {
-      std::cerr << "mailkeep: search failed: " << e.what() << "\n";
-      return 1;
-    }
-  } else {
+  try {
+    r = index::search(*db, req);
+  } catch (const std::exception& e) {
+    std::cerr << "mailkeep: search failed: " << e.what() << "\n";
     return 1;
   }
   if (!r.ok()) {
@@ -251,13 +248,7 @@ int search_command(const Settings& s, const IndexCommand& cmd) {
 int show_command(const Settings& s, const IndexCommand& cmd) {
   std::string account;
   if (!account_of(s, cmd.user, account)) return 1;
-  std::unique_ptr<index::Database> db;
-  try {
-    db = open_reader(s, account);
-  } catch (const std::exception& e) {
-    std::cerr << "mailkeep: " << e.what() << "\n";
-    return 1;
-  }
+  auto db = open_reader(s, account);
   if (!db) return 1;
   std::vector<index::StoredMessage> messages;
   if (auto m = index::message_by_id(*db, cmd.id)) messages.push_back(*m);

@@ -1,6 +1,7 @@
 // fd_io.cpp — see fd_io.h.
 #include "core/fd_io.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -29,6 +30,14 @@ bool read_fully(int fd, void* data, size_t n) {
     n -= static_cast<size_t>(r);
   }
   return true;
+}
+
+bool fsync_dir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return false;
+  bool ok = ::fsync(fd) == 0;
+  ::close(fd);
+  return ok;
 }
 
 }  // namespace mk

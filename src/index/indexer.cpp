@@ -3,7 +3,7 @@
 
 #include <dirent.h>
 #include <poll.h>
-#include <sched.h>
+#include <sys/resource.h>
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
@@ -229,12 +229,13 @@ void Indexer::start() {
   s.inotify_fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
   if (s.inotify_fd < 0) spdlog::warn("index: inotify unavailable; outside changes are seen every scan_interval");
   s.thread = std::thread([&s] {
-    // Mail first: the index takes only CPU time that mail does not want
-    // (SCHED_IDLE, this thread only). Under a sustained full load the lag
-    // grows and is caught up as soon as the load eases; the 250s never wait.
-    sched_param none{};
-    if (::sched_setscheduler(0, SCHED_IDLE, &none) != 0)
-      spdlog::debug("index: SCHED_IDLE unavailable; indexing at normal priority");
+    // Mail first: this thread runs at nice 19, so the SMTP workers get the
+    // CPU when they want it, and the index still makes progress on a machine
+    // that is never idle (SCHED_IDLE would starve it there). Under a
+    // sustained full load the lag grows and is caught up as the load eases;
+    // the 250s never wait.
+    if (::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 19) != 0)
+      spdlog::debug("index: cannot lower the indexer's priority; indexing at normal priority");
     s.run();
   });
 }

@@ -12,8 +12,8 @@
 //    deliver into new/ are found by the timer.
 //  - a timer: every scan_interval seconds, every account is synced
 //    (directory mtimes, sync.h), and at start-up.
-// The thread runs under SCHED_IDLE: indexing never takes CPU time from the
-// SMTP workers, and catches up when they leave some.
+// The thread runs at nice 19: the SMTP workers come first, and the index
+// catches up when they leave CPU time.
 // Threading: published() and counters from any thread; start()/stop() from one.
 #pragma once
 #include <atomic>

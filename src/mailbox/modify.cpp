@@ -13,6 +13,7 @@
 #include <map>
 #include <thread>
 
+#include "core/fd_io.h"
 #include "core/strings.h"
 #include "index/search.h"
 #include "index/sync.h"
@@ -23,14 +24,6 @@ namespace {
 
 std::string folder_path(const std::string& maildir, const std::string& folder) {
   return folder == "INBOX" ? maildir : maildir + "/." + folder;
-}
-
-bool fsync_dir(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return false;
-  bool ok = ::fsync(fd) == 0;
-  ::close(fd);
-  return ok;
 }
 
 // A Maildir++ folder as Dovecot creates it (cur/ new/ tmp/ and the
