@@ -12,6 +12,7 @@
 #include <ctime>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <thread>
 
 #include "archive/accounts.h"
@@ -61,6 +62,18 @@ std::unique_ptr<index::Database> open_reader(const Settings& s, const std::strin
   } catch (const std::exception& e) {
     std::cerr << "mailkeep: " << e.what() << "\n";
     return nullptr;
+  }
+}
+
+// The writer's lock, waiting while the server's indexer holds it for a batch.
+std::unique_ptr<index::Database> open_writer(const Settings& s, const std::string& account) {
+  for (int tries = 0;; ++tries) {
+    try {
+      return index::Database::open_writable(s.index.path + "/" + account, index_options(s));
+    } catch (const index::IndexLocked&) {
+      if (tries > 300 || interrupted) throw;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
   }
 }
 
@@ -140,17 +153,7 @@ int archive_index_command(const Settings& s, const IndexCommand& cmd) {
         std::error_code ec;
         std::filesystem::remove_all(dir + "/xapian", ec);
       }
-      std::unique_ptr<index::Database> db;
-      for (int tries = 0;; ++tries) {
-        try {
-          db = index::Database::open_writable(dir, index_options(s));
-          break;
-        } catch (const index::IndexLocked&) {
-          // The server's indexer holds it for one batch at a time.
-          if (tries > 300 || interrupted) throw;
-          std::this_thread::sleep_for(std::chrono::milliseconds(100));
-        }
-      }
+      auto db = open_writer(s, account);
       index::SyncOptions opt;
       opt.stop = &interrupted;
       opt.on_skip = [&](const std::string& file, const std::string& note) {
@@ -293,22 +296,6 @@ int show_command(const Settings& s, const IndexCommand& cmd) {
   return 0;
 }
 
-namespace {
-
-// The writer's lock, waiting while the server's indexer holds it for a batch.
-std::unique_ptr<index::Database> open_writer(const Settings& s, const std::string& account) {
-  for (int tries = 0;; ++tries) {
-    try {
-      return index::Database::open_writable(s.index.path + "/" + account, index_options(s));
-    } catch (const index::IndexLocked&) {
-      if (tries > 300 || interrupted) throw;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-  }
-}
-
-}  // namespace
-
 int modify_command(const Settings& s, const IndexCommand& cmd) {
   std::string account;
   if (!account_of(s, cmd.user, account)) return 1;
@@ -409,10 +396,10 @@ int import_command(const Settings& s, const IndexCommand& cmd) {
 
 void print_index_stats(const Settings& s) {
   std::cout << "# index\tmessages indexed\tfiles not yet indexed\tlast change\n";
+  std::map<std::string, uint64_t> files_of;  // one walk of the archive, not one per account
+  for (auto& st : archive::archive_stats(s.backup.archive)) files_of[st.user] += st.messages;
   for (auto& account : index::archive_accounts(s.backup.archive, s.backup.domains)) {
-    uint64_t files = 0;
-    for (auto& st : archive::archive_stats(s.backup.archive))
-      if (st.user == account) files += st.messages;
+    uint64_t files = files_of[account];
     uint64_t indexed = 0;
     std::string when = "-";
     try {

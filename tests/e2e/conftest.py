@@ -18,22 +18,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import (  # noqa: E402
     MAILKEEP_BIN, Capture, Mailkeep, PostfixInstance, corpus_available, corpus_messages,
-    default_config, free_port,
+    default_config, free_port, require_binary,
 )
-
-
-def _require_binary() -> None:
-    if MAILKEEP_BIN.is_file() and os.access(MAILKEEP_BIN, os.X_OK):
-        return
-    msg = f"{MAILKEEP_BIN} not built"
-    if os.environ.get("MAILKEEP_REQUIRE_BINARY") == "1":
-        pytest.fail(msg)
-    pytest.skip(msg)
 
 
 @pytest.fixture
 def mailkeep_bin() -> Path:
-    _require_binary()
+    require_binary()
     return MAILKEEP_BIN
 
 

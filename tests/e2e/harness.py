@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
@@ -437,6 +438,27 @@ class Mailkeep:
 def run_mailkeep(*args: str, timeout: float = 15.0) -> subprocess.CompletedProcess:
     return subprocess.run([str(MAILKEEP_BIN), *args], capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)
+
+def require_binary() -> None:
+    """Skip (or fail, with MAILKEEP_REQUIRE_BINARY=1) when the mailkeep binary is missing."""
+    if MAILKEEP_BIN.is_file() and os.access(MAILKEEP_BIN, os.X_OK):
+        return
+    msg = f"{MAILKEEP_BIN} not built"
+    if os.environ.get("MAILKEEP_REQUIRE_BINARY") == "1":
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+def asan_build() -> bool:
+    """Whether MAILKEEP_BIN is the ASan build (test.sh runs the suite on both): slower, more RSS.
+    The binary links libasan dynamically, so its own bytes name the library, not the sanitizer."""
+    try:
+        with open(MAILKEEP_BIN, "rb") as f:
+            data = f.read()
+        return b"AddressSanitizer" in data or b"libasan.so" in data or b"__asan_init" in data
+    except OSError:
+        return False
+
 
 
 # --------------------------------------------------------------------------- postfix

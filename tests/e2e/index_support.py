@@ -43,7 +43,7 @@ import pytest
 from backup_support import (
     DOMAIN, OUTBOUND_IP, BackupGateway, backup_config, mail_options, public_tempdir, write_accounts,
 )
-from harness import MAILKEEP_BIN, Capture, Mailkeep, free_port, run_mailkeep
+from harness import MAILKEEP_BIN, Capture, Mailkeep, asan_build, free_port, require_binary, run_mailkeep
 
 QUERY_ERROR = re.compile(r"^mailkeep: query error at position (\d+): expected (.+)$", re.M)
 INDEX_LINE = re.compile(
@@ -52,25 +52,8 @@ INDEX_LINE = re.compile(
 
 # --------------------------------------------------------------------------- the binary
 
-def require_binary() -> None:
-    """Skip (or fail, with MAILKEEP_REQUIRE_BINARY=1) when build/mailkeep is missing -- the
-    module-scoped fixtures cannot use conftest's function-scoped `mailkeep_bin`."""
-    if MAILKEEP_BIN.is_file() and os.access(MAILKEEP_BIN, os.X_OK):
-        return
-    msg = f"{MAILKEEP_BIN} not built"
-    if os.environ.get("MAILKEEP_REQUIRE_BINARY") == "1":
-        pytest.fail(msg)
-    pytest.skip(msg)
 
 
-def asan_build() -> bool:
-    """Whether MAILKEEP_BIN is the ASan build (test.sh runs the suite on both): slower, more RSS."""
-    try:
-        with open(MAILKEEP_BIN, "rb") as f:
-            data = f.read()
-        return b"AddressSanitizer" in data or b"libasan.so" in data or b"__asan_init" in data
-    except OSError:
-        return False
 
 
 def sanitizer_report(text: str) -> bool:

@@ -40,7 +40,7 @@ from backup_support import (
     DOMAIN, MAIL_GID, MAIL_UID, MAILDIR_NAME, Dovecot, backup_config, mail_options, public_tempdir,
     write_accounts,
 )
-from harness import MAILKEEP_BIN, Capture, Mailkeep, free_port, render_ini
+from harness import MAILKEEP_BIN, Capture, Mailkeep, asan_build, free_port, render_ini, require_binary
 
 USER = f"alice@{DOMAIN}"
 STANDARD_FOLDERS = ("INBOX", "Archive", "Trash", "Junk")
@@ -58,13 +58,6 @@ LETTER_TO_IMAP = {"S": "\\Seen", "F": "\\Flagged", "R": "\\Answered", "T": "\\De
 
 # --------------------------------------------------------------------------- the binary
 
-def require_binary() -> None:
-    if MAILKEEP_BIN.is_file() and os.access(MAILKEEP_BIN, os.X_OK):
-        return
-    msg = f"{MAILKEEP_BIN} not built"
-    if os.environ.get("MAILKEEP_REQUIRE_BINARY") == "1":
-        pytest.fail(msg)
-    pytest.skip(msg)
 
 
 def has_subcommand(*words: str) -> bool:
@@ -85,12 +78,6 @@ def require_subcommand(*words: str) -> None:
         pytest.skip(msg)
 
 
-def asan_build() -> bool:
-    try:
-        with open(MAILKEEP_BIN, "rb") as f:
-            return b"AddressSanitizer" in f.read()
-    except OSError:
-        return False
 
 
 def sanitizer_report(text: str) -> bool:
