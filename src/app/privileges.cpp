@@ -99,6 +99,10 @@ std::unique_ptr<PrivilegedPemReader> PrivilegedPemReader::start(const std::vecto
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, pair[1], kHelperFd);
+  // Asio opens its sockets without close-on-exec: close every other descriptor
+  // in the child before the exec, so that no listening socket is ever held by
+  // the helper, not even while it starts (its own close_range comes later).
+  posix_spawn_file_actions_addclosefrom_np(&actions, kHelperFd + 1);
   pid_t pid = -1;
   // posix_spawn, not fork: the server already runs threads.
   int rc = ::posix_spawn(&pid, "/proc/self/exe", &actions, nullptr, argv.data(), envp);
