@@ -6,11 +6,11 @@ cd "$(dirname "$0")"
 
 BUILD_PACKAGES=(build-essential cmake ninja-build pkg-config libboost1.81-dev libssl-dev
   libc-ares-dev libsqlite3-dev libcli11-dev libfmt-dev libspdlog-dev
-  libgtest-dev libgmock-dev zlib1g-dev libxapian-dev libgmime-3.0-dev libgumbo-dev)
+  libgtest-dev libgmock-dev zlib1g-dev libxapian-dev libgmime-3.0-dev libgumbo-dev libargon2-dev)
 # Real peers for the end-to-end tests and benchmarks.
 TEST_PACKAGES=(postfix swaks python3-aiosmtpd python3-dnslib python3-pytest dovecot-imapd
   wrk bogofilter procps chromium openssl clang-14 libclang-rt-14-dev notmuch maildir-utils xapian-tools
-  libnet-ssleay-perl)
+  libnet-ssleay-perl dovecot-lmtpd)
 
 missing=()
 for p in "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"; do

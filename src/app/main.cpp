@@ -26,6 +26,7 @@
 #include "app/privileges.h"
 #include "app/index_cli.h"
 #include "app/spam_cli.h"
+#include "app/users_cli.h"
 #include "archive/accounts.h"
 #include "archive/archive.h"
 #include "config/settings.h"
@@ -47,6 +48,7 @@
 #include "spam/history.h"
 #include "spam/model.h"
 #include "tls/tls_context.h"
+#include "users/authenticator.h"
 
 namespace {
 
@@ -63,17 +65,7 @@ std::optional<mk::Settings> load(const std::string& path) {
 
 std::unique_ptr<mk::delivery::UpstreamFactory> smtp_factory(const mk::Settings& s,
                                                             const std::vector<mk::HostPort>& hosts) {
-  mk::delivery::SmtpUpstreamConfig cfg;
-  cfg.hosts = hosts;
-  cfg.tls = s.delivery.tls == "required" ? mk::delivery::UpstreamTls::Required
-            : s.delivery.tls == "off"    ? mk::delivery::UpstreamTls::Off
-                                         : mk::delivery::UpstreamTls::Opportunistic;
-  cfg.tls_context = mk::tls::make_client_context(cfg.tls == mk::delivery::UpstreamTls::Required, s.delivery.ca_file);
-  cfg.tls_name = s.delivery.tls_name;
-  cfg.helo_name = s.delivery.helo_name;
-  cfg.connect_timeout = std::chrono::seconds(s.delivery.connect_timeout);
-  cfg.timeout = std::chrono::seconds(s.delivery.timeout);
-  return mk::delivery::make_smtp_upstream_factory(cfg);
+  return mk::delivery::make_smtp_upstream_factory(mk::delivery::smtp_upstream_config(s, hosts));
 }
 
 int64_t unix_now() { return static_cast<int64_t>(std::time(nullptr)); }
@@ -180,7 +172,32 @@ asio::awaitable<void> watch_accounts(mk::archive::AccountDirectory& accounts, st
   }
 }
 
-int serve(const mk::Settings& settings) {
+// SIGHUP re-reads the configuration file for the keys that switch at run
+// time ([backup] standalone); a broken file changes nothing. Other changed
+// keys take a restart, and the log says so.
+void apply_mode_switch(const std::string& config_path, const mk::Settings& running, std::atomic<bool>& standalone) {
+  auto result = mk::load_settings_file(config_path);
+  if (!result.ok()) {
+    for (auto& e : result.errors) spdlog::error("SIGHUP: {}", e);
+    spdlog::error("SIGHUP: {} has errors; nothing changed", config_path);
+    return;
+  }
+  auto fresh = result.settings;
+  if (running.backup.domains.empty()) {
+    if (fresh.backup.standalone) spdlog::error("SIGHUP: [backup] standalone needs [backup] domains; ignored");
+  } else if (fresh.backup.standalone != standalone.load()) {
+    standalone = fresh.backup.standalone;
+    spdlog::warn("SIGHUP: {}", fresh.backup.standalone
+                                   ? "standalone mode: mail for archived accounts is delivered into the archive, "
+                                     "recorded for mailkeep backup replay"
+                                   : "gateway mode: mail for archived accounts goes to the upstream again");
+  }
+  fresh.backup.standalone = running.backup.standalone;
+  if (mk::format_settings(fresh) != mk::format_settings(running))
+    spdlog::warn("SIGHUP: other changes in {} take effect at the next restart", config_path);
+}
+
+int serve(const mk::Settings& settings, const std::string& config_path) {
   mk::log::init(settings.general.log_level);
   std::signal(SIGPIPE, SIG_IGN);
 
@@ -249,11 +266,27 @@ int serve(const mk::Settings& settings) {
   }
   mk::policy::WindowLimiter message_limiter(settings.limits.smtp_messages_per_ip_per_minute);
 
+  // Standalone ([backup] standalone, switched by SIGHUP): mail for archived
+  // accounts has no upstream; the archive copies are the delivery and the
+  // replay journal records it. A transaction keeps the upstream it opened.
+  std::atomic<bool> standalone{settings.backup.standalone};
+  std::unique_ptr<mk::delivery::UpstreamFactory> standalone_journal;
+  if (!settings.backup.domains.empty()) {
+    if (auto r = mk::archive::ensure_maildir(settings.backup.replay); r.outcome != mk::Outcome::Ok) {
+      spdlog::critical("[backup] replay {}: {}", settings.backup.replay, r.detail);
+      return 1;
+    }
+    standalone_journal = mk::delivery::make_replay_journal_factory(settings.backup.replay, blocking.get_executor());
+    if (standalone) spdlog::warn("standalone mode: mail for archived accounts is delivered into the archive, no upstream");
+  }
+
   mk::route::Router router(settings, accounts.get());
   mk::smtp::SessionEnvironment env;
   env.settings = &settings;
   env.router = &router;
   env.upstream_for = [&](mk::route::Destination d) -> mk::delivery::UpstreamFactory* {
+    if (d == mk::route::Destination::BackupInbound && standalone_journal && standalone.load())
+      return standalone_journal.get();
     if (d == mk::route::Destination::BackupInbound && backup_upstream) return backup_upstream.get();
     return smarthost.get();
   };
@@ -294,6 +327,31 @@ int serve(const mk::Settings& settings) {
   }
   auto& main_io = *workers.front();
   mk::smtp::Server server(worker_ptrs, env);
+  // Submission (RFC 6409): the same sessions with AUTH, no DNSBL and no spam
+  // scoring; the passwords are the passwd-file Dovecot reads.
+  std::unique_ptr<mk::users::Authenticator> authenticator;
+  std::vector<std::unique_ptr<mk::smtp::Server>> submission;
+  if (!settings.submission.listen.empty() || !settings.submission.tls_listen.empty()) {
+    authenticator = std::make_unique<mk::users::Authenticator>(mk::users::AuthenticatorConfig{
+        settings.users.passwd, [&router](const std::string& a) { return router.is_account(a); },
+        settings.submission.max_auth_failures, int64_t(settings.submission.auth_lockout)});
+    auto sub_env = env;
+    sub_env.auth = authenticator.get();
+    sub_env.dnsbl = nullptr;
+    sub_env.spam = nullptr;
+    sub_env.spam_history = nullptr;
+    if (!settings.submission.listen.empty()) {
+      sub_env.listen = settings.submission.listen;
+      sub_env.label = "submission";
+      submission.push_back(std::make_unique<mk::smtp::Server>(worker_ptrs, sub_env));
+    }
+    if (!settings.submission.tls_listen.empty()) {
+      sub_env.listen = settings.submission.tls_listen;
+      sub_env.label = "submissions";
+      sub_env.implicit_tls = true;
+      submission.push_back(std::make_unique<mk::smtp::Server>(worker_ptrs, sub_env));
+    }
+  }
   if (!settings.http.admin_token.empty() && !spam_history)
     spdlog::warn("[http] admin_token is set but [spam] enabled = false: there is no /spam page");
   std::unique_ptr<mk::http::SpamPage> spam_page;
@@ -312,6 +370,7 @@ int serve(const mk::Settings& settings) {
   }
   try {
     server.bind();
+    for (auto& sub : submission) sub->bind();
     if (http) http->bind();
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());
@@ -327,7 +386,10 @@ int serve(const mk::Settings& settings) {
     if (!dir.empty()) data_dirs.push_back(dir);
   }
   if (settings.delivery.smarthost.empty()) data_dirs.push_back(settings.delivery.outbox);
-  if (!settings.backup.domains.empty()) data_dirs.push_back(settings.backup.archive);
+  if (!settings.backup.domains.empty()) {
+    data_dirs.push_back(settings.backup.archive);
+    data_dirs.push_back(settings.backup.replay);
+  }
   const bool indexing = settings.index.enabled && !settings.backup.domains.empty();
   if (indexing) {
     std::error_code ec;
@@ -381,6 +443,7 @@ int serve(const mk::Settings& settings) {
   const bool stats_written = write_stats_file(settings.general.stats_file, started);
   try {
     server.start();
+    for (auto& sub : submission) sub->start();
     if (http) http->start();
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());
@@ -402,7 +465,10 @@ int serve(const mk::Settings& settings) {
     asio::co_spawn(main_io, watch_accounts(*accounts, std::chrono::seconds(settings.backup.reload_interval)),
                    asio::detached);
 
-  auto stop_all = [&workers] {
+  // The workers stop when the last SMTP server (port 25, submission) has no session left.
+  auto servers_running = std::make_shared<std::atomic<size_t>>(1 + submission.size());
+  auto stop_all = [&workers, servers_running] {
+    if (servers_running->fetch_sub(1) != 1) return;
     for (auto& w : workers) w->stop();
   };
   asio::signal_set signals(main_io, SIGTERM, SIGINT);
@@ -411,12 +477,14 @@ int serve(const mk::Settings& settings) {
     spdlog::info("signal {}: stopping", sig);
     if (http) http->stop();
     server.stop(stop_all);
+    for (auto& sub : submission) sub->stop(stop_all);
   });
   // SIGHUP: re-read the STARTTLS and HTTPS certificates; sessions keep the context they have.
   asio::signal_set hangup(main_io, SIGHUP);
   std::function<void()> on_hangup = [&] {
     hangup.async_wait([&](const boost::system::error_code& ec, int) {
       if (ec) return;
+      if (!config_path.empty()) apply_mode_switch(config_path, settings, standalone);
       for (auto* ctx : {tls.get(), https.get()}) {
         if (!ctx) continue;
         auto err = ctx->reload();
@@ -725,6 +793,9 @@ int main(int argc, char** argv) {
   for (auto* sub : {spam_train, spam_classify, spam_reclassify, spam_stats, spam_explain})
     sub->add_option("-c,--config", config_path, "INI configuration file");
 
+  mk::app::UsersCommand users_cmd;
+  mk::app::add_users_commands(app, config_path, users_cmd);
+
   auto args = query_last(argc, argv);
   std::vector<char*> arg_ptrs;
   for (auto& a : args) arg_ptrs.push_back(a.data());
@@ -739,6 +810,14 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*stats_cmd) return archive_stats(*settings);
+  if (mk::app::users_command_chosen(app)) {
+    for (auto* name : {"user", "dovecot-config", "backup"})
+      if (app.get_subcommand(name)->parsed()) {
+        users_cmd.group = name;
+        for (auto* sub : app.get_subcommand(name)->get_subcommands()) users_cmd.action = sub->get_name();
+      }
+    return mk::app::users_command(*settings, users_cmd);
+  }
   if (*import_sub)  // opened as the caller: a root-only export stays readable after the drop
     for (auto& f : index_cmd.files) index_cmd.file_fds.push_back(::open(f.c_str(), O_RDONLY | O_CLOEXEC));
   if ((*index_sub || *modify_sub || *import_sub) && !drop_for_writing(*settings)) return 1;
@@ -757,5 +836,5 @@ int main(int argc, char** argv) {
   if (*alias_top) return alias_command(*settings, alias_cmd);
   for (auto* sub : spam_top->get_subcommands()) spam_cmd.action = sub->get_name();
   if (*spam_top) return mk::app::spam_command(*settings, spam_cmd);
-  return serve(*settings);
+  return serve(*settings, config_path);
 }

@@ -306,6 +306,34 @@ const std::vector<Key>& key_table() {
                [](Settings& s) -> auto& { return s.backup.reload_interval; }),
       uint_key("backup", "dedupe_days", "30", 1, 3650, "days a Sent copy is remembered to drop its duplicates",
                [](Settings& s) -> auto& { return s.backup.dedupe_days; }),
+      bool_key("backup", "standalone", "false",
+               "the provider is gone: mail for archived accounts is delivered into the archive, with no upstream; "
+               "taken on SIGHUP",
+               [](Settings& s) -> auto& { return s.backup.standalone; }),
+      string_key("backup", "replay", "data/replay",
+                 "Maildir recording every message delivered while standalone (mailkeep backup replay)",
+                 [](Settings& s) -> auto& { return s.backup.replay; }),
+
+      string_key("users", "passwd", "data/users.passwd",
+                 "passwd-file of the archived accounts' passwords (mailkeep user passwd); Dovecot reads it as it is",
+                 [](Settings& s) -> auto& { return s.users.passwd; }),
+      string_key("users", "group", "dovecot", "group that may read the passwd-file (Dovecot's auth process); "
+                 "empty or missing: [general] user's group",
+                 [](Settings& s) -> auto& { return s.users.group; }),
+
+      endpoints_key("submission", "listen", "", 587, true, "submission listener(s), STARTTLS (RFC 6409); empty = off",
+                    [](Settings& s) -> auto& { return s.submission.listen; }),
+      endpoints_key("submission", "tls_listen", "", 465, true, "submission listener(s) with implicit TLS (RFC 8314); empty = off",
+                    [](Settings& s) -> auto& { return s.submission.tls_listen; }),
+      networks_key("submission", "auth_without_tls_from", "127.0.0.1/32, ::1/128",
+                   "clients that may AUTH before STARTTLS (everyone else gets 538 5.7.11)",
+                   [](Settings& s) -> auto& { return s.submission.auth_without_tls_from; }),
+      uint_key("submission", "max_auth_failures", "10", 1, 1000000,
+               "failed logins per client IP, and per account, before a lockout",
+               [](Settings& s) -> auto& { return s.submission.max_auth_failures; }),
+      uint_key("submission", "auth_lockout", "900", 1, 86400,
+               "seconds the failures are counted over, and a lockout lasts (454 4.7.0)",
+               [](Settings& s) -> auto& { return s.submission.auth_lockout; }),
 
       bool_key("index", "enabled", "true", "serve indexes each archive copy right after it reaches new/",
                [](Settings& s) -> auto& { return s.index.enabled; }),
@@ -535,6 +563,13 @@ void parse_into(ParseState& st, std::string_view text) {
   if (s.smtp.require_tls && s.tls.cert.empty())
     st.result->errors.push_back(st.name + ":" + line_of("smtp.require_tls") +
                                 ": [smtp] require_tls: needs [tls] cert and key");
+  if (!s.submission.tls_listen.empty() && s.tls.cert.empty())
+    st.result->errors.push_back(st.name + ":" + line_of("submission.tls_listen") +
+                                ": [submission] tls_listen: needs [tls] cert and key");
+  if ((!s.submission.listen.empty() || !s.submission.tls_listen.empty()) && s.backup.domains.empty())
+    st.result->errors.push_back(st.name + ":" + line_of(s.submission.listen.empty() ? "submission.tls_listen"
+                                                                                   : "submission.listen") +
+                                ": [submission]: needs [backup] domains (the accounts that may log in)");
   finish(st.result->settings);
 }
 

@@ -60,7 +60,20 @@ struct Settings {
     std::vector<Cidr> relay_from;      // the provider's outbound relays
     uint32_t reload_interval = 0;      // seconds between checks of the accounts file
     uint32_t dedupe_days = 0;          // how long a Sent copy is remembered for deduplication
+    bool standalone = false;           // deliver into the archive, no upstream (SIGHUP switches)
+    std::string replay;                // Maildir of what arrived while standalone
   } backup;
+  struct Users {
+    std::string passwd;  // Dovecot passwd-file with the accounts' password hashes
+    std::string group;   // may read it
+  } users;
+  struct Submission {
+    std::vector<HostPort> listen;      // STARTTLS (587)
+    std::vector<HostPort> tls_listen;  // implicit TLS (465)
+    std::vector<Cidr> auth_without_tls_from;
+    uint32_t max_auth_failures = 0;
+    uint32_t auth_lockout = 0;  // seconds
+  } submission;
   struct Index {
     bool enabled = true;        // serve indexes archive copies as they are published
     std::string path;           // <path>/<domain>/<localpart>/: one Xapian database per account

@@ -40,7 +40,10 @@ namespace mk::stats {
   X(http_reject_dnsbl_listed, "http.reject.dnsbl_listed")                 \
   X(http_reject_invalid, "http.reject.invalid")                           \
   X(spam_detected, "spam.detected")                                       \
-  X(reject_spam, "reject.spam")
+  X(reject_spam, "reject.spam")                                           \
+  X(reject_auth, "reject.auth")                                           \
+  X(auth_ok, "auth.ok")                                                   \
+  X(messages_standalone, "messages.standalone")
 
 enum class Counter {
 #define MK_X(id, name) id,

@@ -474,4 +474,18 @@ std::unique_ptr<UpstreamFactory> make_smtp_upstream_factory(SmtpUpstreamConfig c
   return std::make_unique<SmtpUpstreamFactory>(std::move(config));
 }
 
+SmtpUpstreamConfig smtp_upstream_config(const Settings& s, const std::vector<HostPort>& hosts) {
+  SmtpUpstreamConfig cfg;
+  cfg.hosts = hosts;
+  cfg.tls = s.delivery.tls == "required" ? UpstreamTls::Required
+            : s.delivery.tls == "off"    ? UpstreamTls::Off
+                                         : UpstreamTls::Opportunistic;
+  cfg.tls_context = tls::make_client_context(cfg.tls == UpstreamTls::Required, s.delivery.ca_file);
+  cfg.tls_name = s.delivery.tls_name;
+  cfg.helo_name = s.delivery.helo_name;
+  cfg.connect_timeout = std::chrono::seconds(s.delivery.connect_timeout);
+  cfg.timeout = std::chrono::seconds(s.delivery.timeout);
+  return cfg;
+}
+
 }  // namespace mk::delivery

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <vector>
 
+#include "config/settings.h"
 #include "core/net.h"
 #include "delivery/upstream.h"
 #include "tls/tls_context.h"
@@ -31,5 +32,9 @@ struct SmtpUpstreamConfig {
 };
 
 std::unique_ptr<UpstreamFactory> make_smtp_upstream_factory(SmtpUpstreamConfig config);
+
+// The configuration [delivery] gives an SMTP upstream of `hosts` (the smarthost,
+// [backup] upstream). Throws std::runtime_error for an unusable ca_file.
+SmtpUpstreamConfig smtp_upstream_config(const Settings& settings, const std::vector<HostPort>& hosts);
 
 }  // namespace mk::delivery

@@ -64,4 +64,31 @@ void ConcurrencyLimiter::release(const std::string& key) {
   if (auto it = open_.find(key); it != open_.end() && --it->second == 0) open_.erase(it);
 }
 
+bool FailureLimiter::locked(const std::string& key, int64_t now) {
+  std::lock_guard lock(mutex_);
+  auto it = keys_.find(key);
+  return it != keys_.end() && it->second.locked_until > now;
+}
+
+bool FailureLimiter::failed(const std::string& key, int64_t now) {
+  std::lock_guard lock(mutex_);
+  if (keys_.size() >= 100000)  // sweep what no longer counts
+    std::erase_if(keys_, [&](auto& kv) { return kv.second.locked_until <= now && now - kv.second.first > window_; });
+  auto& f = keys_[key];
+  if (now - f.first > window_) f = Failures{now, 0, f.locked_until};
+  ++f.count;
+  if (f.count >= max_ && f.locked_until <= now) {
+    f.locked_until = now + window_;
+    f.count = 0;
+    f.first = now;
+    return true;
+  }
+  return false;
+}
+
+void FailureLimiter::clear(const std::string& key) {
+  std::lock_guard lock(mutex_);
+  keys_.erase(key);
+}
+
 }  // namespace mk::policy

@@ -66,4 +66,27 @@ class ConcurrencyLimiter {
   std::unordered_map<std::string, uint32_t> open_;
 };
 
+// "N failures per key within a window, then locked for the window" (failed
+// logins). Memory is bounded: expired keys are swept as the map grows.
+class FailureLimiter {
+ public:
+  FailureLimiter(uint32_t max_failures, int64_t window_seconds) : max_(max_failures), window_(window_seconds) {}
+  // True while `key` is locked out.
+  bool locked(const std::string& key, int64_t now);
+  // Counts one failure; returns true if this failure started a lockout.
+  bool failed(const std::string& key, int64_t now);
+  void clear(const std::string& key);
+
+ private:
+  struct Failures {
+    int64_t first = 0;         // start of the counting window
+    uint32_t count = 0;
+    int64_t locked_until = 0;
+  };
+  uint32_t max_;
+  int64_t window_;
+  std::mutex mutex_;
+  std::unordered_map<std::string, Failures> keys_;
+};
+
 }  // namespace mk::policy

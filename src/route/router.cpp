@@ -12,6 +12,8 @@ bool in_networks(const std::vector<Cidr>& nets, const IpAddress& ip) {
   return std::any_of(nets.begin(), nets.end(), [&](const Cidr& n) { return n.contains(ip); });
 }
 
+bool valid_local(std::string_view s) { return archive::valid_account_name(s); }
+
 bool in_domains(const std::vector<std::string>& domains, std::string_view d) {
   if (!d.empty() && d.back() == '.') d.remove_suffix(1);
   return std::find(domains.begin(), domains.end(), d) != domains.end();
@@ -122,8 +124,21 @@ RouteDecision Router::route(const ClientInfo& client, const smtp::Mailbox& rcpt)
   return d;
 }
 
+bool Router::is_account(std::string_view address) const {
+  auto at = address.rfind('@');
+  if (!accounts_ || at == std::string_view::npos) return false;
+  auto local = to_lower(address.substr(0, at));
+  return is_backup_domain(to_lower(address.substr(at + 1))) && valid_local(local) && accounts_->contains(local);
+}
+
+bool Router::may_send_as(const std::string& user, const smtp::Mailbox& sender) const {
+  auto account = account_of(sender);
+  return account && user.size() > account->size() && user.compare(0, account->size(), *account) == 0 &&
+         user[account->size()] == '@';
+}
+
 std::optional<archive::ArchiveTarget> Router::sent_folder(const ClientInfo& client, const smtp::Mailbox& sender) const {
-  if (!client.backup_outbound) return std::nullopt;
+  if (!client.backup_outbound && client.user.empty()) return std::nullopt;
   auto account = account_of(sender);
   if (!account) return std::nullopt;
   auto t = target(sender.domain_lower, *account, "Sent");

@@ -7,7 +7,8 @@
 //     reserves a use with the alias service and rewrites the recipient);
 //   - a backup domain: a listed account is archived into its INBOX and the
 //     mail goes to the provider's inbound servers; anyone else is 550 5.1.1;
-//   - a relay domain, or a client in [relay] relay_from: to the smarthost;
+//   - a relay domain, a client in [relay] relay_from, or a user authenticated
+//     on submission: to the smarthost;
 //   - anything else: 550 5.7.1 relaying denied.
 // Each route names its destination; a transaction keeps one upstream
 // (452 4.5.3 for a recipient whose upstream differs). sent_folder() decides
@@ -20,6 +21,7 @@
 #pragma once
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "archive/accounts.h"
@@ -43,6 +45,9 @@ struct ClientInfo {
   // Our own networks, the provider's relays and [dnsbl] allow: never DNSBL-checked
   // and exempt from [limits] (a provider's gateway sends thousands a minute).
   bool trusted = false;
+  // Set by a successful AUTH on submission: the account (lower-case address).
+  // Such a client may relay, and its mail gets a copy in its Sent folder.
+  std::string user;
 };
 
 struct RouteDecision {
@@ -63,6 +68,11 @@ class Router {
   RouteDecision route(const ClientInfo& client, const smtp::Mailbox& recipient) const;
   // The Sent-folder copy for mail from `client` with envelope sender `sender`, if archived.
   std::optional<archive::ArchiveTarget> sent_folder(const ClientInfo& client, const smtp::Mailbox& sender) const;
+  // True if `address` (any case) is an archived account: a listed local part of a backup domain.
+  bool is_account(std::string_view address) const;
+  // True if the authenticated `user` may use `sender` as envelope sender: one of
+  // their addresses (their local part at any backup domain).
+  bool may_send_as(const std::string& user, const smtp::Mailbox& sender) const;
   bool is_relay_domain(const std::string& domain_lower) const;
   bool is_backup_domain(const std::string& domain_lower) const;
   bool is_alias_domain(const std::string& domain_lower) const;

@@ -12,7 +12,7 @@
 
 namespace mk::smtp {
 
-enum class Verb { Helo, Ehlo, Mail, Rcpt, Data, Rset, Noop, Quit, Vrfy, Expn, Help, Starttls, Unknown };
+enum class Verb { Helo, Ehlo, Mail, Rcpt, Data, Rset, Noop, Quit, Vrfy, Expn, Help, Starttls, Auth, Unknown };
 
 struct CommandLine {
   Verb verb = Verb::Unknown;

@@ -17,18 +17,21 @@ namespace asio = boost::asio;
 using asio::ip::tcp;
 
 Server::Server(std::vector<asio::io_context*> workers, SessionEnvironment env)
-    : workers_(std::move(workers)), env_(std::move(env)), per_ip_(env_.settings->limits.smtp_connections_per_ip) {}
+    : workers_(std::move(workers)),
+      env_(std::move(env)),
+      listeners_(env_.label),
+      per_ip_(env_.settings->limits.smtp_connections_per_ip) {}
 
 Server::~Server() = default;
 
 void Server::bind() {
   // Accepted sockets inherit TCP_NODELAY from the listener: one setsockopt here instead
   // of one per connection.
-  listeners_.bind(env_.settings->smtp.listen, workers_, /*no_delay=*/true);
+  listeners_.bind(env_.listen.empty() ? env_.settings->smtp.listen : env_.listen, workers_, /*no_delay=*/true);
 }
 
 void Server::start() {
-  listeners_.listen("");
+  listeners_.listen(env_.label);
   for (auto& a : listeners_.acceptors())
     asio::co_spawn(a->get_executor(), accept_loop(*a), [](std::exception_ptr e) {
       if (e) {

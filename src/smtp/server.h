@@ -43,7 +43,7 @@ class Server {
 
   std::vector<boost::asio::io_context*> workers_;
   SessionEnvironment env_;
-  Listeners listeners_{""};
+  Listeners listeners_;
   std::atomic<size_t> sessions_active_{0};
   std::atomic<bool> stopping_{false};
   std::mutex mutex_;  // guards sessions_, on_idle_

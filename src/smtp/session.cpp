@@ -59,6 +59,7 @@ const Session::CommandSpec* Session::find_command(Verb verb) {
       {Verb::Helo, &Session::handle_helo, false, false},
       {Verb::Ehlo, &Session::handle_ehlo, false, false},
       {Verb::Starttls, &Session::handle_starttls, true, false},
+      {Verb::Auth, &Session::handle_auth, true, false},  // session_auth.cpp
       {Verb::Mail, &Session::handle_mail, true, true},
       {Verb::Rcpt, &Session::handle_rcpt, true, true},
       {Verb::Data, &Session::handle_data, true, true},
@@ -97,6 +98,13 @@ awaitable<void> Session::run() {
     co_await flush();
     client_->close();
     co_return;
+  }
+  if (env_.implicit_tls) {  // RFC 8314 3.3: TLS before the greeting
+    bool secured = co_await secure_connection();
+    if (!secured) {
+      client_->close();
+      co_return;
+    }
   }
   reply(Reply{220, "", settings_.smtp.hostname + " ESMTP mailkeep"});
   std::string line;
@@ -217,6 +225,7 @@ awaitable<void> Session::handle_ehlo(std::string_view arg) {
   r.lines.push_back("ENHANCEDSTATUSCODES");
   r.lines.push_back("SMTPUTF8");
   if (env_.tls && tls_.empty()) r.lines.push_back("STARTTLS");
+  if (auth_offered()) r.lines.push_back("AUTH PLAIN LOGIN");
   r.lines.push_back("HELP");
   reply(r);
 }
@@ -257,6 +266,10 @@ awaitable<void> Session::handle_mail(std::string_view arg) {
     Reply r{450, "4.7.1", "Error: too many messages from [" + client_address_ + "]; try again later"};
     log_reject("MAIL", r, "smtp_messages_per_ip_per_minute");
     reply(r);
+    co_return;
+  }
+  if (auto refusal = submission_sender_check(path.mailbox)) {  // session_auth.cpp
+    reply_error(*refusal);
     co_return;
   }
   tx_ = Transaction{};
@@ -554,22 +567,31 @@ awaitable<void> Session::handle_starttls(std::string_view arg) {
                  client_address_);
   inbuf_.clear();
   inpos_ = 0;
+  bool secured = co_await secure_connection();
+  if (!secured) {
+    quit_ = true;  // the connection is in an unknown state: close it
+    co_return;
+  }
+  // RFC 3207 4.2: the client must start over; forget all it told us before.
+  co_await reset_transaction();
+  helo_.clear();
+  esmtp_ = false;
+  client_info_.user.clear();
+}
+
+awaitable<bool> Session::secure_connection() {
   auto ctx = env_.tls->current();  // held for the handshake even if SIGHUP swaps it
   error_code ec;
   client_->expires_after(std::chrono::seconds(settings_.smtp.timeout));
   auto secured = co_await client_->start_tls(*ctx, Transport::TlsRole::Server, "", ec);
   if (!secured) {
     spdlog::info("{}: TLS handshake with [{}] failed: {}", id_, client_address_, ec.message());
-    quit_ = true;  // the connection is in an unknown state: close it
-    co_return;
+    co_return false;
   }
   client_ = std::move(secured);
   tls_ = client_->tls_description();
   spdlog::info("{}: TLS established with [{}]: {}", id_, client_address_, tls_);
-  // RFC 3207 4.2: the client must start over; forget all it told us before.
-  co_await reset_transaction();
-  helo_.clear();
-  esmtp_ = false;
+  co_return true;
 }
 
 awaitable<void> Session::handle_help(std::string_view) {
@@ -699,6 +721,7 @@ std::string Session::received_header() const {
   // RFC 3848: ESMTPS when TLS is active; RFC 6531 4.3: UTF8SMTP(S).
   std::string protocol = !esmtp_ ? "SMTP" : tx_.params.smtputf8 ? "UTF8SMTP" : "ESMTP";
   if (!tls_.empty()) protocol += "S";
+  if (!client_info_.user.empty()) protocol += "A";
   std::string tls_clause = tls_.empty() ? "" : "\r\n\t(using " + tls_ + ")";
   std::string for_clause;
   if (tx_.recipients.size() == 1) for_clause = "\r\n\tfor <" + printable(tx_.recipients[0].address(), 512) + ">";

@@ -25,6 +25,7 @@
 #include "spam/history.h"
 #include "spam/tokenizer.h"
 #include "tls/tls_context.h"
+#include "users/authenticator.h"
 #include "config/settings.h"
 #include "delivery/upstream.h"
 #include "route/router.h"
@@ -52,6 +53,12 @@ struct SessionEnvironment {
   tls::ServerContext* tls = nullptr;  // null: no STARTTLS
   spam::Classifier* spam = nullptr;   // null: [spam] enabled = false
   spam::History* spam_history = nullptr;  // null: verdicts are not recorded; must not block (make_buffered_history)
+  // Submission (RFC 6409): a server whose sessions offer AUTH and relay only
+  // for authenticated users. Null on port 25.
+  users::Authenticator* auth = nullptr;
+  bool implicit_tls = false;      // TLS before the greeting (RFC 8314, port 465)
+  std::vector<HostPort> listen;   // empty: [smtp] listen
+  std::string label;              // names the listener in logs: "" (SMTP), "submission"
 };
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -100,6 +107,13 @@ class Session : public std::enable_shared_from_this<Session> {
   awaitable<void> handle_expn(std::string_view arg);
   awaitable<void> handle_help(std::string_view arg);
   awaitable<void> handle_starttls(std::string_view arg);
+  awaitable<void> handle_auth(std::string_view arg);  // session_auth.cpp, like the two below
+
+  // Submission: AUTH is offered after TLS, or to [submission] auth_without_tls_from.
+  bool auth_offered() const;
+  // MAIL on submission: 530 before AUTH, 553 for a sender that is not the user's.
+  std::optional<Reply> submission_sender_check(const Mailbox& sender);
+  awaitable<bool> secure_connection();  // the TLS handshake (STARTTLS, implicit TLS)
 
   // I/O helpers.
   enum class LineStatus { Ok, TooLong, Closed, TimedOut, Aborted };

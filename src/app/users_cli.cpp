@@ -1,0 +1,380 @@
+// users_cli.cpp — see users_cli.h. The runbook these commands serve is the
+// README's "The provider is gone".
+#include "app/users_cli.h"
+
+#include <CLI/CLI.hpp>
+#include <openssl/crypto.h>
+#include <pwd.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <ctime>
+#include <filesystem>
+#include <iostream>
+
+#include "app/privileges.h"
+#include "archive/accounts.h"
+#include "core/log.h"
+#include "core/strings.h"
+#include "delivery/smtp_upstream.h"
+#include "replay/replay.h"
+#include "route/router.h"
+#include "users/passwd_file.h"
+#include "users/password.h"
+
+namespace mk::app {
+namespace {
+
+namespace fs = std::filesystem;
+constexpr size_t kMinPassword = 8;
+
+void wipe(std::string& s) { OPENSSL_cleanse(s.data(), s.size()); }
+
+std::string absolute(const std::string& p) {
+  std::error_code ec;
+  auto a = fs::absolute(p, ec);
+  return ec ? p : a.lexically_normal().string();
+}
+
+// One line from the terminal without echo (the prompt goes to stderr).
+bool read_hidden(const char* prompt, std::string& out) {
+  std::cerr << prompt << std::flush;
+  termios old{};
+  bool tty = ::tcgetattr(STDIN_FILENO, &old) == 0;
+  if (tty) {
+    termios quiet = old;
+    quiet.c_lflag &= ~tcflag_t(ECHO);
+    ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+  }
+  bool ok = bool(std::getline(std::cin, out));
+  if (tty) ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+  std::cerr << "\n";
+  return ok;
+}
+
+// The address as an archived account, or an error on stderr.
+std::optional<std::string> account_address(const Settings& s, const std::string& input) {
+  auto address = to_lower(trim(input));
+  archive::AccountDirectory accounts(s.backup.accounts);
+  spdlog::set_level(spdlog::level::err);
+  accounts.reload(/*force=*/true);
+  route::Router router(s, &accounts);
+  if (s.backup.domains.empty() || !router.is_account(address)) {
+    std::cerr << "mailkeep: " << (address.empty() ? std::string("(empty)") : address)
+              << " is not an archived account: only listed local parts ([backup] accounts " << s.backup.accounts
+              << ") of [backup] domains may have a password\n";
+    return std::nullopt;
+  }
+  return address;
+}
+
+std::string home_of(const Settings& s, const std::string& address) {
+  auto at = address.rfind('@');
+  return absolute(s.backup.archive) + "/" + address.substr(at + 1) + "/" + address.substr(0, at);
+}
+
+int user_passwd(const Settings& s, const UsersCommand& cmd) {
+  auto address = account_address(s, cmd.address);
+  if (!address) return 1;
+  std::string password, again;
+  if (cmd.from_stdin) {
+    if (!std::getline(std::cin, password)) {
+      std::cerr << "mailkeep: no password on standard input\n";
+      return 1;
+    }
+    if (!password.empty() && password.back() == '\r') password.pop_back();
+  } else {
+    if (!::isatty(STDIN_FILENO)) {
+      std::cerr << "mailkeep: standard input is not a terminal; use --stdin to read the password from it\n";
+      return 1;
+    }
+    if (!read_hidden("New password: ", password) || !read_hidden("Retype new password: ", again)) return 1;
+    bool same = password == again;
+    wipe(again);
+    if (!same) {
+      wipe(password);
+      std::cerr << "mailkeep: the passwords do not match; nothing changed\n";
+      return 1;
+    }
+  }
+  if (password.size() < kMinPassword) {
+    wipe(password);
+    std::cerr << "mailkeep: the password is too short (at least " << kMinPassword << " characters); nothing changed\n";
+    return 1;
+  }
+  std::string hash;
+  try {
+    hash = users::hash_password(password);
+  } catch (const std::exception& e) {
+    wipe(password);
+    std::cerr << "mailkeep: cannot hash the password: " << e.what() << "\n";
+    return 1;
+  }
+  wipe(password);
+  auto err = users::update_passwd(s.users.passwd, s.general.user, s.users.group, [&](users::PasswdFile& f) {
+    bool locked = f.find(*address) && f.find(*address)->locked;
+    f.put(users::PasswdEntry{*address, hash, home_of(s, *address), locked});
+    return std::string();
+  });
+  if (!err.empty()) {
+    std::cerr << "mailkeep: " << err << "\n";
+    return 1;
+  }
+  std::cout << "password set for " << *address << "\n";
+  return 0;
+}
+
+int user_list(const Settings& s) {
+  users::PasswdFile f;
+  if (auto err = users::read_passwd(s.users.passwd, f); !err.empty()) {
+    std::cerr << "mailkeep: " << err << "\n";
+    return 1;
+  }
+  for (auto* e : f.entries()) {
+    auto scheme = e->password.substr(1, e->password.find('}') - 1);
+    std::cout << e->user << "\t" << (e->locked ? "locked" : "active") << "\t" << scheme << "\n";
+  }
+  return 0;
+}
+
+int user_change(const Settings& s, const UsersCommand& cmd) {
+  auto address = to_lower(trim(cmd.address));
+  auto err = users::update_passwd(s.users.passwd, s.general.user, s.users.group, [&](users::PasswdFile& f) {
+    auto* e = f.find(address);
+    if (!e) return address + " has no password (see mailkeep user list)";
+    if (cmd.action == "delete") f.erase(address);
+    else e->locked = cmd.action == "lock";
+    return std::string();
+  });
+  if (!err.empty()) {
+    std::cerr << "mailkeep: " << err << "\n";
+    return 1;
+  }
+  std::cout << address << (cmd.action == "delete" ? ": password deleted" : cmd.action == "lock" ? ": locked" : ": unlocked")
+            << "\n";
+  return 0;
+}
+
+int dovecot_config(const Settings& s, const UsersCommand& cmd) {
+  const struct passwd* pw = ::getpwnam(s.general.user.c_str());
+  if (!pw) {
+    std::cerr << "mailkeep: [general] user " << s.general.user << " does not exist\n";
+    return 1;
+  }
+  if (pw->pw_uid == 0) {
+    std::cerr << "mailkeep: [general] user is root, and Dovecot serves no mail as root: "
+                 "set [general] user to the account that owns the archive\n";
+    return 1;
+  }
+  if (s.backup.domains.empty()) {
+    std::cerr << "mailkeep: no [backup] domains: there is no archive to serve\n";
+    return 1;
+  }
+  const bool tls = !s.tls.cert.empty();
+  auto passwd = absolute(s.users.passwd);
+  std::string out;
+  auto line = [&](const std::string& l) { out += l + "\n"; };
+  line("# Dovecot 2.3 configuration for the mailkeep archive, from `mailkeep dovecot-config`.");
+  line("# Start: dovecot -c THIS_FILE. Passwords: mailkeep user passwd ADDRESS.");
+  line("# Every account's archive (" + absolute(s.backup.archive) + "/<domain>/<localpart>) is its Maildir.");
+  line("protocols = imap");
+  line("listen = " + cmd.listen);
+  if (!cmd.base_dir.empty()) {
+    line("base_dir = " + absolute(cmd.base_dir));
+    line("state_dir = " + absolute(cmd.base_dir) + "/state");
+  }
+  if (!cmd.log_path.empty()) line("log_path = " + absolute(cmd.log_path));
+  line("mail_location = maildir:~");
+  line("mail_uid = " + std::to_string(pw->pw_uid));
+  line("mail_gid = " + std::to_string(pw->pw_gid));
+  line("first_valid_uid = " + std::to_string(pw->pw_uid));
+  line("last_valid_uid = " + std::to_string(pw->pw_uid));
+  line("default_internal_user = dovecot");
+  line("default_internal_group = dovecot");
+  line("default_login_user = dovenull");
+  line("auth_mechanisms = plain login");
+  line("auth_verbose = yes");
+  line("# Without TLS only clients on this machine may send a password.");
+  line("disable_plaintext_auth = yes");
+  line("passdb {");
+  line("  driver = passwd-file");
+  line("  args = scheme=ARGON2ID username_format=%Lu " + passwd);
+  line("}");
+  line("userdb {");
+  line("  driver = passwd-file");
+  line("  args = username_format=%Lu " + passwd);
+  line("}");
+  line("# RFC 6154 special-use folders, the Maildir++ folders mailkeep archives into.");
+  line("namespace inbox {");
+  line("  inbox = yes");
+  for (auto [name, flag] : {std::pair{"Sent", "\\Sent"}, {"Junk", "\\Junk"}, {"Archive", "\\Archive"}, {"Trash", "\\Trash"}}) {
+    line(std::string("  mailbox ") + name + " {");
+    line(std::string("    special_use = ") + flag);
+    line("    auto = subscribe");
+    line("  }");
+  }
+  line("}");
+  if (tls) {
+    line("ssl = required");
+    line("ssl_cert = <" + absolute(s.tls.cert));
+    line("ssl_key = <" + absolute(s.tls.key));
+    line("ssl_min_protocol = TLSv1.2");
+  } else {
+    line("# [tls] has no certificate: no TLS (IMAP from this machine only).");
+    line("ssl = no");
+  }
+  line("service imap-login {");
+  line("  inet_listener imap {");
+  line("    port = " + std::to_string(cmd.imap_port));
+  line("  }");
+  line("  inet_listener imaps {");
+  line("    port = " + std::to_string(tls ? cmd.imaps_port : 0));
+  line("    ssl = yes");
+  line("  }");
+  line("}");
+  std::cout << out;
+  return 0;
+}
+
+std::atomic<bool> g_stop{false};
+
+std::optional<int64_t> parse_date(const std::string& d) {
+  std::tm tm{};
+  const char* end = ::strptime(d.c_str(), "%Y-%m-%d", &tm);
+  if (!end || *end) return std::nullopt;
+  return int64_t(::timegm(&tm));
+}
+
+int backup_replay(const Settings& s, const UsersCommand& cmd) {
+  if (s.backup.domains.empty()) {
+    std::cerr << "mailkeep: no [backup] domains: nothing was kept standalone\n";
+    return 1;
+  }
+  if (s.backup.standalone) {
+    std::cerr << "mailkeep: [backup] standalone is still true: switch back to gateway mode (standalone = false, "
+                 "SIGHUP) before replaying\n";
+    return 1;
+  }
+  const auto& hosts = s.backup.upstream.empty() ? s.delivery.smarthost : s.backup.upstream;
+  if (hosts.empty() && !cmd.dry_run) {
+    std::cerr << "mailkeep: no upstream to replay to: set [backup] upstream or [delivery] smarthost\n";
+    return 1;
+  }
+  replay::ReplayOptions o;
+  o.journal = s.backup.replay;
+  o.user = to_lower(cmd.user);
+  o.dry_run = cmd.dry_run;
+  if (!cmd.since.empty()) {
+    o.since = parse_date(cmd.since);
+    if (!o.since) {
+      std::cerr << "mailkeep: --since " << cmd.since << ": expected YYYY-MM-DD\n";
+      return 2;
+    }
+  }
+  if (::geteuid() == 0 && s.general.user != "root") {
+    std::vector<std::string> dirs{o.journal, o.journal + "/new", o.journal + "/cur", o.journal + "/tmp"};
+    if (auto err = drop_privileges(s.general.user, dirs, {o.journal + "/replay.lock"}); !err.empty()) {
+      std::cerr << "mailkeep: " << err << "\n";
+      return 1;
+    }
+  }
+  spdlog::set_level(spdlog::level::warn);
+  o.stop = &g_stop;
+  std::signal(SIGINT, [](int) { g_stop = true; });
+  std::signal(SIGTERM, [](int) { g_stop = true; });
+  std::signal(SIGPIPE, SIG_IGN);
+  const bool tty = ::isatty(STDERR_FILENO);
+  if (cmd.dry_run) {
+    std::string err;
+    auto entries = replay::pending_entries(o, err);
+    if (!err.empty()) {
+      std::cerr << "mailkeep: " << err << "\n";
+      return 1;
+    }
+    for (auto& e : entries) {
+      char when[32];
+      std::time_t t = e.time;
+      std::tm tm{};
+      gmtime_r(&t, &tm);
+      std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
+      std::cout << when << "\t<" << e.sender << ">\t<" << e.recipient << ">\t" << e.size << "\t" << e.name << "\n";
+    }
+    std::cout << entries.size() << " message(s) would be replayed\n";
+    return 0;
+  }
+  o.progress = [&](size_t done, size_t total, const replay::JournalEntry& e, const smtp::Reply& r) {
+    if (!r.positive()) std::cerr << (tty ? "\n" : "") << e.name << " <" << e.recipient << ">: " << r.summary() << "\n";
+    if (tty) std::cerr << "\rreplayed " << done << "/" << total << std::flush;
+  };
+  std::unique_ptr<delivery::UpstreamFactory> factory;
+  try {
+    factory = delivery::make_smtp_upstream_factory(delivery::smtp_upstream_config(s, hosts));
+  } catch (const std::exception& e) {
+    std::cerr << "mailkeep: " << e.what() << "\n";
+    return 1;
+  }
+  auto report = replay::replay(o, *factory);
+  if (tty && report.selected) std::cerr << "\n";
+  if (!report.error.empty()) std::cerr << "mailkeep: " << report.error << "\n";
+  std::cout << "replayed " << report.sent << " of " << report.selected << " message(s) to "
+            << hosts.front().to_string();
+  if (report.failed) std::cout << "; " << report.failed << " refused (left in " << o.journal << "/new)";
+  if (report.deferred) std::cout << "; the upstream defers: run the replay again later";
+  if (report.interrupted) std::cout << "; interrupted: run it again to send the rest";
+  std::cout << "\n";
+  if (!report.error.empty()) return 1;
+  if (report.deferred || report.interrupted) return 75;  // EX_TEMPFAIL
+  return report.failed ? 1 : 0;
+}
+
+}  // namespace
+
+void add_users_commands(CLI::App& app, std::string& config_path, UsersCommand& cmd) {
+  auto* user = app.add_subcommand("user", "Passwords of the archived accounts (IMAP through Dovecot, submission)");
+  user->require_subcommand(1);
+  auto* passwd = user->add_subcommand("passwd", "Set an account's password (asked twice on a terminal, or --stdin)");
+  passwd->add_option("address", cmd.address, "the account, e.g. alice@example.org")->required();
+  passwd->add_flag("--stdin", cmd.from_stdin, "read the password from the first line of standard input");
+  std::vector<CLI::App*> subs{passwd, user->add_subcommand("list", "Accounts with a password: address, active|locked, scheme")};
+  for (auto [name, help] : {std::pair{"lock", "Refuse an account's logins (the password stays)"},
+                            {"unlock", "Allow a locked account's logins again"},
+                            {"delete", "Remove an account's password"}}) {
+    subs.push_back(user->add_subcommand(name, help));
+    subs.back()->add_option("address", cmd.address, "the account")->required();
+  }
+  for (auto* sub : subs) sub->add_option("-c,--config", config_path, "INI configuration file");
+
+  auto* dovecot = app.add_subcommand("dovecot-config", "Print a Dovecot 2.3 configuration that serves the archive");
+  dovecot->add_option("-c,--config", config_path, "INI configuration file");
+  dovecot->add_option("--listen", cmd.listen, "Dovecot's listen addresses (default *)");
+  dovecot->add_option("--imap-port", cmd.imap_port, "IMAP port (default 143)");
+  dovecot->add_option("--imaps-port", cmd.imaps_port, "IMAPS port when [tls] has a certificate (default 993)");
+  dovecot->add_option("--base-dir", cmd.base_dir, "Dovecot's base_dir (and state_dir below it); default Dovecot's");
+  dovecot->add_option("--log-path", cmd.log_path, "Dovecot's log file; default syslog");
+
+  auto* backup = app.add_subcommand("backup", "The backup archive's standalone mode");
+  backup->require_subcommand(1);
+  auto* replay = backup->add_subcommand("replay", "Relay what arrived while standalone to [backup] upstream, once");
+  replay->add_option("-c,--config", config_path, "INI configuration file");
+  replay->add_option("--user", cmd.user, "only this recipient's messages");
+  replay->add_option("--since", cmd.since, "only what arrived on or after this day (YYYY-MM-DD, UTC)");
+  replay->add_flag("--dry-run", cmd.dry_run, "list what would be sent, send nothing");
+}
+
+bool users_command_chosen(const CLI::App& app) {
+  for (auto* name : {"user", "dovecot-config", "backup"})
+    if (app.get_subcommand(name)->parsed()) return true;
+  return false;
+}
+
+int users_command(const Settings& settings, const UsersCommand& cmd_in) {
+  auto cmd = cmd_in;
+  return cmd.group == "dovecot-config" ? dovecot_config(settings, cmd)
+         : cmd.group == "backup"       ? backup_replay(settings, cmd)
+         : cmd.action == "passwd"      ? user_passwd(settings, cmd)
+         : cmd.action == "list"        ? user_list(settings)
+                                       : user_change(settings, cmd);
+}
+
+}  // namespace mk::app
