@@ -388,7 +388,7 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
   if (settings.delivery.smarthost.empty()) data_dirs.push_back(settings.delivery.outbox);
   if (!settings.backup.domains.empty()) {
     data_dirs.push_back(settings.backup.archive);
-    data_dirs.push_back(settings.backup.replay);
+    for (auto sub : {"", "/tmp", "/new", "/cur"}) data_dirs.push_back(settings.backup.replay + sub);
   }
   const bool indexing = settings.index.enabled && !settings.backup.domains.empty();
   if (indexing) {

@@ -272,6 +272,7 @@ int backup_replay(const Settings& s, const UsersCommand& cmd) {
       return 2;
     }
   }
+  spdlog::set_level(spdlog::level::warn);
   if (::geteuid() == 0 && s.general.user != "root") {
     std::vector<std::string> dirs{o.journal, o.journal + "/new", o.journal + "/cur", o.journal + "/tmp"};
     if (auto err = drop_privileges(s.general.user, dirs, {o.journal + "/replay.lock"}); !err.empty()) {

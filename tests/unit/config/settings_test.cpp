@@ -145,5 +145,25 @@ TEST(Settings, SpamKeysAndTheAdminTokenNeverShown) {
 }
 
 
+TEST(Settings, ProviderGoneKeys) {
+  auto s = default_settings();
+  EXPECT_FALSE(s.backup.standalone);
+  EXPECT_EQ(s.backup.replay, "data/replay");
+  EXPECT_EQ(s.users.passwd, "data/users.passwd");
+  EXPECT_TRUE(s.submission.listen.empty()) << "submission is off unless configured";
+  EXPECT_TRUE(s.submission.tls_listen.empty());
+  EXPECT_EQ(s.submission.auth_without_tls_from.size(), 2u);
+  auto ok = load_settings_text("[backup]\ndomains = example.org\nstandalone = true\n[submission]\nlisten = 0.0.0.0\n", "t");
+  ASSERT_TRUE(ok.ok()) << ok.errors[0];
+  EXPECT_TRUE(ok.settings.backup.standalone);
+  EXPECT_EQ(ok.settings.submission.listen[0].to_string(), "0.0.0.0:587");
+  auto no_domains = load_settings_text("[submission]\nlisten = 127.0.0.1:587\n", "t");
+  ASSERT_EQ(no_domains.errors.size(), 1u);
+  EXPECT_EQ(no_domains.errors[0], "t:2: [submission]: needs [backup] domains (the accounts that may log in)");
+  auto no_cert = load_settings_text("[backup]\ndomains = example.org\n[submission]\ntls_listen = 127.0.0.1:465\n", "t");
+  ASSERT_EQ(no_cert.errors.size(), 1u);
+  EXPECT_EQ(no_cert.errors[0], "t:4: [submission] tls_listen: needs [tls] cert and key");
+}
+
 }  // namespace
 }  // namespace mk

@@ -51,3 +51,29 @@ TEST(RateLimit, ConcurrencyLimiter) {
 
 }  // namespace
 }  // namespace mk::policy
+
+namespace mk::policy {
+namespace {
+
+TEST(FailureLimiter, LocksAfterMaxFailuresForTheWindow) {
+  FailureLimiter l(3, 100);
+  EXPECT_FALSE(l.failed("a", 0));
+  EXPECT_FALSE(l.failed("a", 10));
+  EXPECT_FALSE(l.locked("a", 10));
+  EXPECT_TRUE(l.failed("a", 20)) << "the third failure starts the lockout";
+  EXPECT_TRUE(l.locked("a", 20));
+  EXPECT_TRUE(l.locked("a", 119));
+  EXPECT_FALSE(l.locked("a", 120));
+  EXPECT_FALSE(l.locked("b", 20));
+  // Failures spread wider than the window never lock.
+  FailureLimiter slow(2, 10);
+  EXPECT_FALSE(slow.failed("k", 0));
+  EXPECT_FALSE(slow.failed("k", 20));
+  EXPECT_FALSE(slow.locked("k", 20));
+  EXPECT_TRUE(slow.failed("k", 25));
+  slow.clear("k");
+  EXPECT_FALSE(slow.locked("k", 25));
+}
+
+}  // namespace
+}  // namespace mk::policy

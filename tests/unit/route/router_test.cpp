@@ -98,5 +98,35 @@ TEST(Router, BackupRoutesAndSanitisedLocalParts) {
   EXPECT_FALSE(router.sent_folder(internet, rcpt("sales@example.org")));  // only the provider's relays
 }
 
+TEST(Router, SubmissionAccountsSendersAndSent) {
+  auto path = ::testing::TempDir() + "/mk_router_sub_accounts.txt";
+  { std::ofstream(path) << "alice\nbob\n"; }
+  auto r = load_settings_text("[backup]\ndomains = example.org, example.com\narchive = /srv/archive\naccounts = " + path + "\n", "t");
+  ASSERT_TRUE(r.ok()) << r.errors[0];
+  archive::AccountDirectory accounts(path);
+  ASSERT_TRUE(accounts.reload(true));
+  Router router(r.settings, &accounts);
+  EXPECT_TRUE(router.is_account("Alice@Example.ORG"));
+  EXPECT_TRUE(router.is_account("bob@example.com"));
+  EXPECT_FALSE(router.is_account("carol@example.org"));
+  EXPECT_FALSE(router.is_account("alice@other.test"));
+  EXPECT_FALSE(router.is_account("alice"));
+  EXPECT_FALSE(router.is_account("../x@example.org"));
+  EXPECT_TRUE(router.may_send_as("alice@example.org", rcpt("ALICE@example.com")));
+  EXPECT_FALSE(router.may_send_as("alice@example.org", rcpt("bob@example.org")));
+  EXPECT_FALSE(router.may_send_as("alice@example.org", rcpt("alice@other.test")));
+  EXPECT_FALSE(router.may_send_as("al@example.org", rcpt("alice@example.org"))) << "no prefix match";
+  // An authenticated client relays anywhere, and its mail gets a Sent copy.
+  auto client = router.classify_client(*IpAddress::parse("192.0.2.1"));
+  EXPECT_EQ(router.route(client, rcpt("x@remote.test")).outcome, Outcome::PermFail);
+  EXPECT_FALSE(router.sent_folder(client, rcpt("alice@example.org")));
+  client.user = "alice@example.org";
+  client.relay_allowed = true;
+  EXPECT_EQ(router.route(client, rcpt("x@remote.test")).outcome, Outcome::Ok);
+  auto sent = router.sent_folder(client, rcpt("alice@example.org"));
+  ASSERT_TRUE(sent);
+  EXPECT_EQ(sent->folder, "/srv/archive/example.org/alice/.Sent");
+}
+
 }  // namespace
 }  // namespace mk::route

@@ -2,16 +2,24 @@
 // against a fake upstream: scripted transcripts with expected replies, and a
 // failure-injection sweep that fails the client stream at every step.
 #include "smtp/session.h"
+#include "smtp/sasl.h"
 
 #include <gtest/gtest.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/_experimental/test/stream.hpp>
+#include <filesystem>
+#include <fstream>
 #include <sstream>
+
+#include "archive/accounts.h"
+#include "users/passwd_file.h"
+#include "users/password.h"
 
 namespace mk::smtp {
 namespace {
@@ -281,6 +289,94 @@ TEST(Session, FailureInjectionAtEveryStep) {
     completed = contains(out, "221 2.0.0");
   }
   EXPECT_TRUE(completed) << "the sweep never reached a clean run";
+}
+
+// ---- Submission: AUTH and the rules it adds (session_auth.cpp) ----------
+
+struct SubmissionHarness : Harness {
+  std::string dir;
+  std::unique_ptr<archive::AccountDirectory> accounts;
+  std::unique_ptr<users::Authenticator> auth;
+  boost::asio::thread_pool pool{1};
+
+  SubmissionHarness()
+      : Harness("[backup]\ndomains = example.com, example.net\n[submission]\nmax_auth_failures = 2\n"),
+        dir((std::filesystem::path(::testing::TempDir()) / ("sub" + std::to_string(::getpid()))).string()) {
+    std::filesystem::create_directories(dir);
+    std::ofstream(dir + "/accounts") << "alice\nbob\n";
+    accounts = std::make_unique<archive::AccountDirectory>(dir + "/accounts");
+    accounts->reload(true);
+    settings.backup.archive = dir + "/archive";
+    router = std::make_unique<route::Router>(settings, accounts.get());
+    env.router = router.get();
+    users::update_passwd(dir + "/passwd", "", "", [](users::PasswdFile& f) {
+      f.put(users::PasswdEntry{"alice@example.com", users::hash_password("alice-pw", {1, 1024}), "/h", false});
+      return std::string();
+    });
+    auth = std::make_unique<users::Authenticator>(users::AuthenticatorConfig{
+        dir + "/passwd", [this](const std::string& a) { return router->is_account(a); }, 2, 60});
+    env.auth = auth.get();
+    env.blocking = pool.get_executor();
+  }
+  ~SubmissionHarness() { pool.join(); }
+};
+
+std::string plain(const std::string& user, const std::string& pw) {
+  return encode_base64(std::string(1, '\0') + user + std::string(1, '\0') + pw);
+}
+
+TEST(Submission, AuthThenOwnSenderRelaysWithEsmtpa) {
+  SubmissionHarness h;
+  auto out = h.run("EHLO c\r\nAUTH PLAIN " + plain("alice@example.com", "alice-pw") +
+                   "\r\nMAIL FROM:<Alice@example.net>\r\nRCPT TO:<x@remote.test>\r\nDATA\r\n" + kMessageWire + "QUIT\r\n");
+  EXPECT_EQ(codes(out), "220 250 235 250 250 354 250 221") << out;
+  EXPECT_TRUE(contains(out, "250-AUTH PLAIN LOGIN")) << "offered on loopback without TLS";
+  ASSERT_EQ(h.upstream.messages.size(), 1u);
+  EXPECT_TRUE(contains(h.upstream.messages[0], "with ESMTPA id")) << h.upstream.messages[0];
+}
+
+TEST(Submission, RefusesWhatRfc6409AndRfc4954Refuse) {
+  SubmissionHarness h;
+  // MAIL before AUTH; another user's address; AUTH twice; AUTH inside a transaction.
+  auto out = h.run("EHLO c\r\nMAIL FROM:<alice@example.com>\r\nAUTH PLAIN " + plain("alice@example.com", "alice-pw") +
+                   "\r\nAUTH PLAIN " + plain("alice@example.com", "alice-pw") +
+                   "\r\nMAIL FROM:<bob@example.com>\r\nQUIT\r\n");
+  EXPECT_EQ(codes(out), "220 250 530 235 503 553 221") << out;
+  out = h.run("EHLO c\r\nAUTH PLAIN " + plain("alice@example.com", "alice-pw") +
+              "\r\nMAIL FROM:<alice@outside.test>\r\nMAIL FROM:<>\r\nMAIL FROM:<alice@example.com>\r\n"
+              "AUTH LOGIN\r\nQUIT\r\n");
+  EXPECT_EQ(codes(out), "220 250 235 553 553 250 503 221") << out;
+  EXPECT_TRUE(h.upstream.commands.empty());
+}
+
+TEST(Submission, WrongPasswordsThenLockout) {
+  SubmissionHarness h;
+  auto out = h.run("EHLO c\r\nAUTH PLAIN " + plain("alice@example.com", "bad") + "\r\nAUTH PLAIN " +
+                   plain("nobody@example.com", "bad") + "\r\nAUTH PLAIN " + plain("alice@example.com", "alice-pw") +
+                   "\r\nQUIT\r\n");
+  EXPECT_EQ(codes(out), "220 250 535 535 454 221") << out;
+  EXPECT_TRUE(contains(out, "454 4.7.0")) << out;
+}
+
+TEST(Submission, NoAuthWithoutTlsForOtherClients) {
+  SubmissionHarness h;
+  auto out = h.run("EHLO c\r\nAUTH PLAIN " + plain("alice@example.com", "alice-pw") + "\r\nQUIT\r\n", "192.0.2.1");
+  EXPECT_EQ(codes(out), "220 250 538 221") << out;
+  EXPECT_FALSE(contains(out, "AUTH PLAIN LOGIN"));
+}
+
+TEST(Submission, LoginExchangeCancelAndGarbage) {
+  SubmissionHarness h;
+  auto out = h.run("EHLO c\r\nAUTH LOGIN\r\n*\r\nAUTH PLAIN\r\n@@@@\r\nAUTH LOGIN\r\n" + encode_base64("alice@example.com") +
+                   "\r\n" + encode_base64("alice-pw") + "\r\nQUIT\r\n");
+  EXPECT_EQ(codes(out), "220 250 334 501 334 501 334 334 235 221") << out;
+}
+
+TEST(Submission, PortTwentyFiveHasNoAuth) {
+  Harness h;
+  auto out = h.run("EHLO c\r\nAUTH PLAIN " + plain("a", "b") + "\r\nQUIT\r\n");
+  EXPECT_EQ(codes(out), "220 250 502 221") << out;
+  EXPECT_FALSE(contains(out, "AUTH"));
 }
 
 }  // namespace
