@@ -46,7 +46,7 @@ if [ "${MAILKEEP_QUICK:-0}" != 1 ]; then
        -DMAILKEEP_FUZZ=ON -DMAILKEEP_TESTS=OFF >/dev/null && cmake --build build-fuzz -j 2; then
     {
       echo '<testsuite name="fuzz">'
-      for target in smtp_command data_reader ini http_api tokenizer query message; do
+      for target in smtp_command data_reader ini http_api tokenizer sasl query message; do
         work=$(mktemp -d)
         if build-fuzz/tests/fuzz/fuzz_$target -max_total_time=30 -max_len=4096 -artifact_prefix="$work/" \
              "$work" "tests/fuzz/corpus/$target" > "$work/log" 2>&1; then
