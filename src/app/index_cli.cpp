@@ -65,16 +65,10 @@ std::unique_ptr<index::Database> open_reader(const Settings& s, const std::strin
   }
 }
 
-// The writer's lock, waiting while the server's indexer holds it for a batch.
+// The writer's lock, waiting (up to 30 s) while the server's indexer holds it for a batch.
 std::unique_ptr<index::Database> open_writer(const Settings& s, const std::string& account) {
-  for (int tries = 0;; ++tries) {
-    try {
-      return index::Database::open_writable(s.index.path + "/" + account, index_options(s));
-    } catch (const index::IndexLocked&) {
-      if (tries > 300 || interrupted) throw;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-  }
+  return index::Database::open_writable_waiting(s.index.path + "/" + account, index_options(s),
+                                                std::chrono::seconds(30), &interrupted);
 }
 
 json::array strings(const std::vector<std::string>& v) {

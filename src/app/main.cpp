@@ -49,6 +49,7 @@
 #include "spam/model.h"
 #include "tls/tls_context.h"
 #include "users/authenticator.h"
+#include "webreader/api.h"
 
 namespace {
 
@@ -329,12 +330,15 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
   mk::smtp::Server server(worker_ptrs, env);
   // Submission (RFC 6409): the same sessions with AUTH, no DNSBL and no spam
   // scoring; the passwords are the passwd-file Dovecot reads.
+  // One password check (and one set of lockouts) for submission and the web view.
   std::unique_ptr<mk::users::Authenticator> authenticator;
-  std::vector<std::unique_ptr<mk::smtp::Server>> submission;
-  if (!settings.submission.listen.empty() || !settings.submission.tls_listen.empty()) {
+  const bool mail_reader = settings.http.mail_reader && !settings.backup.domains.empty() && !settings.http.listen.empty();
+  if (!settings.submission.listen.empty() || !settings.submission.tls_listen.empty() || mail_reader)
     authenticator = std::make_unique<mk::users::Authenticator>(mk::users::AuthenticatorConfig{
         settings.users.passwd, [&router](const std::string& a) { return router.is_account(a); },
         settings.submission.max_auth_failures, int64_t(settings.submission.auth_lockout)});
+  std::vector<std::unique_ptr<mk::smtp::Server>> submission;
+  if (!settings.submission.listen.empty() || !settings.submission.tls_listen.empty()) {
     auto sub_env = env;
     sub_env.auth = authenticator.get();
     sub_env.dnsbl = nullptr;
@@ -361,10 +365,12 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
         mk::http::SpamPageConfig{settings.http.admin_token, settings.spam.model, settings.spam.tag_score});
   std::unique_ptr<mk::http::Api> api;
   std::unique_ptr<mk::http::Server> http;
-  if ((aliases || spam_page) && !settings.http.listen.empty()) {
+  std::unique_ptr<mk::webreader::MailApi> mail_api;
+  if (mail_reader) mail_api = std::make_unique<mk::webreader::MailApi>(settings, *authenticator, https != nullptr);
+  if ((aliases || spam_page || mail_api) && !settings.http.listen.empty()) {
     api = std::make_unique<mk::http::Api>(
         aliases.get(), mk::http::ApiConfig{settings.http.trusted_proxies, settings.aliases.create_interval},
-        spam_page.get());
+        std::vector<mk::http::RouteHandler*>{spam_page.get(), mail_api.get()});
     http = std::make_unique<mk::http::Server>(worker_ptrs, settings, *api, blocking.get_executor(), dnsbl.get(),
                                               https.get());
   }

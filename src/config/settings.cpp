@@ -406,6 +406,9 @@ const std::vector<Key>& key_table() {
                  [](Settings& s) -> auto& { return s.http.cert; }),
       string_key("http", "key", "", "PEM private key for HTTPS",
                  [](Settings& s) -> auto& { return s.http.key; }),
+      bool_key("http", "mail_reader", "true",
+               "the web view's API (/api/v1/mail/) for archived accounts, with [users] passwords; needs HTTPS off loopback",
+               [](Settings& s) -> auto& { return s.http.mail_reader; }),
       secret_key("http", "admin_token", "the operator's token for /spam (HTTP Basic password or Bearer token); "
                  "empty = operator pages off; never shown",
                  [](Settings& s) -> auto& { return s.http.admin_token; }),

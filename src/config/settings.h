@@ -118,6 +118,7 @@ struct Settings {
     uint32_t max_body = 0;
     std::string cert, key;  // HTTPS when both are set
     std::string admin_token;  // the operator's secret for /spam; empty = off
+    bool mail_reader = true;  // the web view's API for archived accounts (/api/v1/mail/)
   } http;
 };
 

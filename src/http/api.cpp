@@ -106,9 +106,12 @@ Response json_error(unsigned status, std::string_view code, std::string_view des
   return json_response(status, json::object{{"error", code}, {"description", description}}, version);
 }
 
-Api::Api(aliases::AliasService* aliases, ApiConfig config, RouteHandler* operator_pages)
-    : aliases_(aliases), operator_pages_(operator_pages), config_(std::move(config)),
-      create_limiter_(config_.create_interval) {}
+Api::Api(aliases::AliasService* aliases, ApiConfig config, std::vector<RouteHandler*> more_routes)
+    : aliases_(aliases), config_(std::move(config)),
+      create_limiter_(config_.create_interval) {
+  for (auto* r : more_routes)
+    if (r) more_routes_.push_back(r);
+}
 
 bool Api::is_creation(const Request& req) {
   std::string_view target(req.target().data(), req.target().size());
@@ -141,7 +144,8 @@ Response Api::handle(const Request& req, const IpAddress& peer) {
   std::string_view path = target.substr(0, qpos);
   unsigned v = req.version();
 
-  if (operator_pages_ && operator_pages_->handles(path)) return operator_pages_->handle(req, client_address(req, peer));
+  for (auto* r : more_routes_)
+    if (r->handles(path)) return r->handle(req, client_address(req, peer));
   if (path == "/api/v1/aliases" || path == "/aliases" || path.starts_with("/api/v1/aliases/")) {
     if (!aliases_) return json_error(404, "not-found", "no alias domains are configured here", v);
     if (req.method() == bh::verb::options) {  // CORS preflight

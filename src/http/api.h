@@ -8,6 +8,7 @@
 //   GET    /aliases?callback=f&...  tempalias JSONP, as the original bookmarklet used it
 //   GET    /, /app.js, /style.css   the web page
 //   /spam, /spam/...                the operator's spam history (http/spam_page.h), when configured
+//   /api/v1/mail/...                the web view's API (webreader/api.h), when configured
 // Errors: {"error": CODE, "description": TEXT} with a stable CODE and status
 // (invalid-data 400, unauthorized 401, not-found 404, method-not-allowed 405,
 // too-much-data 413, invalid-request-type 415, rate-limited 429 + Retry-After,
@@ -34,9 +35,10 @@ struct ApiConfig {
 
 class Api {
  public:
-  // `aliases` null: no alias domains (the alias routes answer 404). `operator_pages`
-  // (may be null): more routes, e.g. the /spam history (http/spam_page.h).
-  Api(aliases::AliasService* aliases, ApiConfig config, RouteHandler* operator_pages = nullptr);
+  // `aliases` null: no alias domains (the alias routes answer 404). `more_routes`
+  // (nulls ignored): the /spam history (http/spam_page.h), the web view's API
+  // (webreader/api.h); the first that handles a path gets it.
+  Api(aliases::AliasService* aliases, ApiConfig config, std::vector<RouteHandler*> more_routes = {});
   // `peer`: the socket's remote address. The body was already bounded by the server.
   Response handle(const Request& request, const IpAddress& peer);
   // True for the requests that create an alias (and so are DNSBL-checked).
@@ -50,7 +52,7 @@ class Api {
   Response manage(const Request& req, std::string_view aid);
 
   aliases::AliasService* aliases_;
-  RouteHandler* operator_pages_;
+  std::vector<RouteHandler*> more_routes_;
   ApiConfig config_;
   policy::IntervalLimiter create_limiter_;
 };

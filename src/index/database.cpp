@@ -2,6 +2,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <thread>
 #include <filesystem>
 #include <filesystem>
 #include <cstring>
@@ -269,6 +270,20 @@ std::unique_ptr<Database> Database::open_writable(const std::string& dir, const 
     throw std::runtime_error(dir + ": " + e.get_description());
   }
   return std::unique_ptr<Database>(new Database(std::move(impl), opt));
+}
+
+std::unique_ptr<Database> Database::open_writable_waiting(const std::string& dir, const IndexOptions& opt,
+                                                          std::chrono::milliseconds patience,
+                                                          const std::atomic<bool>* stop) {
+  auto deadline = std::chrono::steady_clock::now() + patience;
+  while (true) {
+    try {
+      return open_writable(dir, opt);
+    } catch (const IndexLocked&) {
+      if (std::chrono::steady_clock::now() >= deadline || (stop && stop->load())) throw;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
 }
 
 std::unique_ptr<Database> Database::open_readonly(const std::string& dir, const IndexOptions& opt) {
@@ -650,6 +665,30 @@ void Database::commit() {
 uint64_t Database::message_count() const {
   auto& db = impl_->db;
   return db.get_doccount() - db.get_termfreq(std::string(prefix::kGhost));
+}
+
+std::vector<LabelCount> Database::label_counts() const {
+  std::vector<LabelCount> out;
+  auto& db = impl_->db;
+  const std::string prefix(prefix::kLabel);
+  for (auto t = db.allterms_begin(prefix); t != db.allterms_end(prefix); ++t) {
+    const std::string term = *t;
+    // XLW, XLI: other prefixes that start with the same letters (labels are lower-cased).
+    if (term.size() <= prefix.size() || !term_has_prefix(term, prefix)) continue;
+    LabelCount c;
+    c.name = term.substr(prefix.size() + (term[prefix.size()] == ':' ? 1 : 0));
+    c.messages = t.get_termfreq();
+    // The spelling the user gave, from one message that carries it.
+    auto p = db.postlist_begin(term);
+    if (p != db.postlist_end(term)) {
+      StoredMessage m;
+      decode_data(db.get_document(*p).get_data(), m);
+      for (auto& l : m.labels)
+        if (prefix::exact(prefix::kLabel, to_lower(l)) == term) c.name = l;
+    }
+    out.push_back(std::move(c));
+  }
+  return out;
 }
 
 StoredMessage Database::stored(uint32_t docid) const {

@@ -19,6 +19,8 @@
 // (Xapian's lock); readers never wait.
 // Threading: one object per thread.
 #pragma once
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -59,6 +61,11 @@ struct StoredMessage {
   std::vector<std::string> labels;
 };
 
+struct LabelCount {
+  std::string name;
+  uint64_t messages = 0;
+};
+
 struct IndexOptions {
   std::string language = "english";  // stemmer; "none" = no stemming
 };
@@ -97,6 +104,11 @@ class Database {
   // std::runtime_error naming the directory, or IndexLocked when another
   // writer holds it.
   static std::unique_ptr<Database> open_writable(const std::string& dir, const IndexOptions& opt);
+  // open_writable, waiting up to `patience` while another writer (the
+  // server's indexer, between batches) holds the lock; then IndexLocked.
+  static std::unique_ptr<Database> open_writable_waiting(const std::string& dir, const IndexOptions& opt,
+                                                         std::chrono::milliseconds patience,
+                                                         const std::atomic<bool>* stop = nullptr);
   // Opens for reading; nullptr when there is no index yet.
   static std::unique_ptr<Database> open_readonly(const std::string& dir, const IndexOptions& opt);
   ~Database();
@@ -134,6 +146,8 @@ class Database {
   // Rewrites the database compactly (after a bulk index: about half the size).
   void compact();
   uint64_t message_count() const;  // real messages (no ghosts)
+  // Every label in use, with its number of messages (the web view's sidebar).
+  std::vector<LabelCount> label_counts() const;
   uint64_t changes_since_commit() const { return pending_; }
 
   StoredMessage stored(uint32_t docid) const;

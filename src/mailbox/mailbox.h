@@ -25,6 +25,9 @@ namespace mk::mailbox {
 
 struct ModifyRequest {
   std::string query;
+  // Instead of the query (the web view's actions): these messages (base
+  // names) and every message of these conversations.
+  std::vector<std::string> ids, conversations;
   std::string move_to;       // "", "INBOX", "Archive", "Trash", "Junk"
   bool only_from_inbox = false;  // --archive moves only what is in INBOX
   std::optional<bool> seen, flagged;

@@ -119,7 +119,8 @@ UidlistLock::~UidlistLock() {
 
 ModifyResult modify(index::Database& db, const std::string& maildir, const ModifyRequest& req, int64_t now) {
   ModifyResult out;
-  auto parsed = index::parse_query(req.query, now);
+  const bool by_id = !req.ids.empty() || !req.conversations.empty();
+  auto parsed = index::parse_query(by_id ? "" : req.query, now);
   if (!parsed.ok()) {
     out.error_text = parsed.error_text;
     out.query_error = true;
@@ -127,8 +128,20 @@ ModifyResult modify(index::Database& db, const std::string& maildir, const Modif
   }
   // What the user sees is what the Maildir holds now.
   index::sync_maildir(db, maildir, {});
-  index::SearchRequest sreq{req.query, 0, static_cast<size_t>(db.message_count()) + 1, true, now};
-  auto found = index::search(db, sreq);
+  index::SearchResult found;
+  if (by_id) {
+    for (auto& id : req.ids)
+      if (auto m = index::message_by_id(db, id)) found.messages.push_back(std::move(*m));
+    for (auto& c : req.conversations)
+      for (auto& m : index::conversation_messages(db, c)) found.messages.push_back(std::move(m));
+    std::sort(found.messages.begin(), found.messages.end(), [](auto& a, auto& b) { return a.id < b.id; });
+    found.messages.erase(std::unique(found.messages.begin(), found.messages.end(),
+                                     [](auto& a, auto& b) { return a.id == b.id; }),
+                         found.messages.end());
+  } else {
+    index::SearchRequest sreq{req.query, 0, static_cast<size_t>(db.message_count()) + 1, true, now};
+    found = index::search(db, sreq);
+  }
   if (!found.ok()) {
     out.error_text = found.error_text;
     out.query_error = true;

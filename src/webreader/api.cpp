@@ -1,0 +1,477 @@
+// api.cpp — see api.h.
+#include "webreader/api.h"
+
+#include <boost/beast/http.hpp>
+#include <boost/json.hpp>
+#include <openssl/evp.h>
+
+#include <chrono>
+#include <ctime>
+#include <fstream>
+#include <thread>
+
+#include "core/log.h"
+#include "core/strings.h"
+#include "index/message.h"
+#include "index/search.h"
+#include "mailbox/mailbox.h"
+#include "policy/rate_limit.h"
+#include "webreader/sanitize.h"
+
+namespace mk::webreader {
+namespace {
+
+namespace bh = boost::beast::http;
+namespace json = boost::json;
+using http::Request;
+using http::Response;
+
+constexpr std::string_view kPrefix = "/api/v1/mail/";
+constexpr const char* kCookie = "mk_mail";
+constexpr size_t kMaxIds = 1000;
+constexpr size_t kMaxRaw = 64 * 1024 * 1024;
+
+void secure(Response& res) {
+  res.set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'");
+  res.set("X-Content-Type-Options", "nosniff");
+  res.set("Referrer-Policy", "no-referrer");
+  res.set(bh::field::cache_control, "no-store");
+}
+
+Response reply(unsigned status, const json::value& body, unsigned version) {
+  Response res{static_cast<bh::status>(status), version};
+  res.set(bh::field::content_type, "application/json");
+  secure(res);
+  res.body() = json::serialize(body);
+  res.prepare_payload();
+  return res;
+}
+
+Response error(unsigned status, std::string_view code, std::string_view description, unsigned version) {
+  return reply(status, json::object{{"error", code}, {"description", description}}, version);
+}
+
+std::string iso8601(int64_t t) {
+  std::time_t tt = t;
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string header(const Request& req, std::string_view name) {
+  auto it = req.find(name);
+  return it == req.end() ? "" : std::string(it->value());
+}
+
+std::string cookie(const Request& req) {
+  auto all = header(req, "Cookie");
+  std::string_view rest(all);
+  while (!rest.empty()) {
+    auto semi = rest.find(';');
+    auto part = trim(rest.substr(0, semi));
+    rest = semi == std::string_view::npos ? std::string_view{} : rest.substr(semi + 1);
+    auto eq = part.find('=');
+    if (eq != std::string_view::npos && part.substr(0, eq) == kCookie) return std::string(part.substr(eq + 1));
+  }
+  return "";
+}
+
+std::string percent_decode(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '+') out += ' ';
+    else if (s[i] == '%' && i + 2 < s.size() && std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
+             std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+      out += char(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
+      i += 2;
+    } else out += s[i];
+  }
+  return out;
+}
+
+std::map<std::string, std::string> query_params(std::string_view target) {
+  std::map<std::string, std::string> out;
+  auto q = target.find('?');
+  if (q == std::string_view::npos) return out;
+  auto rest = target.substr(q + 1);
+  while (!rest.empty()) {
+    auto amp = rest.find('&');
+    auto part = rest.substr(0, amp);
+    rest = amp == std::string_view::npos ? std::string_view{} : rest.substr(amp + 1);
+    auto eq = part.find('=');
+    out[percent_decode(part.substr(0, eq))] = eq == std::string_view::npos ? "" : percent_decode(part.substr(eq + 1));
+  }
+  return out;
+}
+
+size_t number(const std::map<std::string, std::string>& p, const char* key, size_t def, size_t max) {
+  auto it = p.find(key);
+  if (it == p.end() || it->second.empty() || it->second.size() > 9) return def;
+  for (char c : it->second)
+    if (c < '0' || c > '9') return def;
+  return std::min<size_t>(std::stoul(it->second), max);
+}
+
+// The fixed mailboxes: id, name, JMAP role, and the query that lists them.
+struct FixedMailbox {
+  const char* id;
+  const char* name;
+  const char* role;
+  const char* query;
+};
+constexpr FixedMailbox kMailboxes[] = {
+    {"inbox", "Inbox", "inbox", "in:inbox"},       {"starred", "Starred", "flagged", "is:starred"},
+    {"sent", "Sent", "sent", "in:sent"},           {"archive", "Archive", "archive", "in:archive"},
+    {"all", "All Mail", "all", ""},                {"junk", "Junk", "junk", "in:junk"},
+    {"trash", "Trash", "trash", "in:trash"},
+};
+
+std::string quoted(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s)
+    if (c != '"') out += c;
+  return out + "\"";
+}
+
+// The query of a mailbox id ("inbox", "label:NAME"), or nullopt for an unknown id.
+std::optional<std::string> mailbox_query(const std::string& id) {
+  for (auto& m : kMailboxes)
+    if (id == m.id) return std::string(m.query);
+  if (id.starts_with("label:") && id.size() > 6 && id.size() < 256) return "label:" + quoted(id.substr(6));
+  return std::nullopt;
+}
+
+json::array addresses(const std::vector<std::string>& list) {
+  json::array out;
+  for (auto& a : list) out.push_back(json::object{{"email", a}});
+  return out;
+}
+
+json::array addresses(const std::vector<index::Address>& list) {
+  json::array out;
+  for (auto& a : list) out.push_back(json::object{{"name", a.name}, {"email", a.address}});
+  return out;
+}
+
+json::object keywords(const index::StoredMessage& m) {
+  json::object k;
+  auto flags = m.file.flags();
+  if (flags.find('S') != std::string::npos) k["$seen"] = true;
+  if (flags.find('F') != std::string::npos) k["$flagged"] = true;
+  if (flags.find('R') != std::string::npos) k["$answered"] = true;
+  return k;
+}
+
+json::object mailbox_ids(const std::string& folder, const std::vector<std::string>& labels) {
+  json::object ids;
+  std::string f = to_lower(folder);
+  ids[f == "inbox" ? "inbox" : f] = true;
+  for (auto& l : labels) ids["label:" + l] = true;
+  return ids;
+}
+
+json::array string_array(const std::vector<std::string>& v) {
+  json::array out;
+  for (auto& s : v) out.push_back(json::string(s));
+  return out;
+}
+
+std::optional<std::vector<std::string>> strings_of(const json::object& o, const char* key, size_t max_len) {
+  std::vector<std::string> out;
+  auto* v = o.if_contains(key);
+  if (!v) return out;
+  if (!v->is_array() || v->as_array().size() > kMaxIds) return std::nullopt;
+  for (auto& e : v->as_array()) {
+    if (!e.is_string() || e.as_string().size() > max_len || e.as_string().empty()) return std::nullopt;
+    out.emplace_back(e.as_string());
+  }
+  return out;
+}
+
+// Conversation ids are counters per account's index, so two accounts have a
+// conversation "1". The API's thread ids carry a tag of the account, so an id
+// from another account's session is not found here (404), not another thread.
+std::string account_tag(const std::string& user) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  std::string in = "mailkeep thread id " + user;
+  EVP_Digest(in.data(), in.size(), md, &len, EVP_sha256(), nullptr);
+  static const char* hex = "0123456789abcdef";
+  std::string out = "T";
+  for (int i = 0; i < 4; ++i) out += {hex[md[i] >> 4], hex[md[i] & 15]};
+  return out;
+}
+
+}  // namespace
+
+struct MailApi::Context {
+  SessionInfo session;
+  std::string user, maildir, index_dir, tag;
+  unsigned version = 11;
+};
+
+MailApi::MailApi(const Settings& settings, users::Authenticator& auth, bool https, SessionLimits limits)
+    : settings_(settings), auth_(auth), https_(https), sessions_(limits) {
+  index::init_mime();
+}
+
+bool MailApi::handles(std::string_view path) const { return path.starts_with(kPrefix) || path == "/api/v1/mail"; }
+
+Response MailApi::handle(const Request& req, const IpAddress& client) {
+  Context ctx;
+  ctx.version = req.version();
+  static const std::vector<Cidr> loopback{*Cidr::parse("127.0.0.0/8", nullptr), *Cidr::parse("::1/128", nullptr)};
+  if (!https_ && !std::any_of(loopback.begin(), loopback.end(), [&](auto& c) { return c.contains(client); }))
+    return error(403, "https-required", "the mail reader is served over HTTPS only: configure [http] cert and key",
+                 ctx.version);
+  try {
+    return route(req, client, ctx);
+  } catch (const std::exception& e) {
+    spdlog::error("web: {} {}: {}", std::string(req.method_string()), std::string(req.target().substr(0, 200)), e.what());
+    return error(503, "index-unavailable", "the archive cannot be read right now", ctx.version);
+  }
+}
+
+Response MailApi::route(const Request& req, const IpAddress& client, Context& ctx) {
+  std::string_view target(req.target().data(), req.target().size());
+  std::string path(target.substr(0, target.find('?')));
+  auto params = query_params(target);
+  const auto now = static_cast<int64_t>(std::time(nullptr));
+  const auto v = ctx.version;
+
+  if (path == "/api/v1/mail/session" && req.method() == bh::verb::post) {
+    json::value body;
+    boost::system::error_code ec;
+    body = json::parse(req.body(), ec);
+    if (ec || !body.is_object() || !body.as_object().if_contains("username") ||
+        !body.as_object().if_contains("password") || !body.at("username").is_string() ||
+        !body.at("password").is_string())
+      return error(400, "invalid-data", "expected {\"username\": ..., \"password\": ...}", v);
+    std::string user(body.at("username").as_string()), password(body.at("password").as_string());
+    auto outcome = auth_.check(policy::client_key(client), user, password, now);
+    std::fill(password.begin(), password.end(), '\0');
+    if (outcome.verdict != users::AuthVerdict::Ok) {
+      bool locked = outcome.verdict == users::AuthVerdict::LockedOut;
+      std::string shown;
+      for (unsigned char c : user.substr(0, 128)) shown += (c > 32 && c < 127 && c != '<' && c != '>') ? char(c) : '?';
+      spdlog::warn("web: auth failed: client=[{}] user=<{}> mechanism=web reply={} reason={}", client.to_string(),
+                   shown, locked ? 429 : 401, outcome.reason);
+      return locked ? error(429, "rate-limited", "too many failed logins; try again later", v)
+                    : error(401, "invalid-credentials", "wrong user name or password", v);
+    }
+    SessionInfo info;
+    auto token = sessions_.create(outcome.user, now, &info);
+    spdlog::info("web: auth ok: client=[{}] user=<{}> mechanism=web", client.to_string(), outcome.user);
+    auto res = reply(200, json::object{{"username", info.user}, {"csrfToken", info.csrf}}, v);
+    res.set(bh::field::set_cookie, std::string(kCookie) + "=" + token + "; Path=/; HttpOnly; SameSite=Strict" +
+                                       (https_ ? "; Secure" : ""));
+    return res;
+  }
+
+  // Everything else needs a live session.
+  auto session = sessions_.find(cookie(req), now);
+  if (!session) return error(401, "unauthorized", "log in first", v);
+  ctx.session = *session;
+  ctx.user = session->user;
+  const bool changes = req.method() != bh::verb::get && req.method() != bh::verb::head;
+  if (changes && !same_token(header(req, "X-CSRF-Token"), session->csrf))
+    return error(403, "csrf", "missing or wrong X-CSRF-Token", v);
+  auto at = ctx.user.rfind('@');
+  auto account = ctx.user.substr(at + 1) + "/" + ctx.user.substr(0, at);
+  ctx.maildir = settings_.backup.archive + "/" + account;
+  ctx.tag = account_tag(ctx.user);
+  ctx.index_dir = settings_.index.path + "/" + account;
+  index::IndexOptions opt{settings_.index.language};
+
+  if (path == "/api/v1/mail/session") {
+    if (req.method() == bh::verb::get)
+      return reply(200, json::object{{"username", ctx.user}, {"csrfToken", session->csrf}}, v);
+    if (req.method() == bh::verb::delete_) {
+      sessions_.remove(cookie(req));
+      Response res{bh::status::no_content, v};
+      secure(res);
+      res.set(bh::field::set_cookie, std::string(kCookie) + "=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict" +
+                                         (https_ ? "; Secure" : ""));
+      res.prepare_payload();
+      return res;
+    }
+    return error(405, "method-not-allowed", "GET, POST or DELETE", v);
+  }
+
+  if (path == "/api/v1/mail/modify") {
+    if (req.method() != bh::verb::post) return error(405, "method-not-allowed", "POST", v);
+    boost::system::error_code ec;
+    auto body = json::parse(req.body(), ec);
+    if (ec || !body.is_object()) return error(400, "invalid-data", "expected a JSON object", v);
+    auto& o = body.as_object();
+    mailbox::ModifyRequest m;
+    auto ids = strings_of(o, "emailIds", 255), threads = strings_of(o, "threadIds", 255),
+         add = strings_of(o, "addLabels", 200), remove = strings_of(o, "removeLabels", 200);
+    if (!ids || !threads || !add || !remove) return error(400, "invalid-data", "ids and labels are arrays of strings", v);
+    if (ids->empty() && threads->empty()) return error(400, "invalid-data", "name emailIds or threadIds", v);
+    m.ids = *ids;
+    for (auto& t : *threads)  // another account's thread id names nothing here
+      if (t.starts_with(ctx.tag) && t.size() > ctx.tag.size()) m.conversations.push_back(t.substr(ctx.tag.size()));
+    if (m.ids.empty() && m.conversations.empty()) return error(404, "not-found", "no such conversation", v);
+    m.add_labels = *add;
+    m.remove_labels = *remove;
+    if (auto* mv = o.if_contains("moveTo")) {
+      static const std::vector<std::string> folders{"INBOX", "Archive", "Trash", "Junk"};
+      if (!mv->is_string() || std::find(folders.begin(), folders.end(), std::string(mv->as_string())) == folders.end())
+        return error(400, "invalid-data", "moveTo is one of INBOX, Archive, Trash, Junk", v);
+      m.move_to = std::string(mv->as_string());
+    }
+    for (auto [key, field] : {std::pair{"seen", &m.seen}, {"flagged", &m.flagged}}) {
+      auto* b = o.if_contains(key);
+      if (!b) continue;
+      if (!b->is_bool()) return error(400, "invalid-data", std::string(key) + " is true or false", v);
+      *field = b->as_bool();
+    }
+    auto db = index::Database::open_writable_waiting(ctx.index_dir, opt, std::chrono::seconds(20));
+    auto result = mailbox::modify(*db, ctx.maildir, m, now);
+    db->commit();
+    if (!result.ok()) return error(503, "index-unavailable", result.error_text, v);
+    return reply(200,
+                 json::object{{"emails", result.messages}, {"moved", result.moved}, {"flagChanges", result.flag_changes},
+                              {"labelChanges", result.label_changes}},
+                 v);
+  }
+
+  if (req.method() != bh::verb::get) return error(405, "method-not-allowed", "GET", v);
+  auto db = index::Database::open_readonly(ctx.index_dir, opt);
+  if (!db) return error(503, "index-unavailable", "this account has no index yet", v);
+
+  if (path == "/api/v1/mail/mailboxes") {
+    json::array list;
+    auto count = [&](const std::string& q) {
+      index::SearchRequest r{q, 0, 0, true, now};
+      return index::search(*db, r).total;
+    };
+    int order = 0;
+    for (auto& m : kMailboxes)
+      list.push_back(json::object{{"id", m.id}, {"name", m.name}, {"role", m.role}, {"sortOrder", order++},
+                                  {"totalEmails", count(m.query)},
+                                  {"unreadEmails", count(std::string(m.query) + " is:unread")}});
+    for (auto& l : db->label_counts()) {
+      auto q = "label:" + quoted(l.name);
+      list.push_back(json::object{{"id", "label:" + l.name}, {"name", l.name}, {"role", nullptr},
+                                  {"sortOrder", order++}, {"totalEmails", l.messages},
+                                  {"unreadEmails", count(q + " is:unread")}});
+    }
+    return reply(200, json::object{{"list", list}}, v);
+  }
+
+  if (path == "/api/v1/mail/threads") {
+    std::string mailbox = params.count("mailbox") ? params["mailbox"] : "inbox";
+    std::string q = params.count("q") ? params["q"] : "";
+    std::string query;
+    if (!q.empty()) {
+      query = q;
+    } else {
+      auto mq = mailbox_query(mailbox);
+      if (!mq) return error(404, "not-found", "no such mailbox", v);
+      query = *mq;
+    }
+    if (query.size() > 2000) return error(400, "invalid-data", "query longer than 2000 characters", v);
+    index::SearchRequest r{query, number(params, "position", 0, 1000000), number(params, "limit", 50, 200), false, now};
+    auto found = index::search(*db, r);
+    if (!found.ok()) return error(400, "invalid-query", found.error_text, v);
+    json::array threads;
+    for (auto& c : found.conversations) {
+      json::array from;
+      for (auto& s : c.senders) from.push_back(json::object{{"name", s}});
+      json::object kw;
+      if (!c.unread) kw["$seen"] = true;
+      json::object boxes;
+      for (auto& f : c.folders) boxes[to_lower(f)] = true;
+      for (auto& l : c.labels) boxes["label:" + l] = true;
+      threads.push_back(json::object{{"id", ctx.tag + c.id}, {"subject", c.subject}, {"from", from}, {"preview", c.snippet},
+                                     {"receivedAt", iso8601(c.date)}, {"emailCount", c.messages},
+                                     {"matchedCount", c.matched}, {"keywords", kw}, {"mailboxIds", boxes},
+                                     {"labels", string_array(c.labels)}});
+    }
+    return reply(200,
+                 json::object{{"mailbox", q.empty() ? json::value(mailbox) : json::value(nullptr)},
+                              {"query", query},
+                              {"position", r.offset},
+                              {"total", found.total},
+                              {"totalExact", found.total_exact},
+                              {"threads", threads}},
+                 v);
+  }
+
+  const std::string threads_prefix = "/api/v1/mail/threads/";
+  if (path.starts_with(threads_prefix)) {
+    auto id = path.substr(threads_prefix.size());
+    if (!id.starts_with(ctx.tag) || id.size() == ctx.tag.size()) return error(404, "not-found", "no such conversation", v);
+    auto messages = index::conversation_messages(*db, id.substr(ctx.tag.size()));
+    if (messages.empty()) return error(404, "not-found", "no such conversation", v);
+    auto allow = params.count("allowRemote") ? params["allowRemote"] : "";
+    json::array emails;
+    json::array email_ids;
+    for (auto& m : messages) {
+      index::ParsedMessage parsed;
+      std::string err;
+      index::ParseOptions po;
+      po.keep_html = true;
+      json::object e{{"id", m.id},
+                     {"threadId", ctx.tag + m.conversation},
+                     {"mailboxIds", mailbox_ids(m.file.folder, m.labels)},
+                     {"keywords", keywords(m)},
+                     {"labels", string_array(m.labels)},
+                     {"subject", m.subject},
+                     {"messageId", m.message_id},
+                     {"receivedAt", iso8601(m.date)},
+                     {"size", m.size},
+                     {"preview", m.snippet}};
+      if (index::parse_message_file(ctx.maildir + "/" + m.file.rel_path(), po, parsed, err)) {
+        e["from"] = addresses(parsed.from);
+        e["to"] = addresses(parsed.to);
+        e["cc"] = addresses(parsed.cc);
+        e["textBody"] = parsed.body_text;
+        if (!parsed.html.empty()) {
+          SanitizeOptions so;
+          so.allow_remote = allow == m.id;
+          auto clean = sanitize_html(parsed.html, so);
+          e["htmlBody"] = clean.html;
+          e["remoteBlocked"] = clean.blocked_remote;
+        }
+        json::array atts;
+        for (auto& a : parsed.attachments)
+          atts.push_back(json::object{{"name", a.filename}, {"type", a.type}, {"size", a.size}});
+        e["attachments"] = atts;
+      } else {
+        e["from"] = json::array{json::object{{"name", m.from_name}, {"email", m.from_address}}};
+        e["to"] = addresses(m.to);
+        e["textBody"] = "";
+        e["error"] = "the message file cannot be read now";
+      }
+      email_ids.push_back(json::string(m.id));
+      emails.push_back(std::move(e));
+    }
+    return reply(200, json::object{{"id", id}, {"emailIds", email_ids}, {"emails", emails}}, v);
+  }
+
+  const std::string emails_prefix = "/api/v1/mail/emails/";
+  if (path.starts_with(emails_prefix) && path.ends_with("/raw")) {
+    auto id = path.substr(emails_prefix.size(), path.size() - emails_prefix.size() - 4);
+    auto m = index::message_by_id(*db, id);
+    if (id.empty() || !m) return error(404, "not-found", "no such email", v);
+    std::ifstream in(ctx.maildir + "/" + m->file.rel_path(), std::ios::binary);
+    std::string raw((std::istreambuf_iterator<char>(in)), {});
+    if (!in.eof() && raw.empty()) return error(503, "index-unavailable", "the message file cannot be read now", v);
+    if (raw.size() > kMaxRaw) raw.resize(kMaxRaw);
+    Response res{bh::status::ok, v};
+    secure(res);
+    res.set(bh::field::content_type, "text/plain; charset=utf-8");
+    res.set(bh::field::content_disposition, "inline");
+    res.body() = std::move(raw);
+    res.prepare_payload();
+    return res;
+  }
+  return error(404, "not-found", "no such route", v);
+}
+
+}  // namespace mk::webreader

@@ -1,0 +1,58 @@
+// api.h — the web view's JSON API, under /api/v1/mail/ (the page that uses it
+// comes with the rest of the web view issue). Object shapes follow JMAP Mail
+// (RFC 8621) where they fit: Mailbox {id, name, role, totalEmails,
+// unreadEmails}, Thread {id, emailIds}, Email {id, threadId, mailboxIds,
+// keywords {"$seen", "$flagged"}, from, to, cc, subject, receivedAt, size,
+// preview, ...}.
+//
+//   POST   /api/v1/mail/session         {"username","password"} → {"username","csrfToken"} + cookie
+//   GET    /api/v1/mail/session         → the same, for a live session
+//   DELETE /api/v1/mail/session         logout
+//   GET    /api/v1/mail/mailboxes       the folders and labels with counts
+//   GET    /api/v1/mail/threads?mailbox=ID&q=QUERY&position=N&limit=N
+//   GET    /api/v1/mail/threads/ID      the conversation's emails, bodies included
+//   GET    /api/v1/mail/emails/ID/raw   "show original": the file as text/plain
+//   POST   /api/v1/mail/modify          {"emailIds"|"threadIds", "moveTo", "seen", "flagged",
+//                                        "addLabels", "removeLabels"} → counts
+//
+// Security: every route but the login needs the session cookie (mk_mail:
+// HttpOnly, SameSite=Strict, Secure on HTTPS) and reaches only that
+// session's account: an id of another account's message is simply not in
+// this account's index (404). Every state change needs the X-CSRF-Token
+// header. Logins share the submission's Authenticator (its lockouts and log
+// lines). Plain HTTP is refused unless the client is on loopback. Every
+// response carries Content-Security-Policy (default-src 'self';
+// frame-ancestors 'none'), X-Content-Type-Options: nosniff,
+// Referrer-Policy: no-referrer and Cache-Control: no-store.
+// Errors: {"error": CODE, "description": TEXT}: invalid-data 400,
+// unauthorized 401, csrf 403, https-required 403, not-found 404,
+// method-not-allowed 405, rate-limited 429, index-unavailable 503.
+// Threading: handle() blocks (Argon2id, Xapian): the server runs it on the blocking pool.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "config/settings.h"
+#include "http/message.h"
+#include "users/authenticator.h"
+#include "webreader/sessions.h"
+
+namespace mk::webreader {
+
+class MailApi final : public http::RouteHandler {
+ public:
+  MailApi(const Settings& settings, users::Authenticator& auth, bool https, SessionLimits limits = {});
+  bool handles(std::string_view path) const override;
+  http::Response handle(const http::Request& request, const IpAddress& client) override;
+
+ private:
+  struct Context;
+  http::Response route(const http::Request& request, const IpAddress& client, Context& ctx);
+
+  const Settings& settings_;
+  users::Authenticator& auth_;
+  bool https_;
+  SessionStore sessions_;
+};
+
+}  // namespace mk::webreader

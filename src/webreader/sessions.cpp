@@ -1,0 +1,80 @@
+// sessions.cpp — see sessions.h.
+#include "webreader/sessions.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include <stdexcept>
+
+namespace mk::webreader {
+namespace {
+
+std::string random_token() {
+  unsigned char bytes[32];
+  if (RAND_bytes(bytes, sizeof bytes) != 1) throw std::runtime_error("no random bytes for a session token");
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned char b : bytes) out += {hex[b >> 4], hex[b & 15]};
+  return out;
+}
+
+std::string digest(const std::string& token) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(token.data(), token.size(), md, &len, EVP_sha256(), nullptr);
+  return std::string(reinterpret_cast<char*>(md), len);
+}
+
+}  // namespace
+
+bool same_token(const std::string& a, const std::string& b) {
+  return a.size() == b.size() && !a.empty() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+std::string SessionStore::create(const std::string& user, int64_t now, SessionInfo* info) {
+  auto cookie = random_token();
+  Entry e{SessionInfo{user, random_token(), now}, now};
+  std::lock_guard lock(mutex_);
+  if (sessions_.size() >= limits_.max_sessions) {
+    std::erase_if(sessions_, [&](auto& kv) {
+      return now - kv.second.last_used > limits_.idle || now - kv.second.info.created > limits_.absolute;
+    });
+    while (sessions_.size() >= limits_.max_sessions) {
+      auto oldest = sessions_.begin();
+      for (auto it = sessions_.begin(); it != sessions_.end(); ++it)
+        if (it->second.info.created < oldest->second.info.created) oldest = it;
+      sessions_.erase(oldest);
+    }
+  }
+  if (info) *info = e.info;
+  sessions_[digest(cookie)] = std::move(e);
+  return cookie;
+}
+
+std::optional<SessionInfo> SessionStore::find(const std::string& cookie, int64_t now) {
+  if (cookie.size() != 64) return std::nullopt;
+  auto key = digest(cookie);
+  std::lock_guard lock(mutex_);
+  auto it = sessions_.find(key);
+  if (it == sessions_.end()) return std::nullopt;
+  if (now - it->second.last_used > limits_.idle || now - it->second.info.created > limits_.absolute) {
+    sessions_.erase(it);
+    return std::nullopt;
+  }
+  it->second.last_used = now;
+  return it->second.info;
+}
+
+void SessionStore::remove(const std::string& cookie) {
+  auto key = digest(cookie);
+  std::lock_guard lock(mutex_);
+  sessions_.erase(key);
+}
+
+size_t SessionStore::size() {
+  std::lock_guard lock(mutex_);
+  return sessions_.size();
+}
+
+}  // namespace mk::webreader
