@@ -311,6 +311,7 @@ SearchResult search(const Database& db, const SearchRequest& req) {
       ++it->second->matched;
       auto f = message_file_from_rel(doc.get_value(prefix::kPathSlot));
       if (f && f->flags().find('S') == std::string::npos) it->second->unread = true;
+      if (f && f->flags().find('F') != std::string::npos) it->second->flagged = true;
     }
   }
   return out;

@@ -31,6 +31,7 @@ struct Conversation {
   size_t messages = 0, matched = 0;
   std::vector<std::string> labels;  // sorted
   bool unread = false;              // some matched message lacks \Seen
+  bool flagged = false;             // some matched message is \Flagged (starred)
   std::string snippet;              // of the newest matching message
   std::vector<std::string> folders;  // sorted
 };

@@ -12,6 +12,7 @@
 
 #include "core/log.h"
 #include "core/strings.h"
+#include "http/assets.h"
 #include "index/message.h"
 #include "index/search.h"
 #include "mailbox/mailbox.h"
@@ -217,7 +218,9 @@ MailApi::MailApi(const Settings& settings, users::Authenticator& auth, bool http
   index::init_mime();
 }
 
-bool MailApi::handles(std::string_view path) const { return path.starts_with(kPrefix) || path == "/api/v1/mail"; }
+bool MailApi::handles(std::string_view path) const {
+  return path.starts_with(kPrefix) || path == "/api/v1/mail" || path == "/mail" || path.starts_with("/mail/");
+}
 
 Response MailApi::handle(const Request& req, const IpAddress& client) {
   Context ctx;
@@ -226,6 +229,28 @@ Response MailApi::handle(const Request& req, const IpAddress& client) {
   if (!https_ && !std::any_of(loopback.begin(), loopback.end(), [&](auto& c) { return c.contains(client); }))
     return error(403, "https-required", "the mail reader is served over HTTPS only: configure [http] cert and key",
                  ctx.version);
+  std::string_view target(req.target().data(), req.target().size());
+  auto path = target.substr(0, target.find('?'));
+  if (path == "/mail" || path.starts_with("/mail/")) {
+    // The page itself: static files compiled in (web/mail.*); no mail in them.
+    if (path == "/mail") {
+      Response res{bh::status::moved_permanently, ctx.version};
+      secure(res);
+      res.set(bh::field::location, "/mail/");
+      res.prepare_payload();
+      return res;
+    }
+    auto name = path.substr(6);
+    const http::Asset* asset = http::find_asset(name.empty() ? std::string("/mail.html") : "/" + std::string(name));
+    if (!asset || !(name.empty() || name == "mail.js" || name == "mail.css"))
+      return error(404, "not-found", "no such page", ctx.version);
+    Response res{bh::status::ok, ctx.version};
+    secure(res);
+    res.set(bh::field::content_type, asset->content_type);
+    res.body() = std::string(asset->body);
+    res.prepare_payload();
+    return res;
+  }
   try {
     return route(req, client, ctx);
   } catch (const std::exception& e) {
@@ -384,6 +409,7 @@ Response MailApi::route(const Request& req, const IpAddress& client, Context& ct
       for (auto& s : c.senders) from.push_back(json::object{{"name", s}});
       json::object kw;
       if (!c.unread) kw["$seen"] = true;
+      if (c.flagged) kw["$flagged"] = true;
       json::object boxes;
       for (auto& f : c.folders) boxes[to_lower(f)] = true;
       for (auto& l : c.labels) boxes["label:" + l] = true;
@@ -455,6 +481,33 @@ Response MailApi::route(const Request& req, const IpAddress& client, Context& ct
   }
 
   const std::string emails_prefix = "/api/v1/mail/emails/";
+  if (path.starts_with(emails_prefix) && path.ends_with("/html")) {
+    // The body for the conversation view's iframe (sandbox without scripts or
+    // same-origin): sanitised, under a CSP that loads nothing remote unless
+    // the user asked for this message's images (?remote=1).
+    auto id = path.substr(emails_prefix.size(), path.size() - emails_prefix.size() - 5);
+    auto m = index::message_by_id(*db, id);
+    if (id.empty() || !m) return error(404, "not-found", "no such email", v);
+    index::ParsedMessage parsed;
+    std::string err;
+    index::ParseOptions po;
+    po.keep_html = true;
+    if (!index::parse_message_file(ctx.maildir + "/" + m->file.rel_path(), po, parsed, err))
+      return error(503, "index-unavailable", "the message file cannot be read now", v);
+    const bool remote = params.count("remote") && params["remote"] == "1";
+    SanitizeOptions so;
+    so.allow_remote = remote;
+    auto clean = sanitize_html(parsed.html, so);
+    Response res{bh::status::ok, v};
+    secure(res);
+    res.set("Content-Security-Policy", remote ? "default-src 'none'; img-src data: cid: https: http:; "
+                                                "style-src 'unsafe-inline' https: http:; font-src https: http:"
+                                              : "default-src 'none'; img-src data: cid:; style-src 'unsafe-inline'");
+    res.set(bh::field::content_type, "text/html; charset=utf-8");
+    res.body() = "<!doctype html><html><head><meta charset=\"utf-8\"></head><body>" + clean.html + "</body></html>";
+    res.prepare_payload();
+    return res;
+  }
   if (path.starts_with(emails_prefix) && path.ends_with("/raw")) {
     auto id = path.substr(emails_prefix.size(), path.size() - emails_prefix.size() - 4);
     auto m = index::message_by_id(*db, id);

@@ -180,7 +180,7 @@ TEST_F(SpamPageTest, ReclassifyRetrainsAndLabels) {
 }
 
 TEST_F(SpamPageTest, RoutedByTheApiOnlyWhenConfigured) {
-  Api with{nullptr, {}, &page};
+  Api with{nullptr, {}, {&page}};
   Request req{bh::verb::get, "/spam", 11};
   req.set(bh::field::authorization, "Bearer " + kToken);
   EXPECT_EQ(with.handle(req, IpAddress{}).result_int(), 200);
@@ -188,7 +188,7 @@ TEST_F(SpamPageTest, RoutedByTheApiOnlyWhenConfigured) {
   alias.set(bh::field::content_type, "application/json");
   auto r = with.handle(alias, IpAddress{});
   EXPECT_EQ(r.result_int(), 404);  // no alias domains here
-  Api without{nullptr, {}, nullptr};
+  Api without{nullptr, {}, {}};
   EXPECT_EQ(without.handle(req, IpAddress{}).result_int(), 404);
 }
 
