@@ -26,6 +26,7 @@
 #include "app/privileges.h"
 #include "app/index_cli.h"
 #include "app/spam_cli.h"
+#include "app/filter_cli.h"
 #include "app/users_cli.h"
 #include "archive/accounts.h"
 #include "archive/archive.h"
@@ -38,6 +39,7 @@
 #include "http/api.h"
 #include "http/server.h"
 #include "http/spam_page.h"
+#include "filters/filters.h"
 #include "index/indexer.h"
 #include "core/stats.h"
 #include "policy/dnsbl.h"
@@ -440,6 +442,21 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
   if (indexing) {
     mk::index::IndexerConfig icfg{settings.backup.archive, settings.index.path, settings.backup.domains,
                                   {settings.index.language}, std::chrono::seconds(settings.index.scan_interval)};
+    // Filters meet each new message as it is indexed (filters/filters.h).
+    icfg.after_index = [&settings](mk::index::Database& db, const std::string& account, const std::string& maildir,
+                                   const std::vector<std::string>& ids) {
+      auto list = mk::filters::load_filters(settings.index.path + "/" + account);
+      if (!list.error.empty()) spdlog::error("filters {}: {}; none applied", account, list.error);
+      if (list.filters.empty()) return;
+      try {
+        auto st = mk::filters::apply_to_new(db, maildir, list.filters, ids, unix_now());
+        db.commit();
+        for (auto& e : st.errors) spdlog::error("filters {}: {}", account, e);
+        if (st.matched) spdlog::info("filters {}: {} new message(s) matched, {} moved", account, st.matched, st.moved);
+      } catch (const std::exception& e) {
+        spdlog::error("filters {}: {}", account, e.what());
+      }
+    };
     indexer = std::make_unique<mk::index::Indexer>(std::move(icfg));
     mk::archive::set_publish_listener(
         [ix = indexer.get()](const std::string& folder, const std::string& name) { ix->published(folder, name); });
@@ -801,6 +818,8 @@ int main(int argc, char** argv) {
 
   mk::app::UsersCommand users_cmd;
   mk::app::add_users_commands(app, config_path, users_cmd);
+  mk::app::FilterCommand filter_cmd;
+  mk::app::add_filter_commands(app, config_path, filter_cmd);
 
   auto args = query_last(argc, argv);
   std::vector<char*> arg_ptrs;
@@ -826,7 +845,12 @@ int main(int argc, char** argv) {
   }
   if (*import_sub)  // opened as the caller: a root-only export stays readable after the drop
     for (auto& f : index_cmd.files) index_cmd.file_fds.push_back(::open(f.c_str(), O_RDONLY | O_CLOEXEC));
-  if ((*index_sub || *modify_sub || *import_sub) && !drop_for_writing(*settings)) return 1;
+  const bool filter_chosen = mk::app::filter_command_chosen(app);
+  if ((*index_sub || *modify_sub || *import_sub || filter_chosen) && !drop_for_writing(*settings)) return 1;
+  if (filter_chosen) {
+    for (auto* sub : app.get_subcommand("filter")->get_subcommands()) filter_cmd.action = sub->get_name();
+    return mk::app::filter_command(*settings, filter_cmd);
+  }
   if (*index_sub) return mk::app::archive_index_command(*settings, index_cmd);
   for (auto& w : query_words) index_cmd.query += (index_cmd.query.empty() ? "" : " ") + w;
   if (*search_cmd) return mk::app::search_command(*settings, index_cmd);

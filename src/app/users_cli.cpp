@@ -53,22 +53,6 @@ bool read_hidden(const char* prompt, std::string& out) {
   return ok;
 }
 
-// The address as an archived account, or an error on stderr.
-std::optional<std::string> account_address(const Settings& s, const std::string& input) {
-  auto address = to_lower(trim(input));
-  archive::AccountDirectory accounts(s.backup.accounts);
-  spdlog::set_level(spdlog::level::err);
-  accounts.reload(/*force=*/true);
-  route::Router router(s, &accounts);
-  if (s.backup.domains.empty() || !router.is_account(address)) {
-    std::cerr << "mailkeep: " << (address.empty() ? std::string("(empty)") : address)
-              << " is not an archived account: only listed local parts ([backup] accounts " << s.backup.accounts
-              << ") of [backup] domains may have a password\n";
-    return std::nullopt;
-  }
-  return address;
-}
-
 std::string home_of(const Settings& s, const std::string& address) {
   auto at = address.rfind('@');
   return absolute(s.backup.archive) + "/" + address.substr(at + 1) + "/" + address.substr(0, at);
@@ -330,6 +314,21 @@ int backup_replay(const Settings& s, const UsersCommand& cmd) {
 }
 
 }  // namespace
+
+std::optional<std::string> account_address(const Settings& s, const std::string& input) {
+  auto address = to_lower(trim(input));
+  archive::AccountDirectory accounts(s.backup.accounts);
+  spdlog::set_level(spdlog::level::err);
+  accounts.reload(/*force=*/true);
+  route::Router router(s, &accounts);
+  if (s.backup.domains.empty() || !router.is_account(address)) {
+    std::cerr << "mailkeep: " << (address.empty() ? std::string("(empty)") : address)
+              << " is not an archived account: only listed local parts ([backup] accounts " << s.backup.accounts
+              << ") of [backup] domains may have a password\n";
+    return std::nullopt;
+  }
+  return address;
+}
 
 void add_users_commands(CLI::App& app, std::string& config_path, UsersCommand& cmd) {
   auto* user = app.add_subcommand("user", "Passwords of the archived accounts (IMAP through Dovecot, submission)");

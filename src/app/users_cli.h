@@ -1,6 +1,7 @@
 // users_cli.h — the provider-is-gone commands: `mailkeep user passwd | list |
 // lock | unlock | delete`, `mailkeep dovecot-config` and `mailkeep backup replay`.
 #pragma once
+#include <optional>
 #include <string>
 
 #include "config/settings.h"
@@ -30,5 +31,9 @@ void add_users_commands(CLI::App& app, std::string& config_path, UsersCommand& c
 // True if one of them was chosen on the command line.
 bool users_command_chosen(const CLI::App& app);
 int users_command(const Settings& settings, const UsersCommand& cmd);
+
+// `input` as an archived account's address (lower-cased), or nullopt after
+// saying on stderr why not.
+std::optional<std::string> account_address(const Settings& settings, const std::string& input);
 
 }  // namespace mk::app

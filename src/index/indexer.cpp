@@ -110,7 +110,15 @@ struct Indexer::State {
       auto db = Database::open_writable(index_dir(account), cfg.options);
       auto opt = sync_options(account);
       SyncStats st;
-      if (!files.empty()) st += index_published(*db, maildir(account), files, opt);
+      if (!files.empty()) {
+        st += index_published(*db, maildir(account), files, opt);
+        if (cfg.after_index) {
+          std::vector<std::string> ids;
+          for (auto& f : files) ids.push_back(f.base());
+          db->commit();  // what the filters read and change is what was just indexed
+          cfg.after_index(*db, account, maildir(account), ids);
+        }
+      }
       if (sync) st += sync_maildir(*db, maildir(account), opt);
       counters.indexed += st.added;
       counters.failed += st.failed;

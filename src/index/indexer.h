@@ -18,6 +18,7 @@
 #pragma once
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,6 +33,13 @@ struct IndexerConfig {
   std::vector<std::string> domains;  // [backup] domains
   IndexOptions options;
   std::chrono::seconds scan_interval{60};
+  // After-delivery work on the new messages of one account, run on the
+  // indexer's thread with its writer (the filters, filters/filters.h): the
+  // account ("example.org/alice"), its Maildir, and the base names of the
+  // published files just indexed. Must not throw.
+  std::function<void(Database&, const std::string& account, const std::string& maildir,
+                     const std::vector<std::string>& ids)>
+      after_index;
 };
 
 struct IndexerCounters {

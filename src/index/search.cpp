@@ -237,6 +237,11 @@ SearchResult search(const Database& db, const SearchRequest& req) {
     q = Query(Query::OP_AND_NOT, q,
               Query(Query::OP_OR, Query(prefix::exact(prefix::kFolder, "junk")),
                     Query(prefix::exact(prefix::kFolder, "trash"))));
+  if (!req.only_ids.empty()) {  // within these messages only (a filter meeting new mail)
+    std::vector<Query> ids;
+    for (auto& id : req.only_ids) ids.emplace_back(prefix::exact(prefix::kId, id));
+    q = Query(Query::OP_FILTER, q, Query(Query::OP_OR, ids.begin(), ids.end()));
+  }
   Xapian::Enquire enq(x.db);
   enq.set_query(q);
   enq.set_weighting_scheme(Xapian::BoolWeight());

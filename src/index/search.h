@@ -21,6 +21,7 @@ struct SearchRequest {
   size_t limit = 50;
   bool messages = false;  // messages instead of conversations
   int64_t now = 0;        // for older_than:/newer_than:
+  std::vector<std::string> only_ids;  // non-empty: among these messages (base names) only
 };
 
 struct Conversation {

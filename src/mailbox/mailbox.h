@@ -26,7 +26,8 @@ namespace mk::mailbox {
 struct ModifyRequest {
   std::string query;
   // Instead of the query (the web view's actions): these messages (base
-  // names) and every message of these conversations.
+  // names) and every message of these conversations. With a query too
+  // (filters on new mail): the messages among `ids` that match it.
   std::vector<std::string> ids, conversations;
   std::string move_to;       // "", "INBOX", "Archive", "Trash", "Junk"
   bool only_from_inbox = false;  // --archive moves only what is in INBOX

@@ -119,7 +119,8 @@ UidlistLock::~UidlistLock() {
 
 ModifyResult modify(index::Database& db, const std::string& maildir, const ModifyRequest& req, int64_t now) {
   ModifyResult out;
-  const bool by_id = !req.ids.empty() || !req.conversations.empty();
+  const bool filtered_ids = !req.ids.empty() && !req.query.empty() && req.conversations.empty();
+  const bool by_id = !filtered_ids && (!req.ids.empty() || !req.conversations.empty());
   auto parsed = index::parse_query(by_id ? "" : req.query, now);
   if (!parsed.ok()) {
     out.error_text = parsed.error_text;
@@ -140,6 +141,7 @@ ModifyResult modify(index::Database& db, const std::string& maildir, const Modif
                          found.messages.end());
   } else {
     index::SearchRequest sreq{req.query, 0, static_cast<size_t>(db.message_count()) + 1, true, now};
+    if (filtered_ids) sreq.only_ids = req.ids;
     found = index::search(db, sreq);
   }
   if (!found.ok()) {
