@@ -315,8 +315,8 @@
     },
     trash: () => act({ moveTo: "Trash" }, { moveTo: "INBOX" }, "Moved to Trash", { leaves: true }),
     spam: () => state.mailbox === "junk"
-      ? act({ moveTo: "INBOX" }, { moveTo: "Junk" }, "Not spam: moved to Inbox", { leaves: true })
-      : act({ moveTo: "Junk" }, { moveTo: "INBOX" }, "Moved to Junk", { leaves: true }),
+      ? act({ moveTo: "INBOX", trainSpam: false }, { moveTo: "Junk" }, "Not spam: moved to Inbox", { leaves: true })
+      : act({ moveTo: "Junk", trainSpam: true }, { moveTo: "INBOX" }, "Reported as spam", { leaves: true }),
     star: () => {
       const t = state.threads[state.cursor];
       const starred = t && t.keywords && t.keywords.$flagged;

@@ -49,6 +49,7 @@
 #include "spam/classifier.h"
 #include "spam/history.h"
 #include "spam/model.h"
+#include "spam/trainer.h"
 #include "tls/tls_context.h"
 #include "users/authenticator.h"
 #include "webreader/api.h"
@@ -368,7 +369,16 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
   std::unique_ptr<mk::http::Api> api;
   std::unique_ptr<mk::http::Server> http;
   std::unique_ptr<mk::webreader::MailApi> mail_api;
-  if (mail_reader) mail_api = std::make_unique<mk::webreader::MailApi>(settings, *authenticator, https != nullptr);
+  mk::webreader::SpamTrainer spam_trainer;
+  if (spam_history)
+    spam_trainer = [&settings, &spam, &spam_history](const std::string& signature, bool as_spam) {
+      auto r = mk::spam::reclassify(*spam_history, settings.spam.model, spam->settings(), signature, as_spam,
+                                    settings.spam.tag_score);
+      return r.outcome == mk::Outcome::Ok ? std::string() : r.code + ": " + r.detail;
+    };
+  if (mail_reader)
+    mail_api = std::make_unique<mk::webreader::MailApi>(settings, *authenticator, https != nullptr,
+                                                        mk::webreader::SessionLimits{}, spam_trainer);
   if ((aliases || spam_page || mail_api) && !settings.http.listen.empty()) {
     api = std::make_unique<mk::http::Api>(
         aliases.get(), mk::http::ApiConfig{settings.http.trusted_proxies, settings.aliases.create_interval},

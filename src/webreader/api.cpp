@@ -205,6 +205,21 @@ std::string account_tag(const std::string& user) {
   return out;
 }
 
+// The X-Mailkeep-Signature our Received block carries (smtp/session.cpp), or "".
+std::string signature_of(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string head(16384, '\0');
+  in.read(head.data(), std::streamsize(head.size()));
+  head.resize(size_t(in.gcount()));
+  auto end = head.find("\r\n\r\n");
+  if (end != std::string::npos) head.resize(end);
+  const std::string key = "\nX-Mailkeep-Signature: ";
+  auto at = head.find(key);
+  if (at == std::string::npos) return "";
+  auto stop = head.find_first_of("\r\n", at + key.size());
+  return head.substr(at + key.size(), stop == std::string::npos ? std::string::npos : stop - at - key.size());
+}
+
 }  // namespace
 
 struct MailApi::Context {
@@ -213,8 +228,9 @@ struct MailApi::Context {
   unsigned version = 11;
 };
 
-MailApi::MailApi(const Settings& settings, users::Authenticator& auth, bool https, SessionLimits limits)
-    : settings_(settings), auth_(auth), https_(https), sessions_(limits) {
+MailApi::MailApi(const Settings& settings, users::Authenticator& auth, bool https, SessionLimits limits,
+                 SpamTrainer trainer)
+    : settings_(settings), auth_(auth), https_(https), sessions_(limits), trainer_(std::move(trainer)) {
   index::init_mime();
 }
 
@@ -354,14 +370,36 @@ Response MailApi::route(const Request& req, const IpAddress& client, Context& ct
       if (!b->is_bool()) return error(400, "invalid-data", std::string(key) + " is true or false", v);
       *field = b->as_bool();
     }
+    std::optional<bool> train;
+    if (auto* t = o.if_contains("trainSpam")) {
+      if (!t->is_bool()) return error(400, "invalid-data", "trainSpam is true or false", v);
+      train = t->as_bool();
+    }
     auto db = index::Database::open_writable_waiting(ctx.index_dir, opt, std::chrono::seconds(20));
     auto result = mailbox::modify(*db, ctx.maildir, m, now);
     db->commit();
     if (!result.ok()) return error(503, "index-unavailable", result.error_text, v);
-    return reply(200,
-                 json::object{{"emails", result.messages}, {"moved", result.moved}, {"flagChanges", result.flag_changes},
-                              {"labelChanges", result.label_changes}},
-                 v);
+    // "!" and "not spam": the filter learns from the features it scored the message with.
+    size_t trained = 0;
+    std::vector<std::string> train_errors;
+    if (train && trainer_) {
+      std::vector<index::StoredMessage> affected;
+      for (auto& id : m.ids)
+        if (auto one = index::message_by_id(*db, id)) affected.push_back(*one);
+      for (auto& c : m.conversations)
+        for (auto& one : index::conversation_messages(*db, c)) affected.push_back(one);
+      for (auto& msg : affected) {
+        auto sig = signature_of(ctx.maildir + "/" + msg.file.rel_path());
+        if (sig.empty()) continue;  // not scored (our own or the provider's mail)
+        auto err = trainer_(sig, *train);
+        if (err.empty()) ++trained;
+        else train_errors.push_back(err);
+      }
+    }
+    json::object out{{"emails", result.messages}, {"moved", result.moved}, {"flagChanges", result.flag_changes},
+                     {"labelChanges", result.label_changes}, {"trained", trained}};
+    if (!train_errors.empty()) out["trainErrors"] = string_array(train_errors);
+    return reply(200, out, v);
   }
 
   if (req.method() != bh::verb::get) return error(405, "method-not-allowed", "GET", v);

@@ -13,7 +13,8 @@
 //   GET    /api/v1/mail/threads/ID      the conversation's emails, bodies included
 //   GET    /api/v1/mail/emails/ID/raw   "show original": the file as text/plain
 //   POST   /api/v1/mail/modify          {"emailIds"|"threadIds", "moveTo", "seen", "flagged",
-//                                        "addLabels", "removeLabels"} → counts
+//                                        "addLabels", "removeLabels", "trainSpam": true|false} → counts
+//                                        (trainSpam: the spam filter learns the messages as spam / ham)
 //
 // Security: every route but the login needs the session cookie (mk_mail:
 // HttpOnly, SameSite=Strict, Secure on HTTPS) and reaches only that
@@ -29,6 +30,7 @@
 // method-not-allowed 405, rate-limited 429, index-unavailable 503.
 // Threading: handle() blocks (Argon2id, Xapian): the server runs it on the blocking pool.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -39,9 +41,14 @@
 
 namespace mk::webreader {
 
+// Retrains the spam filter from the features stored under a message's
+// X-Mailkeep-Signature (spam::reclassify); returns "" or the error. Null: no spam filter.
+using SpamTrainer = std::function<std::string(const std::string& signature, bool as_spam)>;
+
 class MailApi final : public http::RouteHandler {
  public:
-  MailApi(const Settings& settings, users::Authenticator& auth, bool https, SessionLimits limits = {});
+  MailApi(const Settings& settings, users::Authenticator& auth, bool https, SessionLimits limits = {},
+          SpamTrainer trainer = nullptr);
   bool handles(std::string_view path) const override;
   http::Response handle(const http::Request& request, const IpAddress& client) override;
 
@@ -53,6 +60,7 @@ class MailApi final : public http::RouteHandler {
   users::Authenticator& auth_;
   bool https_;
   SessionStore sessions_;
+  SpamTrainer trainer_;
 };
 
 }  // namespace mk::webreader

@@ -209,7 +209,11 @@ class MailApiTest : public ::testing::Test {
     });
     auth_ = std::make_unique<users::Authenticator>(
         users::AuthenticatorConfig{(root_ / "passwd").string(), [](const std::string&) { return true; }, 5, 60});
-    api_ = std::make_unique<MailApi>(settings_, *auth_, /*https=*/false);
+    api_ = std::make_unique<MailApi>(settings_, *auth_, /*https=*/false, SessionLimits{},
+                                     [this](const std::string& sig, bool as_spam) {
+                                       trained_.emplace_back(sig, as_spam);
+                                       return std::string();
+                                     });
   }
   void TearDown() override { fs::remove_all(root_); }
 
@@ -246,7 +250,30 @@ class MailApiTest : public ::testing::Test {
   std::unique_ptr<users::Authenticator> auth_;
   std::unique_ptr<MailApi> api_;
   int seq_ = 0;
+  std::vector<std::pair<std::string, bool>> trained_;
 };
+
+TEST_F(MailApiTest, ReportingSpamTrainsTheFilter) {
+  put("alice", "X-Spam-Status: No, score=0.100\r\nX-Mailkeep-Signature: 20261202.abcdef\r\nMessage-ID: <9@x>\r\n"
+               "From: Spammer <s@spam.test>\r\nSubject: Cheap pills\r\n", "buy\r\n");
+  auto db = index::Database::open_writable((root_ / "index/example.org/alice").string(), {});
+  index::sync_maildir(*db, (root_ / "archive/example.org/alice").string(), {});
+  db->commit();
+  db.reset();
+  auto [cookie, csrf] = login("alice");
+  auto list = json::parse(call(bh::verb::get, "/api/v1/mail/threads?q=pills", "", cookie).body());
+  ASSERT_EQ(list.at("threads").as_array().size(), 1u);
+  std::string thread(list.at("threads").as_array()[0].at("id").as_string());
+  auto res = call(bh::verb::post, "/api/v1/mail/modify",
+                  json::serialize(json::object{{"threadIds", json::array{json::string(thread)}}, {"moveTo", "Junk"},
+                                               {"trainSpam", true}}),
+                  cookie, csrf);
+  ASSERT_EQ(res.result_int(), 200u) << res.body();
+  EXPECT_EQ(json::parse(res.body()).at("trained").as_int64(), 1);
+  ASSERT_EQ(trained_.size(), 1u);
+  EXPECT_EQ(trained_[0], std::make_pair(std::string("20261202.abcdef"), true));
+  EXPECT_EQ(json::parse(call(bh::verb::get, "/api/v1/mail/threads?mailbox=junk", "", cookie).body()).at("threads").as_array().size(), 1u);
+}
 
 TEST_F(MailApiTest, LoginSecurityHeadersAndSessionRules) {
   auto wrong = call(bh::verb::post, "/api/v1/mail/session", R"({"username":"alice@example.org","password":"nope"})");
