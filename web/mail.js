@@ -66,6 +66,8 @@
     $("login").hidden = true;
     $("app").hidden = false;
     await route();
+    const draft = localStorage.getItem(DRAFT);
+    if (draft) { try { openCompose(JSON.parse(draft)); } catch (e) { localStorage.removeItem(DRAFT); } }
   }
 
   $("login-form").addEventListener("submit", async (ev) => {
@@ -338,7 +340,68 @@
       await loadMailboxes();
     },
     back: () => { closeThread(); history.pushState(null, "", "#" + encodeURIComponent(viewHash())); },
+    compose: () => openCompose({}),
+    reply: () => replyTo(false),
+    replyAll: () => replyTo(true),
+    forward: () => {
+      const e = lastEmail();
+      if (!e) return;
+      openCompose({ subject: "Fwd: " + (e.subject || "").replace(/^fwd:\s*/i, ""),
+        text: "\n\n---------- Forwarded message ----------\nFrom: " + addressList(e.from) + "\nDate: " +
+          new Date(e.receivedAt).toString() + "\nSubject: " + (e.subject || "") + "\nTo: " + addressList(e.to) + "\n\n" +
+          (e.textBody || "") });
+    },
   };
+
+  // ---- compose, reply, forward (plain text; sent through submission) -------
+  // The draft lives in localStorage, so that it survives a reload.
+  const DRAFT = "mailkeep.draft";
+  function addressList(list) { return (list || []).map((a) => a.email).filter(Boolean).join(", "); }
+  function lastEmail() { return state.open ? state.open.emails[state.messageCursor] || state.open.emails[state.open.emails.length - 1] : null; }
+  function replyTo(all) {
+    const e = lastEmail();
+    if (!e) return;
+    const me = state.user.toLowerCase();
+    const from = (e.from || []).map((a) => a.email);
+    const sentByMe = from.some((a) => (a || "").toLowerCase() === me);
+    let to = sentByMe ? (e.to || []).map((a) => a.email) : from;
+    let cc = all ? [...(e.to || []), ...(e.cc || [])].map((a) => a.email).filter((a) => a && a.toLowerCase() !== me && !to.includes(a)) : [];
+    const quoted = (e.textBody || "").replace(/\r\n/g, "\n").split("\n").map((l) => "> " + l).join("\n");
+    openCompose({ to: to.join(", "), cc: cc.join(", "), subject: /^re:/i.test(e.subject || "") ? e.subject : "Re: " + (e.subject || ""),
+      text: "\n\nOn " + new Date(e.receivedAt).toString() + ", " + addressList(e.from) + " wrote:\n" + quoted, inReplyTo: e.id });
+  }
+  function openCompose(d) {
+    const f = $("compose");
+    $("compose-to").value = d.to || "";
+    $("compose-cc").value = d.cc || "";
+    $("compose-subject").value = d.subject || "";
+    $("compose-text").value = d.text || "";
+    f.dataset.inReplyTo = d.inReplyTo || "";
+    f.hidden = false;
+    saveDraft();
+    (d.to ? $("compose-text") : $("compose-to")).focus();
+    if (d.to) $("compose-text").setSelectionRange(0, 0);
+  }
+  function saveDraft() {
+    const f = $("compose");
+    if (f.hidden) return;
+    localStorage.setItem(DRAFT, JSON.stringify({ to: $("compose-to").value, cc: $("compose-cc").value,
+      subject: $("compose-subject").value, text: $("compose-text").value, inReplyTo: f.dataset.inReplyTo || "" }));
+  }
+  function closeCompose() { $("compose").hidden = true; localStorage.removeItem(DRAFT); }
+  $("compose").addEventListener("input", saveDraft);
+  $("compose-discard").addEventListener("click", closeCompose);
+  $("compose").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const split = (v) => v.split(/[,;\s]+/).map((a) => a.trim()).filter(Boolean);
+    try {
+      await api("send", { method: "POST", body: { to: split($("compose-to").value), cc: split($("compose-cc").value),
+        subject: $("compose-subject").value, textBody: $("compose-text").value, inReplyTo: $("compose").dataset.inReplyTo || "" } });
+      closeCompose();
+      say("Message sent");
+      if (state.open) setTimeout(() => openThread(state.open.id).catch(() => {}), 1500);  // the Sent copy joins the conversation
+    } catch (e) { say("Not sent: " + e.message); }
+  });
 
   // A picker that filters as you type; with `create`, a new name is offered too.
   function pick(title, names, create, done) {
@@ -422,6 +485,10 @@
       case "I": return run(actions.read);
       case "U": return run(actions.unread);
       case "z": return run(actions.undo);
+      case "c": return run(actions.compose);
+      case "r": return run(actions.reply);
+      case "a": return run(actions.replyAll);
+      case "f": return run(actions.forward);
       case "/": return run(() => $("search").focus());
       case "?": return run(() => $("help").showModal());
       case "g": state.gPending = true; setTimeout(() => { state.gPending = false; }, 1500); return;

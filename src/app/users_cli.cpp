@@ -294,7 +294,9 @@ int backup_replay(const Settings& s, const UsersCommand& cmd) {
   };
   std::unique_ptr<delivery::UpstreamFactory> factory;
   try {
-    factory = delivery::make_smtp_upstream_factory(delivery::smtp_upstream_config(s, hosts));
+    auto cfg = delivery::smtp_upstream_config(s, hosts);
+    cfg.pool = false;  // the replay's io_context ends before the factory
+    factory = delivery::make_smtp_upstream_factory(cfg);
   } catch (const std::exception& e) {
     std::cerr << "mailkeep: " << e.what() << "\n";
     return 1;

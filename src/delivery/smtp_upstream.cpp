@@ -12,6 +12,10 @@
 //    verdicts live: MAIL's failure is returned as the RCPT reply.
 #include "delivery/smtp_upstream.h"
 
+#include <openssl/crypto.h>
+
+#include "smtp/sasl.h"
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -172,7 +176,7 @@ class SmtpUpstream final : public Upstream {
   awaitable<void> quit() override {
     if (!conn_) co_return;
     pending_mail_.clear();
-    if (!in_transaction_ && inbuf_.empty() &&
+    if (cfg_.pool && !in_transaction_ && inbuf_.empty() &&
         pool_->put(IdleConnection{std::move(conn_), caps_, peer_, tls_, {}})) {
       co_return;
     }
@@ -272,7 +276,15 @@ class SmtpUpstream final : public Upstream {
         for (int attempt = 0; attempt < 2; ++attempt) {
           std::string why;
           auto hello = co_await connect_one(ep, hp, use_tls, why);
-          if (hello.code == 250) co_return hello;
+          if (hello.code == 250 && cfg_.auth_user.empty()) co_return hello;
+          if (hello.code == 250) {
+            std::string plain = std::string(1, '\0') + cfg_.auth_user + std::string(1, '\0') + cfg_.auth_password;
+            auto r = co_await command("AUTH PLAIN " + smtp::encode_base64(plain) + "\r\n");
+            OPENSSL_cleanse(plain.data(), plain.size());
+            if (r.code == 235) co_return hello;
+            drop();
+            co_return r.code >= 500 ? r : smtp::replies::upstream_unavailable(peer_ + ": AUTH " + r.summary());
+          }
           failures += " " + peer_ + ": " + why + ";";
           bool retry_plain = use_tls && cfg_.tls == UpstreamTls::Opportunistic && why.starts_with("TLS");
           if (!retry_plain) break;

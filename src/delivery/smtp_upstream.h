@@ -29,6 +29,13 @@ struct SmtpUpstreamConfig {
   UpstreamTls tls = UpstreamTls::Opportunistic;
   tls::ContextPtr tls_context;  // verifying when tls = Required
   std::string tls_name;         // empty: the host name as configured
+  // AUTH PLAIN (RFC 4954) after EHLO (and STARTTLS) when set: the web view
+  // submits through mailkeep's own submission listener this way. A refused
+  // AUTH is the transaction's answer (5xx passes through, else 4xx).
+  std::string auth_user, auth_password;
+  // Keep idle connections for the next session. Off for short-lived users
+  // (replay, the web view's send) whose io_context ends before the factory.
+  bool pool = true;
 };
 
 std::unique_ptr<UpstreamFactory> make_smtp_upstream_factory(SmtpUpstreamConfig config);

@@ -13,6 +13,7 @@
 // pool; it is safe from several threads at once.
 #pragma once
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -45,6 +46,11 @@ class Authenticator {
   explicit Authenticator(AuthenticatorConfig config);
   // `client_key`: the client's address key (policy::client_key).
   AuthOutcome check(const std::string& client_key, std::string_view user, std::string_view password, int64_t now);
+  // A one-time password for `user`, valid for 60 seconds, that check()
+  // accepts once: the web view (logged in, with no password kept) submits a
+  // user's mail through the submission listener with it. 256 random bits,
+  // in memory only.
+  std::string issue_token(const std::string& user, int64_t now);
 
  private:
   std::shared_ptr<const PasswdFile> current(std::string& error);
@@ -54,6 +60,7 @@ class Authenticator {
   policy::FailureLimiter per_ip_, per_account_;
   std::mutex mutex_;  // guards the cached file
   std::shared_ptr<const PasswdFile> file_;
+  std::map<std::string, std::pair<std::string, int64_t>> tokens_;  // token → (user, expiry); under mutex_
   ino_t inode_ = 0;
   off_t size_ = -1;
   int64_t mtime_ns_ = -1;

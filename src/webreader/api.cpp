@@ -18,6 +18,16 @@
 #include "mailbox/mailbox.h"
 #include "policy/rate_limit.h"
 #include "webreader/sanitize.h"
+#include "webreader/compose.h"
+#include "core/content.h"
+#include "delivery/smtp_upstream.h"
+#include "smtp/command.h"
+#include "tls/tls_context.h"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_future.hpp>
+#include <openssl/crypto.h>
 
 namespace mk::webreader {
 namespace {
@@ -275,6 +285,103 @@ Response MailApi::handle(const Request& req, const IpAddress& client) {
   }
 }
 
+// Compose, reply, forward: the message goes through mailkeep's own
+// submission listener (AUTH with a one-time token for the session's user),
+// so it takes the path a mail client's message takes: the sender check, the
+// Sent copy, the smarthost.
+Response MailApi::send(const Request& req, Context& ctx, int64_t now) {
+  const auto v = ctx.version;
+  if (settings_.submission.listen.empty())
+    return error(503, "submission-unavailable", "sending needs [submission] listen", v);
+  boost::system::error_code ec;
+  auto body = json::parse(req.body(), ec);
+  if (ec || !body.is_object()) return error(400, "invalid-data", "expected a JSON object", v);
+  auto& o = body.as_object();
+  auto to = strings_of(o, "to", 254), cc = strings_of(o, "cc", 254), bcc = strings_of(o, "bcc", 254);
+  auto text_of = [&](const char* key) -> std::optional<std::string> {
+    auto* x = o.if_contains(key);
+    if (!x) return std::string();
+    if (!x->is_string()) return std::nullopt;
+    return std::string(x->as_string());
+  };
+  auto subject = text_of("subject"), text = text_of("textBody"), in_reply_to = text_of("inReplyTo");
+  if (!to || !cc || !bcc || !subject || !text || !in_reply_to || subject->size() > 998 || to->size() + cc->size() + bcc->size() > 100)
+    return error(400, "invalid-data", "to, cc, bcc: arrays of addresses; subject, textBody, inReplyTo: strings", v);
+  Draft d;
+  d.from = ctx.user;
+  d.to = *to;
+  d.cc = *cc;
+  d.bcc = *bcc;
+  d.subject = *subject;
+  d.text = *text;
+  d.hostname = settings_.smtp.hostname;
+  if (!in_reply_to->empty()) {
+    auto db = index::Database::open_readonly(ctx.index_dir, {settings_.index.language});
+    auto m = db ? index::message_by_id(*db, *in_reply_to) : std::nullopt;
+    if (!m) return error(404, "not-found", "no such email to reply to", v);
+    d.in_reply_to = m->message_id;
+    index::ParsedMessage parsed;
+    std::string err;
+    if (index::parse_message_file(ctx.maildir + "/" + m->file.rel_path(), {}, parsed, err)) {
+      d.references.assign(parsed.references.rbegin(), parsed.references.rend());  // oldest first
+    }
+  }
+  auto composed = compose(d, now);
+  if (!composed.error.empty()) return error(400, "invalid-data", composed.error, v);
+
+  auto where = settings_.submission.listen.front();
+  if (where.host == "0.0.0.0") where.host = "127.0.0.1";
+  if (where.host == "::") where.host = "::1";
+  auto cfg = delivery::smtp_upstream_config(settings_, {where});
+  cfg.tls = delivery::UpstreamTls::Opportunistic;  // our own listener: no certificate to check on loopback
+  cfg.tls_context = tls::make_client_context(false, "");
+  cfg.helo_name = "webmail.mailkeep";
+  cfg.pool = false;
+  cfg.auth_user = ctx.user;
+  cfg.auth_password = auth_.issue_token(ctx.user, now);
+  auto factory = delivery::make_smtp_upstream_factory(cfg);
+  OPENSSL_cleanse(cfg.auth_password.data(), cfg.auth_password.size());
+  smtp::Reply result;
+  {
+    boost::asio::io_context io;
+    auto run = [&]() -> boost::asio::awaitable<void> {
+      auto up = factory->create(io.get_executor());
+      auto from = smtp::parse_path_argument("FROM:<" + ctx.user + ">", "FROM", false);
+      smtp::MailParams params;
+      params.size = composed.message.size();
+      result = co_await up->mail(from.mailbox, params);
+      for (auto* list : {&d.to, &d.cc, &d.bcc})
+        for (auto& a : *list) {
+          if (!result.positive()) break;
+          std::string arg = "TO:<" + a + ">";
+          auto rcpt = smtp::parse_path_argument(arg, "TO", false);
+          if (!rcpt.ok()) {
+            result = smtp::Reply{553, rcpt.status, rcpt.error + ": " + a};
+            break;
+          }
+          result = co_await up->rcpt(rcpt.mailbox);
+        }
+      if (result.positive()) {
+        StringContent content(composed.message);
+        delivery::MessageBody message{"", &content};  // named: GCC 12 mishandles temporaries in co_await
+        result = co_await up->data(message);
+      }
+      co_await up->quit();
+    };
+    auto done = boost::asio::co_spawn(io, run(), boost::asio::use_future);
+    io.run();
+    done.get();
+  }
+  if (!result.positive()) {
+    spdlog::warn("web: send for <{}> failed: {}", ctx.user, result.summary());
+    return error(result.code >= 500 ? 400 : 503, result.code >= 500 ? "send-refused" : "send-deferred", result.summary(),
+                 v);
+  }
+  spdlog::info("web: <{}> sent message <{}> to {} recipient(s)", ctx.user, composed.message_id,
+               d.to.size() + d.cc.size() + d.bcc.size());
+  return reply(200, json::object{{"messageId", composed.message_id}, {"reply", result.summary()}}, v);
+}
+
 Response MailApi::route(const Request& req, const IpAddress& client, Context& ctx) {
   std::string_view target(req.target().data(), req.target().size());
   std::string path(target.substr(0, target.find('?')));
@@ -400,6 +507,11 @@ Response MailApi::route(const Request& req, const IpAddress& client, Context& ct
                      {"labelChanges", result.label_changes}, {"trained", trained}};
     if (!train_errors.empty()) out["trainErrors"] = string_array(train_errors);
     return reply(200, out, v);
+  }
+
+  if (path == "/api/v1/mail/send") {
+    if (req.method() != bh::verb::post) return error(405, "method-not-allowed", "POST", v);
+    return send(req, ctx, now);
   }
 
   if (req.method() != bh::verb::get) return error(405, "method-not-allowed", "GET", v);

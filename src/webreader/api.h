@@ -12,6 +12,8 @@
 //   GET    /api/v1/mail/threads?mailbox=ID&q=QUERY&position=N&limit=N
 //   GET    /api/v1/mail/threads/ID      the conversation's emails, bodies included
 //   GET    /api/v1/mail/emails/ID/raw   "show original": the file as text/plain
+//   POST   /api/v1/mail/send            {"to","cc","bcc","subject","textBody","inReplyTo": EMAIL ID}
+//                                        → {"messageId"}: through the submission listener (compose.h)
 //   POST   /api/v1/mail/modify          {"emailIds"|"threadIds", "moveTo", "seen", "flagged",
 //                                        "addLabels", "removeLabels", "trainSpam": true|false} → counts
 //                                        (trainSpam: the spam filter learns the messages as spam / ham)
@@ -55,6 +57,7 @@ class MailApi final : public http::RouteHandler {
  private:
   struct Context;
   http::Response route(const http::Request& request, const IpAddress& client, Context& ctx);
+  http::Response send(const http::Request& request, Context& ctx, int64_t now);
 
   const Settings& settings_;
   users::Authenticator& auth_;
