@@ -99,6 +99,9 @@
     else if (slash > 0) { view = h.slice(0, slash); thread = h.slice(slash + 1); }
     if (view !== "search") { state.mailbox = view; state.query = ""; }
     $("search").value = state.query;
+    $("filters").hidden = view !== "filters";
+    $("list").hidden = view === "filters";
+    if (view === "filters") { closeThread(); $("list").hidden = true; await loadMailboxes(); return loadFilters(); }
     await loadMailboxes();
     await loadList();
     if (thread) await openThread(thread); else closeThread();
@@ -118,6 +121,9 @@
       if (!state.query && m.id === state.mailbox) a.classList.add("current");
       ul.append(el("li", {}, a));
     }
+    const f = el("a", { href: "#filters" }, el("span", { text: "Filters" }), el("span", { class: "count", text: "" }));
+    if (state.mailbox === "filters") f.classList.add("current");
+    ul.append(el("li", {}, f));
   }
 
   async function loadList() {
@@ -352,6 +358,45 @@
           (e.textBody || "") });
     },
   };
+
+  // ---- filters ---------------------------------------------------------------
+  async function loadFilters() {
+    const data = await api("filters");
+    const ul = $("filter-list");
+    ul.replaceChildren(...data.list.map((f) => el("li", {},
+      el("code", { text: f.query }), " → ",
+      el("span", { text: [f.label && "label " + f.label, f.shouldArchive && "skip Inbox", f.shouldMarkAsRead && "mark read",
+        f.shouldStar && "star", f.shouldNeverSpam && "never spam", f.shouldSpam && "spam", f.shouldTrash && "delete"]
+        .filter(Boolean).join(", ") }), " ",
+      el("button", { type: "button", text: "Delete", onclick: async () => {
+        await api("filters/" + encodeURIComponent(f.id), { method: "DELETE" }); loadFilters(); } }))));
+    if (!data.list.length) ul.append(el("li", { text: "No filters yet." }));
+  }
+  $("filter-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const form = ev.target, body = {};
+    for (const input of form.querySelectorAll("input")) {
+      if (input.type === "checkbox") { if (input.checked) body[input.name] = true; }
+      else if (input.value.trim()) body[input.name] = input.value.trim();
+    }
+    try {
+      const made = await api("filters", { method: "POST", body });
+      say("Filter created" + (made.existing ? `; ${made.existing.matched} existing message(s) matched` : ""));
+      form.reset();
+      loadFilters();
+      loadMailboxes();
+    } catch (e) { say("Not created: " + e.message); }
+  });
+  $("filter-import").addEventListener("change", async (ev) => {
+    const file = ev.target.files[0];
+    if (!file) return;
+    const res = await fetch(API + "filters/import", { method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/xml", "X-CSRF-Token": state.csrf }, body: await file.text() });
+    const data = await res.json().catch(() => ({}));
+    say(res.ok ? `Imported ${data.imported} filter(s)` : "Import failed: " + (data.description || res.statusText));
+    ev.target.value = "";
+    loadFilters();
+  });
 
   // ---- compose, reply, forward (plain text; sent through submission) -------
   // The draft lives in localStorage, so that it survives a reload.

@@ -19,6 +19,9 @@
 #include "policy/rate_limit.h"
 #include "webreader/sanitize.h"
 #include "webreader/compose.h"
+#include "filters/filters.h"
+#include "index/query.h"
+#include <filesystem>
 #include "core/content.h"
 #include "delivery/smtp_upstream.h"
 #include "smtp/command.h"
@@ -139,7 +142,7 @@ constexpr FixedMailbox kMailboxes[] = {
     {"trash", "Trash", "trash", "in:trash"},
 };
 
-std::string quoted(const std::string& s) {
+std::string quote_label(const std::string& s) {
   std::string out = "\"";
   for (char c : s)
     if (c != '"') out += c;
@@ -150,7 +153,7 @@ std::string quoted(const std::string& s) {
 std::optional<std::string> mailbox_query(const std::string& id) {
   for (auto& m : kMailboxes)
     if (id == m.id) return std::string(m.query);
-  if (id.starts_with("label:") && id.size() > 6 && id.size() < 256) return "label:" + quoted(id.substr(6));
+  if (id.starts_with("label:") && id.size() > 6 && id.size() < 256) return "label:" + quote_label(id.substr(6));
   return std::nullopt;
 }
 
@@ -228,6 +231,13 @@ std::string signature_of(const std::string& path) {
   if (at == std::string::npos) return "";
   auto stop = head.find_first_of("\r\n", at + key.size());
   return head.substr(at + key.size(), stop == std::string::npos ? std::string::npos : stop - at - key.size());
+}
+
+bool params_flag(const Request& req, const char* key) {
+  std::string_view target(req.target().data(), req.target().size());
+  auto p = query_params(target);
+  auto it = p.find(key);
+  return it != p.end() && (it->second == "1" || it->second == "true");
 }
 
 }  // namespace
@@ -382,6 +392,109 @@ Response MailApi::send(const Request& req, Context& ctx, int64_t now) {
   return reply(200, json::object{{"messageId", composed.message_id}, {"reply", result.summary()}}, v);
 }
 
+// The account's filters (filters/filters.h): list, add (optionally applied to
+// existing mail), delete, and Gmail's XML out and in.
+Response MailApi::filters(const Request& req, const std::string& path, Context& ctx, int64_t now) {
+  const auto v = ctx.version;
+  auto list = filters::load_filters(ctx.index_dir);
+  if (!list.error.empty()) return error(503, "index-unavailable", list.error, v);
+  auto to_json = [](const filters::Filter& f) {
+    return json::object{{"id", f.id},           {"from", f.from},         {"to", f.to},
+                        {"subject", f.subject}, {"hasTheWord", f.has_words}, {"doesNotHaveTheWord", f.not_words},
+                        {"hasAttachment", f.has_attachment}, {"label", f.label}, {"shouldArchive", f.skip_inbox},
+                        {"shouldMarkAsRead", f.mark_read}, {"shouldStar", f.star}, {"shouldNeverSpam", f.never_spam},
+                        {"shouldSpam", f.spam}, {"shouldTrash", f.trash}, {"query", f.query()}};
+  };
+  auto save = [&](const std::vector<filters::Filter>& fs) {
+    std::error_code ec;
+    std::filesystem::create_directories(ctx.index_dir, ec);
+    return filters::save_filters(ctx.index_dir, fs);
+  };
+  auto apply_existing = [&](const std::vector<filters::Filter>& fs) {
+    auto db = index::Database::open_writable_waiting(ctx.index_dir, {settings_.index.language}, std::chrono::seconds(20));
+    size_t moved = 0, matched = 0;
+    for (auto& f : fs) {
+      auto st = filters::apply_to_existing(*db, ctx.maildir, f, now);
+      moved += st.moved;
+      matched += st.matched;
+    }
+    db->commit();
+    return json::object{{"matched", matched}, {"moved", moved}};
+  };
+  if (path == "/api/v1/mail/filters.xml" || path == "/api/v1/mail/filters/export") {
+    Response res{bh::status::ok, v};
+    secure(res);
+    res.set(bh::field::content_type, "application/xml; charset=utf-8");
+    res.set(bh::field::content_disposition, "attachment; filename=\"mailFilters.xml\"");
+    res.body() = filters::format_filters(list.filters);
+    res.prepare_payload();
+    return res;
+  }
+  if (path == "/api/v1/mail/filters" && req.method() == bh::verb::get) {
+    json::array out;
+    for (auto& f : list.filters) out.push_back(to_json(f));
+    return reply(200, json::object{{"list", out}}, v);
+  }
+  if (path == "/api/v1/mail/filters/import" && req.method() == bh::verb::post) {
+    auto parsed = filters::parse_filters(req.body());
+    if (!parsed.error.empty()) return error(400, "invalid-data", parsed.error, v);
+    for (auto& f : parsed.filters) {
+      f.id = filters::new_filter_id(list.filters);
+      list.filters.push_back(f);
+    }
+    if (auto err = save(list.filters); !err.empty()) return error(503, "index-unavailable", err, v);
+    json::object out{{"imported", parsed.filters.size()}};
+    if (params_flag(req, "applyExisting")) out["existing"] = apply_existing(parsed.filters);
+    return reply(200, out, v);
+  }
+  if (path == "/api/v1/mail/filters" && req.method() == bh::verb::post) {
+    boost::system::error_code ec;
+    auto body = json::parse(req.body(), ec);
+    if (ec || !body.is_object()) return error(400, "invalid-data", "expected a JSON object", v);
+    auto& o = body.as_object();
+    filters::Filter f;
+    for (auto [key, field] : {std::pair{"from", &f.from}, {"to", &f.to}, {"subject", &f.subject},
+                              {"hasTheWord", &f.has_words}, {"doesNotHaveTheWord", &f.not_words}, {"label", &f.label}}) {
+      if (auto* x = o.if_contains(key)) {
+        if (!x->is_string() || x->as_string().size() > 1000) return error(400, "invalid-data", std::string(key) + " is a string", v);
+        *field = std::string(x->as_string());
+      }
+    }
+    for (auto [key, field] : {std::pair{"hasAttachment", &f.has_attachment}, {"shouldArchive", &f.skip_inbox},
+                              {"shouldMarkAsRead", &f.mark_read}, {"shouldStar", &f.star},
+                              {"shouldNeverSpam", &f.never_spam}, {"shouldSpam", &f.spam}, {"shouldTrash", &f.trash}}) {
+      if (auto* x = o.if_contains(key)) {
+        if (!x->is_bool()) return error(400, "invalid-data", std::string(key) + " is true or false", v);
+        *field = x->as_bool();
+      }
+    }
+    if (f.query().empty()) return error(400, "invalid-data", "a filter needs criteria", v);
+    if (f.actions().empty()) return error(400, "invalid-data", "a filter needs an action", v);
+    auto parsed = index::parse_query(f.query(), now);
+    if (!parsed.ok()) return error(400, "invalid-query", parsed.error_text, v);
+    f.id = filters::new_filter_id(list.filters);
+    list.filters.push_back(f);
+    if (auto err = save(list.filters); !err.empty()) return error(503, "index-unavailable", err, v);
+    auto out = to_json(f);
+    if (auto* x = o.if_contains("applyExisting"); x && x->is_bool() && x->as_bool())
+      out["existing"] = apply_existing({f});
+    return reply(201, out, v);
+  }
+  const std::string one = "/api/v1/mail/filters/";
+  if (path.starts_with(one) && req.method() == bh::verb::delete_) {
+    auto id = path.substr(one.size());
+    auto before = list.filters.size();
+    std::erase_if(list.filters, [&](auto& f) { return f.id == id; });
+    if (list.filters.size() == before) return error(404, "not-found", "no such filter", v);
+    if (auto err = save(list.filters); !err.empty()) return error(503, "index-unavailable", err, v);
+    Response res{bh::status::no_content, v};
+    secure(res);
+    res.prepare_payload();
+    return res;
+  }
+  return error(405, "method-not-allowed", "GET, POST or DELETE", v);
+}
+
 Response MailApi::route(const Request& req, const IpAddress& client, Context& ctx) {
   std::string_view target(req.target().data(), req.target().size());
   std::string path(target.substr(0, target.find('?')));
@@ -509,6 +622,8 @@ Response MailApi::route(const Request& req, const IpAddress& client, Context& ct
     return reply(200, out, v);
   }
 
+  if (path == "/api/v1/mail/filters" || path.starts_with("/api/v1/mail/filters/")) return filters(req, path, ctx, now);
+
   if (path == "/api/v1/mail/send") {
     if (req.method() != bh::verb::post) return error(405, "method-not-allowed", "POST", v);
     return send(req, ctx, now);
@@ -530,7 +645,7 @@ Response MailApi::route(const Request& req, const IpAddress& client, Context& ct
                                   {"totalEmails", count(m.query)},
                                   {"unreadEmails", count(std::string(m.query) + " is:unread")}});
     for (auto& l : db->label_counts()) {
-      auto q = "label:" + quoted(l.name);
+      auto q = "label:" + quote_label(l.name);
       list.push_back(json::object{{"id", "label:" + l.name}, {"name", l.name}, {"role", nullptr},
                                   {"sortOrder", order++}, {"totalEmails", l.messages},
                                   {"unreadEmails", count(q + " is:unread")}});

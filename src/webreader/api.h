@@ -14,6 +14,11 @@
 //   GET    /api/v1/mail/emails/ID/raw   "show original": the file as text/plain
 //   POST   /api/v1/mail/send            {"to","cc","bcc","subject","textBody","inReplyTo": EMAIL ID}
 //                                        → {"messageId"}: through the submission listener (compose.h)
+//   GET    /api/v1/mail/filters         the filters; POST one ({"from","to","subject","hasTheWord",
+//                                        "doesNotHaveTheWord","hasAttachment","label","shouldArchive",
+//                                        "shouldMarkAsRead","shouldStar","shouldNeverSpam","shouldSpam",
+//                                        "shouldTrash","applyExisting"}); DELETE /filters/ID
+//   GET    /api/v1/mail/filters/export  Gmail's mailFilters.xml; POST /filters/import[?applyExisting=1]
 //   POST   /api/v1/mail/modify          {"emailIds"|"threadIds", "moveTo", "seen", "flagged",
 //                                        "addLabels", "removeLabels", "trainSpam": true|false} → counts
 //                                        (trainSpam: the spam filter learns the messages as spam / ham)
@@ -58,6 +63,7 @@ class MailApi final : public http::RouteHandler {
   struct Context;
   http::Response route(const http::Request& request, const IpAddress& client, Context& ctx);
   http::Response send(const http::Request& request, Context& ctx, int64_t now);
+  http::Response filters(const http::Request& request, const std::string& path, Context& ctx, int64_t now);
 
   const Settings& settings_;
   users::Authenticator& auth_;
