@@ -10,7 +10,7 @@ BUILD_PACKAGES=(build-essential cmake ninja-build pkg-config libboost1.81-dev li
 # Real peers for the end-to-end tests and benchmarks.
 TEST_PACKAGES=(postfix swaks python3-aiosmtpd python3-dnslib python3-pytest dovecot-imapd
   wrk bogofilter procps chromium openssl clang-14 libclang-rt-14-dev notmuch maildir-utils xapian-tools
-  libnet-ssleay-perl dovecot-lmtpd)
+  libnet-ssleay-perl dovecot-lmtpd strace)
 
 missing=()
 for p in "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"; do

@@ -85,18 +85,20 @@
 
   $("logout").addEventListener("click", async () => {
     await api("session", { method: "DELETE" }).catch(() => {});
-    state.csrf = "";
-    showLogin();
+    localStorage.removeItem("mailkeep.draft");
+    // A fresh page: nothing of the account stays on screen or in memory.
+    location.replace("/mail/");
   });
 
   // ---- navigation ----------------------------------------------------------
   // The hash names the view: #inbox, #label:Work, #search/QUERY, #inbox/THREAD.
   async function route() {
-    const h = decodeURIComponent(location.hash.slice(1)) || "inbox";
+    let h = decodeURIComponent(location.hash.slice(1)) || "inbox";
     let thread = null, view = h;
-    const slash = h.indexOf("/");
+    // An open conversation is the last segment, "/T" + hex (labels and queries may hold "/").
+    const open = h.match(/^(.*)\/(T[0-9a-f]{9,})$/);
+    if (open) { h = open[1]; thread = open[2]; view = h; }
     if (h.startsWith("search/")) { view = "search"; state.query = h.slice(7); }
-    else if (slash > 0) { view = h.slice(0, slash); thread = h.slice(slash + 1); }
     if (view !== "search") { state.mailbox = view; state.query = ""; }
     $("search").value = state.query;
     $("filters").hidden = view !== "filters";
@@ -145,7 +147,7 @@
       const li = el("li", { role: "option", tabindex: "-1", "data-id": t.id, onclick: () => { state.cursor = i; openThread(t.id); } },
         el("input", { type: "checkbox", "aria-label": "Select", onclick: (ev) => { ev.stopPropagation(); toggleSelect(i); } }),
         el("span", { class: "star", text: t.keywords && t.keywords.$flagged ? "★" : "☆", title: "Star (s)",
-          onclick: (ev) => { ev.stopPropagation(); state.cursor = i; actions.star().catch((e) => say(e.message)); } }),
+          onclick: (ev) => { ev.stopPropagation(); state.cursor = i; Promise.resolve().then(actions.star).catch((e) => say(e.message)); } }),
         el("span", { class: "from", text: (t.from || []).map((f) => f.name).join(", ") + (t.emailCount > 1 ? ` (${t.emailCount})` : "") }),
         el("span", { class: "line" }, ...labels, el("span", { class: "subject", text: t.subject || "(no subject)" }),
           el("span", { class: "snippet", text: t.preview ? " — " + t.preview : "" })),
@@ -191,7 +193,12 @@
     if (decodeURIComponent(location.hash.slice(1)) !== wanted) history.pushState(null, "", "#" + encodeURIComponent(wanted));
     drawThread();
     const unread = data.emails.filter((e) => !(e.keywords && e.keywords.$seen)).map((e) => e.id);
-    if (unread.length) api("modify", { method: "POST", body: { emailIds: unread, seen: true } }).catch(() => {});
+    if (unread.length) {
+      const row = state.threads.find((t) => t.id === id);
+      if (row) { row.keywords = { ...(row.keywords || {}), $seen: true }; drawList(); }
+      api("modify", { method: "POST", body: { emailIds: unread, seen: true } })
+        .then(() => loadMailboxes()).catch(() => {});
+    }
   }
 
   function drawThread() {
@@ -314,20 +321,25 @@
   }
 
   function currentLabel() { return state.mailbox.startsWith("label:") && !state.query ? state.mailbox.slice(6) : null; }
+  // Where an undo moves a conversation back to: the folder being viewed, else the Inbox.
+  function homeFolder() {
+    return { inbox: "INBOX", archive: "Archive", junk: "Junk", trash: "Trash" }[state.query ? "" : state.mailbox] || "INBOX";
+  }
 
   const actions = {
     archive: (advance = 0) => {
       const label = currentLabel();
       if (label) return act({ removeLabels: [label] }, { addLabels: [label] }, `Removed label ${label}`, { leaves: true, advance });
-      return act({ moveTo: "Archive" }, { moveTo: "INBOX" }, "Archived", { leaves: true, advance });
+      return act({ moveTo: "Archive" }, { moveTo: homeFolder() }, "Archived", { leaves: true, advance });
     },
-    trash: () => act({ moveTo: "Trash" }, { moveTo: "INBOX" }, "Moved to Trash", { leaves: true }),
+    trash: () => act({ moveTo: "Trash" }, { moveTo: homeFolder() }, "Moved to Trash", { leaves: true }),
     spam: () => state.mailbox === "junk"
       ? act({ moveTo: "INBOX", trainSpam: false }, { moveTo: "Junk" }, "Not spam: moved to Inbox", { leaves: true })
-      : act({ moveTo: "Junk", trainSpam: true }, { moveTo: "INBOX" }, "Reported as spam", { leaves: true }),
+      : act({ moveTo: "Junk", trainSpam: true }, { moveTo: homeFolder() }, "Reported as spam", { leaves: true }),
     star: () => {
       const t = state.threads[state.cursor];
-      const starred = t && t.keywords && t.keywords.$flagged;
+      const starred = state.open ? state.open.emails.some((e) => e.keywords && e.keywords.$flagged)
+                                 : t && t.keywords && t.keywords.$flagged;
       return starred ? act({ flagged: false }, { flagged: true }, "Unstarred") : act({ flagged: true }, { flagged: false }, "Starred");
     },
     read: () => act({ seen: true }, { seen: false }, "Marked read"),
@@ -335,7 +347,7 @@
     label: () => pick("Label as", state.mailboxes.filter((m) => m.id.startsWith("label:")).map((m) => m.name), true,
       (name) => act({ addLabels: [name] }, { removeLabels: [name] }, `Labelled ${name}`)),
     move: () => pick("Move to", ["INBOX", "Archive", "Junk", "Trash"], false,
-      (name) => act({ moveTo: name }, { moveTo: "INBOX" }, `Moved to ${name}`, { leaves: true })),
+      (name) => act({ moveTo: name }, { moveTo: homeFolder() }, `Moved to ${name}`, { leaves: true })),
     undo: async () => {
       if (!state.undo) return say("Nothing to undo");
       const body = state.undo;
@@ -479,7 +491,7 @@
 
   $("toolbar").addEventListener("click", (ev) => {
     const a = ev.target.closest("button[data-action]");
-    if (a) actions[a.dataset.action]().catch((e) => say(e.message));
+    if (a) Promise.resolve().then(() => actions[a.dataset.action]()).catch((e) => say(e.message));
   });
   $("older").addEventListener("click", () => { if (state.position + state.limit < state.total) { state.position += state.limit; loadList(); } });
   $("newer").addEventListener("click", () => { state.position = Math.max(0, state.position - state.limit); loadList(); });

@@ -39,14 +39,16 @@ std::string absolute(const std::string& p) {
 
 // One line from the terminal without echo (the prompt goes to stderr).
 bool read_hidden(const char* prompt, std::string& out) {
-  std::cerr << prompt << std::flush;
+  // Echo off first, then the prompt (as getpass(3) does): what is typed the
+  // moment the prompt shows is never echoed, nor flushed away.
   termios old{};
   bool tty = ::tcgetattr(STDIN_FILENO, &old) == 0;
   if (tty) {
     termios quiet = old;
     quiet.c_lflag &= ~tcflag_t(ECHO);
-    ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    ::tcsetattr(STDIN_FILENO, TCSANOW, &quiet);
   }
+  std::cerr << prompt << std::flush;
   bool ok = bool(std::getline(std::cin, out));
   if (tty) ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
   std::cerr << "\n";
@@ -81,6 +83,11 @@ int user_passwd(const Settings& s, const UsersCommand& cmd) {
       std::cerr << "mailkeep: the passwords do not match; nothing changed\n";
       return 1;
     }
+  }
+  if (password.find('\0') != std::string::npos) {
+    wipe(password);
+    std::cerr << "mailkeep: the password contains a NUL byte, which no mail client can send; nothing changed\n";
+    return 1;
   }
   if (password.size() < kMinPassword) {
     wipe(password);

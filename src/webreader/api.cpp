@@ -495,9 +495,24 @@ Response MailApi::filters(const Request& req, const std::string& path, Context& 
   return error(405, "method-not-allowed", "GET, POST or DELETE", v);
 }
 
+// A path with its %XX escapes decoded (message ids hold ',' and '='); '+' stays.
+std::string decode_path(std::string_view p) {
+  std::string out;
+  for (size_t i = 0; i < p.size(); ++i) {
+    if (p[i] == '%' && i + 2 < p.size() && std::isxdigit(static_cast<unsigned char>(p[i + 1])) &&
+        std::isxdigit(static_cast<unsigned char>(p[i + 2]))) {
+      out += char(std::stoi(std::string(p.substr(i + 1, 2)), nullptr, 16));
+      i += 2;
+    } else {
+      out += p[i];
+    }
+  }
+  return out;
+}
+
 Response MailApi::route(const Request& req, const IpAddress& client, Context& ctx) {
   std::string_view target(req.target().data(), req.target().size());
-  std::string path(target.substr(0, target.find('?')));
+  std::string path = decode_path(target.substr(0, target.find('?')));
   auto params = query_params(target);
   const auto now = static_cast<int64_t>(std::time(nullptr));
   const auto v = ctx.version;
@@ -599,6 +614,8 @@ Response MailApi::route(const Request& req, const IpAddress& client, Context& ct
     auto result = mailbox::modify(*db, ctx.maildir, m, now);
     db->commit();
     if (!result.ok()) return error(503, "index-unavailable", result.error_text, v);
+    // Ids of nothing in this account (another account's, or gone): nothing changed.
+    if (result.messages == 0) return error(404, "not-found", "no such email or conversation", v);
     // "!" and "not spam": the filter learns from the features it scored the message with.
     size_t trained = 0;
     std::vector<std::string> train_errors;

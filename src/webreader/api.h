@@ -10,7 +10,8 @@
 //   DELETE /api/v1/mail/session         logout
 //   GET    /api/v1/mail/mailboxes       the folders and labels with counts
 //   GET    /api/v1/mail/threads?mailbox=ID&q=QUERY&position=N&limit=N
-//   GET    /api/v1/mail/threads/ID      the conversation's emails, bodies included
+//   GET    /api/v1/mail/threads/ID      the conversation's emails, bodies included (?allowRemote=EMAIL ID:
+//                                        that email's htmlBody with remote images)
 //   GET    /api/v1/mail/emails/ID/raw   "show original": the file as text/plain
 //   POST   /api/v1/mail/send            {"to","cc","bcc","subject","textBody","inReplyTo": EMAIL ID}
 //                                        → {"messageId"}: through the submission listener (compose.h)
@@ -33,8 +34,11 @@
 // frame-ancestors 'none'), X-Content-Type-Options: nosniff,
 // Referrer-Policy: no-referrer and Cache-Control: no-store.
 // Errors: {"error": CODE, "description": TEXT}: invalid-data 400,
-// unauthorized 401, csrf 403, https-required 403, not-found 404,
-// method-not-allowed 405, rate-limited 429, index-unavailable 503.
+// invalid-query 400, send-refused 400, invalid-credentials 401 (login),
+// unauthorized 401, csrf 403, https-required 403, not-found 404 (also ids
+// that name nothing of this account), method-not-allowed 405, rate-limited
+// 429, index-unavailable 503, submission-unavailable 503, send-deferred 503.
+// Path segments are percent-decoded (message ids hold ',' and '=').
 // Threading: handle() blocks (Argon2id, Xapian): the server runs it on the blocking pool.
 #pragma once
 #include <functional>

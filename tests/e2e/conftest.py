@@ -22,6 +22,24 @@ from harness import (  # noqa: E402
 )
 
 
+# The ASan pass (test.sh) repeats the suite on the sanitizer build. Tests marked
+# `release_only` run once, on the release build: they drive a browser or a
+# corpus for minutes while the code they reach is covered under ASan by the
+# unit tests, the fuzzers and the rest of this suite. Keeps CI under its budget.
+def pytest_configure(config):
+    config.addinivalue_line("markers", "release_only: run on the release build only, not in the ASan pass")
+
+
+def pytest_collection_modifyitems(config, items):
+    from harness import asan_build
+    if not asan_build():
+        return
+    skip = pytest.mark.skip(reason="release_only: not repeated in the ASan pass (see conftest.py)")
+    for item in items:
+        if item.get_closest_marker("release_only"):
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def mailkeep_bin() -> Path:
     require_binary()

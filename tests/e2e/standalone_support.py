@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import imaplib
 import os
-import re
 import shutil
 import signal
 import smtplib
@@ -41,7 +40,7 @@ from backup_support import (
     DOMAIN, MAIL_GID, MAIL_UID, OUTBOUND_IP, backup_config, message_id, public_tempdir, write_accounts,
 )
 from harness import (
-    MAILKEEP_BIN, CaptureHandler, CapturedMessage, Capture, Mailkeep, _CaptureController, free_port,
+    MAILKEEP_BIN, CaptureHandler, Capture, Mailkeep, _CaptureController, free_port,
     render_ini, wait_port,
 )
 from tls_support import PKI, CertPair, make_pki
@@ -272,42 +271,54 @@ def pki_server(pki: PKI) -> CertPair:
     return pair
 
 
-@pytest.fixture
-def site_factory(mailkeep_bin):
-    """Factory: site_factory(upstream, smarthost, users=[...], pki=None, tls_listen=False,
-    standalone=False, user="mail", submission_opts={...}, **config_overrides) -> Site (started).
-    Everything is removed at teardown; the mailkeep log is printed (shown on failure)."""
-    sites: list[Site] = []
-    bases: list[Path] = []
-
-    def start(upstream: str, smarthost: str, users=("alice", "bob"), start: bool = True, **kw) -> Site:
-        base = public_tempdir("mailkeep-standalone-")
-        bases.append(base)
-        write_accounts(base / "accounts.txt", list(users))
-        config, ports = site_config(base, upstream, smarthost, **kw)
-        mk = Mailkeep(base / "mailkeep", config)
-        mk.workdir.chmod(0o755)
-        site = Site(mk, base, base / "archive", base / "accounts.txt", base / "users.passwd", base / "replay",
-                    kw.get("pki"), ports["submission"], ports["tls"])
-        sites.append(site)
-        if start:
+def build_site(upstream: str, smarthost: str, users=("alice", "bob"), start: bool = True, **kw) -> Site:
+    """A Site in a fresh 0755 directory under /var/tmp (started unless start=False);
+    destroy_site() stops it, prints the tail of its log and removes the directory."""
+    base = public_tempdir("mailkeep-standalone-")
+    write_accounts(base / "accounts.txt", list(users))
+    config, ports = site_config(base, upstream, smarthost, **kw)
+    mk = Mailkeep(base / "mailkeep", config)
+    mk.workdir.chmod(0o755)
+    site = Site(mk, base, base / "archive", base / "accounts.txt", base / "users.passwd", base / "replay",
+                kw.get("pki"), ports["submission"], ports["tls"])
+    if start:
+        try:
             mk.start()
             for p in (site.submission_port, site.tls_port):
                 if p:
                     wait_port("127.0.0.1", p, 15, mk.proc)
+        except Exception:
+            destroy_site(site)
+            raise
+    return site
+
+
+def destroy_site(site: Site) -> None:
+    code = site.mk.stop() if site.mk.proc is not None else None
+    print(f"--- mailkeep log ({site.mk.stderr_path}, exit {code}) ---")
+    print("\n".join(site.log().splitlines()[-80:]))
+    shutil.rmtree(site.base, ignore_errors=True)
+
+
+@pytest.fixture
+def site_factory(mailkeep_bin):
+    """Factory: site_factory(upstream, smarthost, users=[...], start=True, pki=None, tls_listen=False,
+    standalone=False, user="mail", submission_opts={...}, **config_overrides) -> Site.
+    Everything is removed at teardown; the mailkeep log is printed (shown on failure)."""
+    sites: list[Site] = []
+
+    def start(upstream: str, smarthost: str, users=("alice", "bob"), start: bool = True, **kw) -> Site:
+        site = build_site(upstream, smarthost, users, start, **kw)
+        sites.append(site)
         return site
 
     yield start
     for s in sites:
-        code = s.mk.stop() if s.mk.proc is not None else None
-        print(f"--- mailkeep log ({s.mk.stderr_path}, exit {code}) ---")
-        print("\n".join(s.log().splitlines()[-80:]))
-    for b in bases:
-        shutil.rmtree(b, ignore_errors=True)
+        destroy_site(s)
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory):
+def pki():
     d = public_tempdir("mailkeep-pki-")
     p = make_pki(d)
     yield p
@@ -468,6 +479,7 @@ def submission_client(site: Site, user: str, password: str, *, starttls: bool = 
 
 __all__ = [
     "DOMAIN", "MAIL_GID", "MAIL_UID", "OUTBOUND_IP", "MkDovecot", "Site", "SwitchCapture", "SwitchHandler",
-    "close_imap", "imap_folder", "imap_login", "mid", "pki", "pki_server", "site_config", "site_factory",
+    "build_site", "close_imap", "destroy_site", "imap_folder", "imap_login", "mid", "pki", "pki_server",
+    "site_config", "site_factory",
     "smtp_tls_context", "split_prefix", "submission_client", "tagged_message",
 ]

@@ -34,7 +34,8 @@ from index_support import (
     sure_sequence, sure_words, utc_iso, wait_for_count, words,
 )
 
-pytestmark = pytest.mark.skipif(not corpus_available(), reason="SpamAssassin corpus missing: run tests/data/fetch.sh")
+pytestmark = [pytest.mark.skipif(not corpus_available(), reason="SpamAssassin corpus missing: run tests/data/fetch.sh"),
+              pytest.mark.release_only]  # 1,500 messages and 65 queries: once, on the release build
 
 CORPUS_COUNT = 1500          # corpus messages for alice (the suite runs twice, release and ASan, on 2 cores)
 # (set, first file, share of CORPUS_COUNT): contiguous runs, so that threads stay together
