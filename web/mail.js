@@ -268,7 +268,8 @@
     }
     if (e.attachments && e.attachments.length)
       body.append(el("div", { class: "attachments" }, ...e.attachments.map((a) =>
-        el("span", { text: `📎 ${a.name || "(unnamed)"} (${a.type}, ${Math.ceil(a.size / 1024)} KB)` }))));
+        el("a", { href: API + "emails/" + encodeURIComponent(e.id) + "/attachments/" + a.partId, download: a.name || "attachment",
+          text: `📎 ${a.name || "(unnamed)"} (${a.type}, ${Math.ceil(a.size / 1024)} KB)` }))));
     body.append(el("a", { href: API + "emails/" + encodeURIComponent(e.id) + "/raw", target: "_blank", rel: "noopener noreferrer", text: "Show original" }));
     const msg = el("section", { class: "message" + (folded ? " folded" : ""), "data-id": e.id },
       el("div", { class: "head", onclick: () => msg.classList.toggle("folded") },

@@ -111,6 +111,22 @@ struct Walker {
     return std::string(text.get());
   }
 
+  // The content of the attachment just listed, when it is the one asked for.
+  void maybe_extract(GMimeObject* obj) {
+    if (opt.extract < 0 || out.attachments.empty() || size_t(opt.extract) != out.attachments.size() - 1) return;
+    GPtr<GMimeStream> mem(g_mime_stream_mem_new());
+    if (GMIME_IS_PART(obj)) {
+      if (GMimeDataWrapper* c = g_mime_part_get_content(GMIME_PART(obj))) g_mime_data_wrapper_write_to_stream(c, mem.get());
+    } else if (GMIME_IS_MESSAGE_PART(obj)) {
+      if (GMimeMessage* inner = g_mime_message_part_get_message(GMIME_MESSAGE_PART(obj)))
+        g_mime_object_write_to_stream(GMIME_OBJECT(inner), nullptr, mem.get());
+    }
+    GByteArray* bytes = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(mem.get()));
+    if (!bytes) return;
+    out.extracted_whole = bytes->len <= opt.max_extract;
+    out.extracted.assign(reinterpret_cast<const char*>(bytes->data), std::min<size_t>(bytes->len, opt.max_extract));
+  }
+
   void leaf(GMimePart* part) {
     GMimeObject* obj = GMIME_OBJECT(part);
     GMimeContentType* ct = g_mime_object_get_content_type(obj);
@@ -126,7 +142,10 @@ struct Walker {
       if (GMimeDataWrapper* c = g_mime_part_get_content(part))
         a.size = static_cast<uint64_t>(std::max<gint64>(0, g_mime_stream_length(g_mime_data_wrapper_get_stream(c))));
       a.content_id = cut(g_mime_part_get_content_id(part), 1024);
-      if (out.attachments.size() < 500) out.attachments.push_back(std::move(a));
+      if (out.attachments.size() < 500) {
+        out.attachments.push_back(std::move(a));
+        maybe_extract(obj);
+      }
       return;
     }
     if (!ct || !GMIME_IS_TEXT_PART(part)) {
@@ -138,7 +157,10 @@ struct Walker {
         a.content_id = cut(g_mime_part_get_content_id(part), 1024);
         if (GMimeDataWrapper* c = g_mime_part_get_content(part))
           a.size = static_cast<uint64_t>(std::max<gint64>(0, g_mime_stream_length(g_mime_data_wrapper_get_stream(c))));
-        if (out.attachments.size() < 500) out.attachments.push_back(std::move(a));
+        if (out.attachments.size() < 500) {
+          out.attachments.push_back(std::move(a));
+          maybe_extract(obj);
+        }
       }
       return;
     }
@@ -197,7 +219,10 @@ struct Walker {
         out.has_attachment = true;
         Attachment a;
         a.type = "message/rfc822";
-        if (out.attachments.size() < 500) out.attachments.push_back(std::move(a));
+        if (out.attachments.size() < 500) {
+          out.attachments.push_back(std::move(a));
+          maybe_extract(obj);
+        }
       }
       GMimeMessage* inner = g_mime_message_part_get_message(GMIME_MESSAGE_PART(obj));
       if (inner) walk(g_mime_message_get_mime_part(inner), depth + 1);

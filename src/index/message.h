@@ -48,6 +48,8 @@ struct ParsedMessage {
   std::vector<Attachment> attachments;
   bool has_attachment = false;
   std::vector<std::string> notes;  // what was skipped or cut, for the log
+  std::string extracted;           // ParseOptions::extract's content, decoded
+  bool extracted_whole = false;    // it was found and fit in max_extract
 };
 
 // Once per process, before threads parse.
@@ -56,6 +58,10 @@ void init_mime();
 struct ParseOptions {
   int64_t arrival = 0;     // fallback date
   bool keep_html = false;  // fill ParsedMessage::html
+  // Decode the content of attachments[extract] into ParsedMessage::extracted
+  // (the web view's download, a cid: image), at most `max_extract` bytes.
+  int extract = -1;
+  size_t max_extract = 64 * 1024 * 1024;
 };
 
 // Parses the file at `path`. False (with `error`) when it cannot be read or

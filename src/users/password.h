@@ -17,8 +17,10 @@
 namespace mk::users {
 
 struct HashParams {
-  // libsodium's "interactive" limits (crypto_pwhash_*_INTERACTIVE): about 50 ms
-  // and 64 MiB per login on one core of a 2020s server.
+  // libsodium's "interactive" limits (crypto_pwhash_*_INTERACTIVE), 64 MiB per
+  // check. Measured (bench/standalone_bench.py, 2-core VM): about 270 ms per
+  // login with Debian's libargon2 (a portable build without SIMD), 165 ms for
+  // Dovecot's libsodium on the same hash.
   uint32_t time_cost = 2;
   uint32_t memory_kib = 64 * 1024;
 };

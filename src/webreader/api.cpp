@@ -25,6 +25,7 @@
 #include "core/content.h"
 #include "delivery/smtp_upstream.h"
 #include "smtp/command.h"
+#include "smtp/sasl.h"
 #include "tls/tls_context.h"
 
 #include <boost/asio/co_spawn.hpp>
@@ -747,8 +748,11 @@ Response MailApi::route(const Request& req, const IpAddress& client, Context& ct
           e["remoteBlocked"] = clean.blocked_remote;
         }
         json::array atts;
-        for (auto& a : parsed.attachments)
-          atts.push_back(json::object{{"name", a.filename}, {"type", a.type}, {"size", a.size}});
+        for (size_t i = 0; i < parsed.attachments.size(); ++i) {
+          auto& a = parsed.attachments[i];
+          if (a.filename.empty() && !a.content_id.empty()) continue;  // an inline image, shown in the body
+          atts.push_back(json::object{{"partId", std::to_string(i)}, {"name", a.filename}, {"type", a.type}, {"size", a.size}});
+        }
         e["attachments"] = atts;
       } else {
         e["from"] = json::array{json::object{{"name", m.from_name}, {"email", m.from_address}}};
@@ -779,6 +783,25 @@ Response MailApi::route(const Request& req, const IpAddress& client, Context& ct
     const bool remote = params.count("remote") && params["remote"] == "1";
     SanitizeOptions so;
     so.allow_remote = remote;
+    // cid: images come from the message itself, as data: URLs (the iframe's CSP loads nothing else).
+    const std::string file = ctx.maildir + "/" + m->file.rel_path();
+    int inlined = 0;
+    so.inline_image = [&](std::string_view cid) -> std::optional<std::string> {
+      static const std::vector<std::string> kinds{"image/png", "image/gif", "image/jpeg", "image/webp"};
+      for (size_t i = 0; i < parsed.attachments.size(); ++i) {
+        auto& a = parsed.attachments[i];
+        if (a.content_id != cid || std::find(kinds.begin(), kinds.end(), a.type) == kinds.end()) continue;
+        if (++inlined > 50) return std::nullopt;
+        index::ParsedMessage one;
+        index::ParseOptions eo;
+        eo.extract = int(i);
+        eo.max_extract = 4 * 1024 * 1024;
+        std::string e;
+        if (!index::parse_message_file(file, eo, one, e) || !one.extracted_whole) return std::nullopt;
+        return "data:" + a.type + ";base64," + smtp::encode_base64(one.extracted);
+      }
+      return std::nullopt;
+    };
     auto clean = sanitize_html(parsed.html, so);
     Response res{bh::status::ok, v};
     secure(res);
@@ -787,6 +810,41 @@ Response MailApi::route(const Request& req, const IpAddress& client, Context& ct
                                               : "default-src 'none'; img-src data: cid:; style-src 'unsafe-inline'");
     res.set(bh::field::content_type, "text/html; charset=utf-8");
     res.body() = "<!doctype html><html><head><meta charset=\"utf-8\"></head><body>" + clean.html + "</body></html>";
+    res.prepare_payload();
+    return res;
+  }
+  if (path.starts_with(emails_prefix) && path.find("/attachments/") != std::string::npos) {
+    // A download: always application/octet-stream, attachment, nosniff — the
+    // type a message claims for its part is the sender's word, never rendered.
+    auto rest = path.substr(emails_prefix.size());
+    auto slash = rest.find("/attachments/");
+    auto id = rest.substr(0, slash);
+    auto number_text = rest.substr(slash + 13);
+    auto m = index::message_by_id(*db, id);
+    if (id.empty() || !m || number_text.empty() || number_text.size() > 3 ||
+        number_text.find_first_not_of("0123456789") != std::string::npos)
+      return error(404, "not-found", "no such attachment", v);
+    index::ParsedMessage parsed;
+    index::ParseOptions eo;
+    eo.extract = std::stoi(number_text);
+    std::string err;
+    if (!index::parse_message_file(ctx.maildir + "/" + m->file.rel_path(), eo, parsed, err))
+      return error(503, "index-unavailable", "the message file cannot be read now", v);
+    if (size_t(eo.extract) >= parsed.attachments.size() || !parsed.extracted_whole)
+      return error(404, "not-found", "no such attachment", v);
+    auto& a = parsed.attachments[size_t(eo.extract)];
+    std::string name = a.filename.empty() ? "attachment" : a.filename, ascii, encoded;
+    static const char* hex = "0123456789ABCDEF";
+    for (unsigned char c : name) {
+      ascii += (c >= 0x20 && c < 0x7f && c != '"' && c != '\\' && c != '/') ? char(c) : '_';
+      if (std::isalnum(c) || c == '.' || c == '-' || c == '_') encoded += char(c);
+      else encoded += {'%', hex[c >> 4], hex[c & 15]};
+    }
+    Response res{bh::status::ok, v};
+    secure(res);
+    res.set(bh::field::content_type, "application/octet-stream");
+    res.set(bh::field::content_disposition, "attachment; filename=\"" + ascii + "\"; filename*=UTF-8''" + encoded);
+    res.body() = std::move(parsed.extracted);
     res.prepare_payload();
     return res;
   }

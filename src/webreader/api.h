@@ -13,6 +13,7 @@
 //   GET    /api/v1/mail/threads/ID      the conversation's emails, bodies included (?allowRemote=EMAIL ID:
 //                                        that email's htmlBody with remote images)
 //   GET    /api/v1/mail/emails/ID/raw   "show original": the file as text/plain
+//   GET    /api/v1/mail/emails/ID/attachments/PART  download (application/octet-stream, attachment)
 //   POST   /api/v1/mail/send            {"to","cc","bcc","subject","textBody","inReplyTo": EMAIL ID}
 //                                        → {"messageId"}: through the submission listener (compose.h)
 //   GET    /api/v1/mail/filters         the filters; POST one ({"from","to","subject","hasTheWord",

@@ -275,6 +275,49 @@ TEST_F(MailApiTest, ReportingSpamTrainsTheFilter) {
   EXPECT_EQ(json::parse(call(bh::verb::get, "/api/v1/mail/threads?mailbox=junk", "", cookie).body()).at("threads").as_array().size(), 1u);
 }
 
+TEST_F(MailApiTest, AttachmentsDownloadAndCidImagesInline) {
+  put("alice",
+      "Message-ID: <att@x>\r\nFrom: Bob <bob@example.org>\r\nSubject: Report\r\nMIME-Version: 1.0\r\n"
+      "Content-Type: multipart/mixed; boundary=\"b1\"\r\n",
+      "--b1\r\nContent-Type: multipart/related; boundary=\"b2\"\r\n\r\n"
+      "--b2\r\nContent-Type: text/html\r\n\r\n<p>Logo: <img src=\"cid:logo@x\"></p>\r\n"
+      "--b2\r\nContent-Type: image/png\r\nContent-ID: <logo@x>\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+      "iVBORw0KGgo=\r\n--b2--\r\n"
+      "--b1\r\nContent-Type: text/html; name=\"evil.html\"\r\nContent-Disposition: attachment; filename=\"r\xc3\xa9port \\\"x\\\".html\"\r\n"
+      "Content-Transfer-Encoding: base64\r\n\r\nPHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==\r\n--b1--\r\n");
+  auto db = index::Database::open_writable((root_ / "index/example.org/alice").string(), {});
+  index::sync_maildir(*db, (root_ / "archive/example.org/alice").string(), {});
+  db->commit();
+  db.reset();
+  auto [cookie, csrf] = login("alice");
+  auto list = json::parse(call(bh::verb::get, "/api/v1/mail/threads?q=subject:report", "", cookie).body());
+  ASSERT_EQ(list.at("threads").as_array().size(), 1u) << list;
+  std::string thread(list.at("threads").as_array()[0].at("id").as_string());
+  auto conv = json::parse(call(bh::verb::get, "/api/v1/mail/threads/" + thread, "", cookie).body());
+  auto& email = conv.at("emails").as_array()[0];
+  auto& atts = email.at("attachments").as_array();
+  ASSERT_EQ(atts.size(), 1u) << "the inline image is part of the body, not listed" << conv;
+  std::string part(atts[0].at("partId").as_string());
+  std::string id(email.at("id").as_string());
+  // The id's ',' and '=' percent-encoded, as the page sends them.
+  std::string encoded;
+  for (char c : id) encoded += c == ',' ? "%2C" : c == '=' ? "%3D" : std::string(1, c);
+  auto dl = call(bh::verb::get, "/api/v1/mail/emails/" + encoded + "/attachments/" + part, "", cookie);
+  ASSERT_EQ(dl.result_int(), 200u) << dl.body();
+  EXPECT_EQ(dl.body(), "<script>alert(1)</script>");
+  EXPECT_EQ(dl[bh::field::content_type], "application/octet-stream");
+  std::string disposition(dl[bh::field::content_disposition]);
+  EXPECT_TRUE(disposition.starts_with("attachment; filename=\"r__port _x_.html\"; filename*=UTF-8''r%C3%A9port%20%22x%22.html"))
+      << disposition;
+  EXPECT_EQ(dl["X-Content-Type-Options"], "nosniff");
+  EXPECT_EQ(call(bh::verb::get, "/api/v1/mail/emails/" + encoded + "/attachments/9", "", cookie).result_int(), 404u);
+  EXPECT_EQ(call(bh::verb::get, "/api/v1/mail/emails/" + encoded + "/attachments/x", "", cookie).result_int(), 404u);
+  auto html = call(bh::verb::get, "/api/v1/mail/emails/" + encoded + "/html", "", cookie);
+  ASSERT_EQ(html.result_int(), 200u);
+  EXPECT_TRUE(has(html.body(), "<img src=\"data:image/png;base64,iVBORw0KGgo=\">")) << html.body();
+  EXPECT_EQ(html["Content-Security-Policy"], "default-src 'none'; img-src data: cid:; style-src 'unsafe-inline'");
+}
+
 TEST_F(MailApiTest, LoginSecurityHeadersAndSessionRules) {
   auto wrong = call(bh::verb::post, "/api/v1/mail/session", R"({"username":"alice@example.org","password":"nope"})");
   EXPECT_EQ(wrong.result_int(), 401u);
