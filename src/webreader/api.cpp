@@ -5,6 +5,8 @@
 #include <boost/json.hpp>
 #include <openssl/evp.h>
 
+#include <unistd.h>
+
 #include <chrono>
 #include <ctime>
 #include <fstream>
@@ -241,6 +243,27 @@ bool params_flag(const Request& req, const char* key) {
   return it != p.end() && (it->second == "1" || it->second == "true");
 }
 
+// Where a message's file is now. The index can lag a moment behind a rename
+// (Dovecot setting a flag, this API's own "seen" on open, a move): when the
+// indexed path is gone, the message's folders are looked through for its
+// base name (a Maildir rename keeps it). "" when the file is gone.
+std::string current_file(const std::string& maildir, const index::StoredMessage& m) {
+  auto indexed = maildir + "/" + m.file.rel_path();
+  if (::access(indexed.c_str(), R_OK) == 0) return indexed;
+  const auto base = m.file.base();
+  std::error_code ec;
+  std::vector<std::string> folders{maildir};
+  for (auto& e : std::filesystem::directory_iterator(maildir, ec))
+    if (e.path().filename().string().starts_with(".")) folders.push_back(e.path().string());
+  for (auto& f : folders)
+    for (auto sub : {"/cur", "/new"})
+      for (auto& e : std::filesystem::directory_iterator(f + sub, ec)) {
+        auto name = e.path().filename().string();
+        if (name == base || (name.starts_with(base) && name.compare(base.size(), 3, ":2,") == 0)) return e.path().string();
+      }
+  return "";
+}
+
 }  // namespace
 
 struct MailApi::Context {
@@ -333,7 +356,7 @@ Response MailApi::send(const Request& req, Context& ctx, int64_t now) {
     d.in_reply_to = m->message_id;
     index::ParsedMessage parsed;
     std::string err;
-    if (index::parse_message_file(ctx.maildir + "/" + m->file.rel_path(), {}, parsed, err)) {
+    if (index::parse_message_file(current_file(ctx.maildir, *m), {}, parsed, err)) {
       d.references.assign(parsed.references.rbegin(), parsed.references.rend());  // oldest first
     }
   }
@@ -627,7 +650,7 @@ Response MailApi::route(const Request& req, const IpAddress& client, Context& ct
       for (auto& c : m.conversations)
         for (auto& one : index::conversation_messages(*db, c)) affected.push_back(one);
       for (auto& msg : affected) {
-        auto sig = signature_of(ctx.maildir + "/" + msg.file.rel_path());
+        auto sig = signature_of(current_file(ctx.maildir, msg));
         if (sig.empty()) continue;  // not scored (our own or the provider's mail)
         auto err = trainer_(sig, *train);
         if (err.empty()) ++trained;
@@ -735,7 +758,7 @@ Response MailApi::route(const Request& req, const IpAddress& client, Context& ct
                      {"receivedAt", iso8601(m.date)},
                      {"size", m.size},
                      {"preview", m.snippet}};
-      if (index::parse_message_file(ctx.maildir + "/" + m.file.rel_path(), po, parsed, err)) {
+      if (index::parse_message_file(current_file(ctx.maildir, m), po, parsed, err)) {
         e["from"] = addresses(parsed.from);
         e["to"] = addresses(parsed.to);
         e["cc"] = addresses(parsed.cc);
@@ -778,13 +801,14 @@ Response MailApi::route(const Request& req, const IpAddress& client, Context& ct
     std::string err;
     index::ParseOptions po;
     po.keep_html = true;
-    if (!index::parse_message_file(ctx.maildir + "/" + m->file.rel_path(), po, parsed, err))
+    const std::string file = current_file(ctx.maildir, *m);
+    if (file.empty()) return error(404, "not-found", "the message is gone", v);
+    if (!index::parse_message_file(file, po, parsed, err))
       return error(503, "index-unavailable", "the message file cannot be read now", v);
     const bool remote = params.count("remote") && params["remote"] == "1";
     SanitizeOptions so;
     so.allow_remote = remote;
     // cid: images come from the message itself, as data: URLs (the iframe's CSP loads nothing else).
-    const std::string file = ctx.maildir + "/" + m->file.rel_path();
     int inlined = 0;
     so.inline_image = [&](std::string_view cid) -> std::optional<std::string> {
       static const std::vector<std::string> kinds{"image/png", "image/gif", "image/jpeg", "image/webp"};
@@ -828,7 +852,9 @@ Response MailApi::route(const Request& req, const IpAddress& client, Context& ct
     index::ParseOptions eo;
     eo.extract = std::stoi(number_text);
     std::string err;
-    if (!index::parse_message_file(ctx.maildir + "/" + m->file.rel_path(), eo, parsed, err))
+    const std::string file = current_file(ctx.maildir, *m);
+    if (file.empty()) return error(404, "not-found", "the message is gone", v);
+    if (!index::parse_message_file(file, eo, parsed, err))
       return error(503, "index-unavailable", "the message file cannot be read now", v);
     if (size_t(eo.extract) >= parsed.attachments.size() || !parsed.extracted_whole)
       return error(404, "not-found", "no such attachment", v);
@@ -852,7 +878,9 @@ Response MailApi::route(const Request& req, const IpAddress& client, Context& ct
     auto id = path.substr(emails_prefix.size(), path.size() - emails_prefix.size() - 4);
     auto m = index::message_by_id(*db, id);
     if (id.empty() || !m) return error(404, "not-found", "no such email", v);
-    std::ifstream in(ctx.maildir + "/" + m->file.rel_path(), std::ios::binary);
+    const std::string file = current_file(ctx.maildir, *m);
+    if (file.empty()) return error(404, "not-found", "the message is gone", v);
+    std::ifstream in(file, std::ios::binary);
     std::string raw((std::istreambuf_iterator<char>(in)), {});
     if (!in.eof() && raw.empty()) return error(503, "index-unavailable", "the message file cannot be read now", v);
     if (raw.size() > kMaxRaw) raw.resize(kMaxRaw);
