@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <vector>
 
 namespace mk::webreader {
 namespace {
@@ -270,7 +271,11 @@ struct Walker {
     }
     std::string tag = gumbo_normalized_tagname(e.tag);
     if (e.tag_namespace != GUMBO_NAMESPACE_HTML || dropped_with_content(tag)) return;
-    if (tag == "html" || tag == "body" || !allowed_element(tag) || depth > kMaxDepth) {
+    if (depth > kMaxDepth) {  // hostile nesting: its text only, without recursion (the stack is bounded)
+      text_of_subtree(n);
+      return;
+    }
+    if (tag == "html" || tag == "body" || !allowed_element(tag)) {
       children(e.children, depth + 1);  // the element goes, its content stays
       return;
     }
@@ -292,6 +297,26 @@ struct Walker {
     if (void_element(tag)) return;
     children(e.children, depth + 1);
     result.html += "</" + tag + ">";
+  }
+
+  // The text under `root`, walked with an explicit stack; scripts and the
+  // like are left out as everywhere else.
+  void text_of_subtree(const GumboNode* root) {
+    std::vector<const GumboNode*> stack{root};
+    while (!stack.empty() && result.html.size() <= options.max_output) {
+      const GumboNode* n = stack.back();
+      stack.pop_back();
+      if (n->type == GUMBO_NODE_TEXT || n->type == GUMBO_NODE_WHITESPACE || n->type == GUMBO_NODE_CDATA) {
+        escape_into(result.html, n->v.text.text, false);
+        continue;
+      }
+      if (n->type != GUMBO_NODE_ELEMENT) continue;
+      const GumboElement& e = n->v.element;
+      if (e.tag_namespace != GUMBO_NAMESPACE_HTML || e.tag == GUMBO_TAG_STYLE ||
+          (e.tag != GUMBO_TAG_UNKNOWN && dropped_with_content(gumbo_normalized_tagname(e.tag))))
+        continue;
+      for (unsigned i = e.children.length; i-- > 0;) stack.push_back(static_cast<const GumboNode*>(e.children.data[i]));
+    }
   }
 
   void children(const GumboVector& v, int depth) {

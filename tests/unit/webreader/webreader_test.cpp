@@ -148,7 +148,7 @@ TEST(Sanitize, EscapesTextAndDeepNesting) {
   auto r = sanitize_html("<p>a &lt;b&gt; &amp; \"q\"</p>");
   EXPECT_TRUE(has(r.html, "<p>a &lt;b&gt; &amp; \"q\"</p>")) << r.html;
   std::string deep;
-  for (int i = 0; i < 5000; ++i) deep += "<div>";
+  for (int i = 0; i < 5000; ++i) deep += "<div>";  // the walk recurses at most 200 deep (ASan found 5,000 overflowing)
   deep += "bottom";
   auto d = sanitize_html(deep);
   EXPECT_TRUE(has(d.html, "bottom"));
