@@ -62,13 +62,15 @@ std::string drop_privileges(const std::string& user, const std::vector<std::stri
 }
 
 // ---- the privileged reader --------------------------------------------------
-// Wire format, both ways over a stream socket pair: the server sends a file's
+// Wire format, both ways over a stream socket pair: the helper first sends one
+// byte, kReady, once it is hardened; then the server sends a file's
 // number (uint32); the helper answers a status byte (0 = the file's bytes
 // follow, 1 = an error text follows), a uint32 length and that many bytes.
 
 namespace {
 
 constexpr int kHelperFd = 3;
+constexpr uint8_t kReady = 'R';  // the helper's first byte: hardened and serving
 
 bool send_answer(int fd, uint8_t status, const std::string& bytes) {
   uint32_t length = uint32_t(bytes.size());
@@ -116,7 +118,15 @@ std::unique_ptr<PrivilegedPemReader> PrivilegedPemReader::start(const std::vecto
   // A helper that stops answering must not hang a reload forever.
   timeval limit{5, 0};
   ::setsockopt(pair[0], SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
-  return std::unique_ptr<PrivilegedPemReader>(new PrivilegedPemReader(pair[0], pid, files));
+  auto reader = std::unique_ptr<PrivilegedPemReader>(new PrivilegedPemReader(pair[0], pid, files));
+  // Started means hardened: the helper says so once its descriptors are
+  // closed, core dumps are off and it is tied to our life.
+  uint8_t ready = 0;
+  if (!read_fully(pair[0], &ready, 1) || ready != kReady) {
+    error = "the privileged reader did not start";
+    return nullptr;  // the destructor closes our end (the helper, if alive, ends) and reaps it
+  }
+  return reader;
 }
 
 PrivilegedPemReader::~PrivilegedPemReader() {
@@ -157,6 +167,7 @@ int run_privileged_reader(const std::vector<std::string>& files) {
   std::signal(SIGINT, SIG_IGN);    // so is Ctrl-C: the server's end closing ends us
   std::signal(SIGPIPE, SIG_IGN);   // a write to a server that is gone fails instead
   if (::fcntl(kHelperFd, F_GETFD) < 0) return 2;
+  if (!write_fully(kHelperFd, &kReady, 1)) return 0;  // the server waits for this before it goes on
   uint32_t index = 0;
   while (read_fully(kHelperFd, &index, sizeof index)) {
     std::string contents;
