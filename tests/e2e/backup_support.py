@@ -425,3 +425,23 @@ __all__ = [
     "make_message", "message_id", "outbound_smtp", "parse_archived", "parse_stats", "public_tempdir",
     "read_archived", "tree", "upstreams", "write_accounts",
 ]
+
+
+def imap_folder(imap, folder: str, peek: bool = True) -> list[bytes]:
+    """Every message of folder via UID FETCH BODY[] (BODY.PEEK[] unless peek is False: then the
+    reads set \\Seen, as a mail client's would), one at a time, the folder selected read-only."""
+    typ, data = imap.select(folder, readonly=True)
+    assert typ == "OK", f"SELECT {folder}: {typ} {data}"
+    exists = int(data[0])
+    typ, data = imap.uid("SEARCH", None, "ALL")
+    assert typ == "OK", data
+    uids = data[0].split()
+    assert len(uids) == exists, f"{folder}: SEARCH ALL found {len(uids)} of {exists} messages"
+    bodies = []
+    for uid in uids:
+        typ, data = imap.uid("FETCH", uid, "(BODY.PEEK[])" if peek else "(BODY[])")
+        assert typ == "OK", f"{folder} UID {uid}: FETCH BODY[] failed: {data}"
+        parts = [p for p in data if isinstance(p, tuple)]
+        assert len(parts) == 1, f"{folder} UID {uid}: unexpected FETCH response {data!r}"
+        bodies.append(parts[0][1])
+    return bodies

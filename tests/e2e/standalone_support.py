@@ -37,7 +37,8 @@ from pathlib import Path
 import pytest
 
 from backup_support import (
-    DOMAIN, MAIL_GID, MAIL_UID, OUTBOUND_IP, backup_config, message_id, public_tempdir, write_accounts,
+    DOMAIN, MAIL_GID, MAIL_UID, OUTBOUND_IP, Dovecot, backup_config, imap_folder, message_id, public_tempdir,
+    write_accounts,
 )
 from harness import (
     MAILKEEP_BIN, CaptureHandler, Capture, Mailkeep, _CaptureController, free_port,
@@ -327,20 +328,17 @@ def pki():
 
 # --------------------------------------------------------------------------- Dovecot from dovecot-config
 
-class MkDovecot:
-    """Dovecot started from exactly `mailkeep dovecot-config -c INI --listen 127.0.0.1 ...`."""
+class MkDovecot(Dovecot):
+    """Dovecot started from exactly `mailkeep dovecot-config -c INI --listen 127.0.0.1 ...`: the
+    private instance of backup_support.Dovecot, with mailkeep's configuration instead of the recipe's."""
 
     def __init__(self, config_path: Path, base: Path, tls: bool = False):
         self.config_path = Path(config_path)
-        self.base = Path(base)
-        self.base.mkdir(parents=True, exist_ok=True)
-        self.base.chmod(0o755)
-        self.run_dir = self.base / "run"
-        self.logfile = self.base / "dovecot.log"
-        self.conf = self.base / "dovecot.conf"
-        self.port = free_port()
+        base = Path(base)
+        base.mkdir(parents=True, exist_ok=True)
+        base.chmod(0o755)
+        super().__init__(base, users={})
         self.imaps_port = free_port() if tls else None
-        self.started = False
         self.config_text = ""
 
     def generate(self) -> subprocess.CompletedProcess:
@@ -350,51 +348,19 @@ class MkDovecot:
             args += ["--imaps-port", str(self.imaps_port)]
         return subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=30)
 
-    def start(self, timeout: float = 20) -> "MkDovecot":
-        if not shutil.which("dovecot"):
-            pytest.skip("dovecot is not installed")
+    def _write_config(self) -> None:
         res = self.generate()
         assert res.returncode == 0, f"dovecot-config failed ({res.returncode}): {res.stderr}"
         self.config_text = res.stdout
         self.conf.write_text(res.stdout)      # exactly the output, nothing added
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.chmod(0o755)
-        with open(self.base / "dovecot.stdout", "ab") as out:  # never a pipe: the daemon keeps it open
-            res = subprocess.run(["dovecot", "-c", str(self.conf)], stdout=out, stderr=out,
-                                 stdin=subprocess.DEVNULL, timeout=30)
-        if res.returncode != 0:
-            raise RuntimeError(f"dovecot failed to start ({res.returncode}): {self.log()}")
-        self.started = True
-        wait_port("127.0.0.1", self.port, timeout)
+
+    def start(self, timeout: float = 20) -> "MkDovecot":
+        super().start(timeout)
         if self.imaps_port:
             wait_port("127.0.0.1", self.imaps_port, timeout)
         return self
-
-    def stop(self) -> None:
-        if not self.started:
-            return
-        pidfile = self.run_dir / "master.pid"
-        pid = int(pidfile.read_text().split()[0]) if pidfile.exists() else None
-        subprocess.run(["doveadm", "-c", str(self.conf), "stop"], capture_output=True,
-                       stdin=subprocess.DEVNULL, timeout=30)
-        deadline = time.monotonic() + 15
-        while pid and time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.05)
-        else:
-            if pid:
-                os.kill(pid, signal.SIGKILL)
-        self.started = False
-
-    def log(self) -> str:
-        texts = []
-        for p in (self.logfile, self.base / "dovecot.stdout"):
-            if p.exists():
-                texts.append(p.read_text(errors="replace"))
-        return "\n".join(texts)
 
     def imap(self) -> imaplib.IMAP4:
         return imaplib.IMAP4("127.0.0.1", self.port, timeout=30)
@@ -407,25 +373,6 @@ def imap_login(imap: imaplib.IMAP4, user: str, password: str) -> tuple[bool, str
         return typ == "OK", b" ".join(d for d in data if isinstance(d, bytes)).decode(errors="replace")
     except imaplib.IMAP4.error as exc:
         return False, str(exc)
-
-
-def imap_folder(imap: imaplib.IMAP4, folder: str) -> list[bytes]:
-    """Every message of folder (UID FETCH BODY[], one at a time, read-only)."""
-    typ, data = imap.select(folder, readonly=True)
-    assert typ == "OK", f"SELECT {folder}: {typ} {data}"
-    exists = int(data[0])
-    typ, data = imap.uid("SEARCH", None, "ALL")
-    assert typ == "OK", data
-    uids = data[0].split()
-    assert len(uids) == exists, f"{folder}: SEARCH ALL found {len(uids)} of {exists}"
-    bodies = []
-    for uid in uids:
-        typ, data = imap.uid("FETCH", uid, "(BODY.PEEK[])")
-        assert typ == "OK", f"{folder} UID {uid}: {data}"
-        parts = [p for p in data if isinstance(p, tuple)]
-        assert len(parts) == 1, f"{folder} UID {uid}: unexpected FETCH response {data!r}"
-        bodies.append(parts[0][1])
-    return bodies
 
 
 def close_imap(imap: imaplib.IMAP4) -> None:

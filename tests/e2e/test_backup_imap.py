@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 import pytest
 
 from backup_support import (  # noqa: F401,F811  (pytest fixtures)
-    DOMAIN, MAIL_UID, Dovecot, backup_gateway, check_maildir_name, inbound_smtp, mail_options,
+    DOMAIN, MAIL_UID, Dovecot, backup_gateway, check_maildir_name, imap_folder, inbound_smtp, mail_options,
     message_id, outbound_smtp, parse_archived, read_archived, upstreams,
 )
 from harness import corpus_available, corpus_messages
@@ -97,25 +97,6 @@ def assert_same_messages(where: str, got: list[tuple[str, str | None, bytes]],
                          f"unexpected {sum(extra.values())} e.g. {describe(extra)}")
 
 
-def imap_folder(imap: imaplib.IMAP4, folder: str) -> list[bytes]:
-    """Every message in folder via UID FETCH BODY[], one at a time."""
-    typ, data = imap.select(folder, readonly=True)
-    assert typ == "OK", f"SELECT {folder}: {typ} {data}"
-    exists = int(data[0])
-    typ, data = imap.uid("SEARCH", None, "ALL")
-    assert typ == "OK", data
-    uids = data[0].split()
-    assert len(uids) == exists, f"{folder}: SEARCH ALL found {len(uids)} of {exists} messages"
-    bodies = []
-    for uid in uids:
-        typ, data = imap.uid("FETCH", uid, "(BODY[])")
-        assert typ == "OK", f"{folder} UID {uid}: FETCH BODY[] failed: {data}"
-        parts = [p for p in data if isinstance(p, tuple)]
-        assert len(parts) == 1, f"{folder} UID {uid}: unexpected FETCH response {data!r}"
-        bodies.append(parts[0][1])
-    return bodies
-
-
 def test_corpus_inbound_and_sent_readable_over_imap(backup_gateway, upstreams, corpus_sample):
     inbound, outbound = corpus_sample[:N_INBOUND], corpus_sample[N_INBOUND:N_INBOUND + N_OUTBOUND]
     gw = backup_gateway(upstreams.outbound.address, upstream=upstreams.inbound.address,
@@ -162,7 +143,7 @@ def test_corpus_inbound_and_sent_readable_over_imap(backup_gateway, upstreams, c
                     if folder not in names:
                         assert not expected
                         continue
-                    copies = [parse_archived(raw, inbox=folder == "INBOX") for raw in imap_folder(imap, folder)]
+                    copies = [parse_archived(raw, inbox=folder == "INBOX") for raw in imap_folder(imap, folder, peek=False)]
                     delivered_to = f"{user}@{DOMAIN}" if folder == "INBOX" else None
                     assert_same_messages(
                         f"{user} {folder} over IMAP",
