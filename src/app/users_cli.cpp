@@ -230,13 +230,6 @@ int dovecot_config(const Settings& s, const UsersCommand& cmd) {
 
 std::atomic<bool> g_stop{false};
 
-std::optional<int64_t> parse_date(const std::string& d) {
-  std::tm tm{};
-  const char* end = ::strptime(d.c_str(), "%Y-%m-%d", &tm);
-  if (!end || *end) return std::nullopt;
-  return int64_t(::timegm(&tm));
-}
-
 int backup_replay(const Settings& s, const UsersCommand& cmd) {
   if (s.backup.domains.empty()) {
     std::cerr << "mailkeep: no [backup] domains: nothing was kept standalone\n";
@@ -257,7 +250,7 @@ int backup_replay(const Settings& s, const UsersCommand& cmd) {
   o.user = to_lower(cmd.user);
   o.dry_run = cmd.dry_run;
   if (!cmd.since.empty()) {
-    o.since = parse_date(cmd.since);
+    o.since = parse_date_utc(cmd.since);
     if (!o.since) {
       std::cerr << "mailkeep: --since " << cmd.since << ": expected YYYY-MM-DD\n";
       return 2;
@@ -285,11 +278,7 @@ int backup_replay(const Settings& s, const UsersCommand& cmd) {
       return 1;
     }
     for (auto& e : entries) {
-      char when[32];
-      std::time_t t = e.time;
-      std::tm tm{};
-      gmtime_r(&t, &tm);
-      std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
+      auto when = format_utc(e.time, "%Y-%m-%d %H:%M:%S");
       std::cout << when << "\t<" << e.sender << ">\t<" << e.recipient << ">\t" << e.size << "\t" << e.name << "\n";
     }
     std::cout << entries.size() << " message(s) would be replayed\n";

@@ -1,6 +1,8 @@
 // strings.cpp — see strings.h.
 #include "core/strings.h"
 
+#include <cctype>
+
 #include <ctime>
 
 namespace mk {
@@ -61,6 +63,19 @@ std::string format_utc(int64_t unix_seconds, const char* format) {
   char buf[64];
   std::strftime(buf, sizeof buf, format, &tm);
   return buf;
+}
+
+std::string percent_decode(std::string_view s, bool plus_is_space) {
+  auto hex = [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; };
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '+' && plus_is_space) out += ' ';
+    else if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) && hex(s[i + 2])) {
+      out += char(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
+      i += 2;
+    } else out += s[i];
+  }
+  return out;
 }
 
 std::string iso8601_utc(int64_t unix_seconds) { return format_utc(unix_seconds, "%Y-%m-%dT%H:%M:%SZ"); }

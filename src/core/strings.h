@@ -21,6 +21,9 @@ std::string to_hex(const unsigned char* p, size_t n);
 std::string format_utc(int64_t unix_seconds, const char* format);
 // "2026-11-28T19:01:40Z" for unix seconds.
 std::string iso8601_utc(int64_t unix_seconds);
+// %XX escapes decoded; `plus_is_space` for form and query strings
+// (application/x-www-form-urlencoded), not for URL paths.
+std::string percent_decode(std::string_view s, bool plus_is_space);
 // "2026-11-28" → unix seconds of that day's 00:00 UTC; nullopt when malformed.
 std::optional<int64_t> parse_date_utc(const std::string& date);
 

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "core/fd_io.h"
+#include "core/strings.h"
 #include "mailbox/mailbox.h"
 
 namespace mk::filters {
@@ -107,15 +108,6 @@ std::string group(const std::string& field, const std::string& value) {
   return field + "(" + value + ")";
 }
 
-std::string iso_now() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 mailbox::ModifyRequest request_of(const Filter& f) {
   mailbox::ModifyRequest r;
   r.query = f.query();
@@ -204,7 +196,7 @@ FilterList parse_filters(std::string_view xml) {
 
 std::string format_filters(const std::vector<Filter>& filters) {
   std::ostringstream o;
-  auto now = iso_now();
+  auto now = iso8601_utc(std::time(nullptr));
   o << "<?xml version='1.0' encoding='UTF-8'?>"
     << "<feed xmlns='http://www.w3.org/2005/Atom' xmlns:apps='http://schemas.google.com/apps/2006'>\n"
     << "<title>Mail Filters</title>\n<updated>" << now << "</updated>\n";

@@ -38,17 +38,6 @@ Response json_response(unsigned status, const json::value& body, unsigned versio
 
 namespace {
 
-std::string percent_decode(std::string_view s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '+') out += ' ';
-    else if (s[i] == '%' && i + 2 < s.size() && std::isxdigit((unsigned char)s[i + 1]) && std::isxdigit((unsigned char)s[i + 2])) {
-      out += char(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
-      i += 2;
-    } else out += s[i];
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -58,8 +47,8 @@ std::map<std::string, std::string> parse_query(std::string_view q) {
     auto amp = q.find('&');
     auto pair = q.substr(0, amp);
     auto eq = pair.find('=');
-    if (eq != std::string_view::npos) out[percent_decode(pair.substr(0, eq))] = percent_decode(pair.substr(eq + 1));
-    else if (!pair.empty()) out[percent_decode(pair)] = "";
+    if (eq != std::string_view::npos) out[percent_decode(pair.substr(0, eq), true)] = percent_decode(pair.substr(eq + 1), true);
+    else if (!pair.empty()) out[percent_decode(pair, true)] = "";
     if (amp == std::string_view::npos) break;
     q.remove_prefix(amp + 1);
   }

@@ -83,9 +83,7 @@ AuthOutcome Authenticator::check(const std::string& client_key, std::string_view
 std::string Authenticator::issue_token(const std::string& user, int64_t now) {
   unsigned char bytes[32];
   if (RAND_bytes(bytes, sizeof bytes) != 1) throw std::runtime_error("no random bytes for a token");
-  static const char* hex = "0123456789abcdef";
-  std::string token;
-  for (unsigned char b : bytes) token += {hex[b >> 4], hex[b & 15]};
+  auto token = to_hex(bytes, sizeof bytes);
   std::lock_guard lock(mutex_);
   if (tokens_.size() > 10000) std::erase_if(tokens_, [&](auto& kv) { return kv.second.second < now; });
   tokens_[token] = {to_lower(user), now + 60};

@@ -14,6 +14,7 @@
 
 #include "core/log.h"
 #include "core/strings.h"
+#include "http/api.h"
 #include "http/assets.h"
 #include "index/message.h"
 #include "index/search.h"
@@ -68,15 +69,6 @@ Response error(unsigned status, std::string_view code, std::string_view descript
   return reply(status, json::object{{"error", code}, {"description", description}}, version);
 }
 
-std::string iso8601(int64_t t) {
-  std::time_t tt = t;
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 std::string header(const Request& req, std::string_view name) {
   auto it = req.find(name);
   return it == req.end() ? "" : std::string(it->value());
@@ -95,32 +87,10 @@ std::string cookie(const Request& req) {
   return "";
 }
 
-std::string percent_decode(std::string_view s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '+') out += ' ';
-    else if (s[i] == '%' && i + 2 < s.size() && std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
-             std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
-      out += char(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
-      i += 2;
-    } else out += s[i];
-  }
-  return out;
-}
-
+// The query string of a request target, decoded (http::parse_query).
 std::map<std::string, std::string> query_params(std::string_view target) {
-  std::map<std::string, std::string> out;
   auto q = target.find('?');
-  if (q == std::string_view::npos) return out;
-  auto rest = target.substr(q + 1);
-  while (!rest.empty()) {
-    auto amp = rest.find('&');
-    auto part = rest.substr(0, amp);
-    rest = amp == std::string_view::npos ? std::string_view{} : rest.substr(amp + 1);
-    auto eq = part.find('=');
-    out[percent_decode(part.substr(0, eq))] = eq == std::string_view::npos ? "" : percent_decode(part.substr(eq + 1));
-  }
-  return out;
+  return q == std::string_view::npos ? std::map<std::string, std::string>{} : http::parse_query(target.substr(q + 1));
 }
 
 size_t number(const std::map<std::string, std::string>& p, const char* key, size_t def, size_t max) {
@@ -215,10 +185,7 @@ std::string account_tag(const std::string& user) {
   unsigned int len = 0;
   std::string in = "mailkeep thread id " + user;
   EVP_Digest(in.data(), in.size(), md, &len, EVP_sha256(), nullptr);
-  static const char* hex = "0123456789abcdef";
-  std::string out = "T";
-  for (int i = 0; i < 4; ++i) out += {hex[md[i] >> 4], hex[md[i] & 15]};
-  return out;
+  return "T" + to_hex(md, 4);
 }
 
 // The X-Mailkeep-Signature our Received block carries (smtp/session.cpp), or "".
@@ -519,24 +486,10 @@ Response MailApi::filters(const Request& req, const std::string& path, Context& 
   return error(405, "method-not-allowed", "GET, POST or DELETE", v);
 }
 
-// A path with its %XX escapes decoded (message ids hold ',' and '='); '+' stays.
-std::string decode_path(std::string_view p) {
-  std::string out;
-  for (size_t i = 0; i < p.size(); ++i) {
-    if (p[i] == '%' && i + 2 < p.size() && std::isxdigit(static_cast<unsigned char>(p[i + 1])) &&
-        std::isxdigit(static_cast<unsigned char>(p[i + 2]))) {
-      out += char(std::stoi(std::string(p.substr(i + 1, 2)), nullptr, 16));
-      i += 2;
-    } else {
-      out += p[i];
-    }
-  }
-  return out;
-}
-
 Response MailApi::route(const Request& req, const IpAddress& client, Context& ctx) {
   std::string_view target(req.target().data(), req.target().size());
-  std::string path = decode_path(target.substr(0, target.find('?')));
+  // Path segments are percent-decoded (message ids hold ',' and '='); '+' stays.
+  std::string path = percent_decode(target.substr(0, target.find('?')), false);
   auto params = query_params(target);
   const auto now = static_cast<int64_t>(std::time(nullptr));
   const auto v = ctx.version;
@@ -720,7 +673,7 @@ Response MailApi::route(const Request& req, const IpAddress& client, Context& ct
       for (auto& f : c.folders) boxes[to_lower(f)] = true;
       for (auto& l : c.labels) boxes["label:" + l] = true;
       threads.push_back(json::object{{"id", ctx.tag + c.id}, {"subject", c.subject}, {"from", from}, {"preview", c.snippet},
-                                     {"receivedAt", iso8601(c.date)}, {"emailCount", c.messages},
+                                     {"receivedAt", iso8601_utc(c.date)}, {"emailCount", c.messages},
                                      {"matchedCount", c.matched}, {"keywords", kw}, {"mailboxIds", boxes},
                                      {"labels", string_array(c.labels)}});
     }
@@ -755,7 +708,7 @@ Response MailApi::route(const Request& req, const IpAddress& client, Context& ct
                      {"labels", string_array(m.labels)},
                      {"subject", m.subject},
                      {"messageId", m.message_id},
-                     {"receivedAt", iso8601(m.date)},
+                     {"receivedAt", iso8601_utc(m.date)},
                      {"size", m.size},
                      {"preview", m.snippet}};
       if (index::parse_message_file(current_file(ctx.maildir, m), po, parsed, err)) {

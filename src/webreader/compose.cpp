@@ -6,6 +6,8 @@
 
 #include <ctime>
 
+#include "core/strings.h"
+
 namespace mk::webreader {
 namespace {
 
@@ -22,10 +24,7 @@ bool plain_address(const std::string& a) {
 std::string random_hex(int bytes) {
   unsigned char b[32];
   RAND_bytes(b, bytes);
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (int i = 0; i < bytes; ++i) out += {hex[b[i] >> 4], hex[b[i] & 15]};
-  return out;
+  return to_hex(b, size_t(bytes));
 }
 
 }  // namespace

@@ -7,16 +7,15 @@
 
 #include <stdexcept>
 
+#include "core/strings.h"
+
 namespace mk::webreader {
 namespace {
 
 std::string random_token() {
   unsigned char bytes[32];
   if (RAND_bytes(bytes, sizeof bytes) != 1) throw std::runtime_error("no random bytes for a session token");
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned char b : bytes) out += {hex[b >> 4], hex[b & 15]};
-  return out;
+  return to_hex(bytes, sizeof bytes);
 }
 
 std::string digest(const std::string& token) {
