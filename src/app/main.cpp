@@ -459,6 +459,7 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
       if (!list.error.empty()) spdlog::error("filters {}: {}; none applied", account, list.error);
       if (list.filters.empty()) return;
       try {
+        db.commit();  // what the filters read and change is what was just indexed
         auto st = mk::filters::apply_to_new(db, maildir, list.filters, ids, unix_now());
         db.commit();
         for (auto& e : st.errors) spdlog::error("filters {}: {}", account, e);

@@ -282,6 +282,7 @@ ApplyStats apply_to_new(index::Database& db, const std::string& maildir, const s
   for (auto& f : filters) {
     auto req = request_of(f);
     req.ids = ids;
+    req.sync_first = false;  // the indexer has just brought the index up to date
     add(st, mailbox::modify(db, maildir, req, now));
     if (f.never_spam) {
       // Never to spam: what the filter matches leaves Junk (for the Inbox, or Archive when it skips it).
@@ -289,6 +290,7 @@ ApplyStats apply_to_new(index::Database& db, const std::string& maildir, const s
       back.query = "in:junk (" + f.query() + ")";
       back.ids = ids;
       back.move_to = f.skip_inbox ? "Archive" : "INBOX";
+      back.sync_first = false;
       add(st, mailbox::modify(db, maildir, back, now));
     }
   }

@@ -115,7 +115,6 @@ struct Indexer::State {
         if (cfg.after_index) {
           std::vector<std::string> ids;
           for (auto& f : files) ids.push_back(f.base());
-          db->commit();  // what the filters read and change is what was just indexed
           cfg.after_index(*db, account, maildir(account), ids);
         }
       }

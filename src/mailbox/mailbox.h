@@ -33,6 +33,9 @@ struct ModifyRequest {
   bool only_from_inbox = false;  // --archive moves only what is in INBOX
   std::optional<bool> seen, flagged;
   std::vector<std::string> add_labels, remove_labels;
+  // Bring the index up to date with the Maildir first. Off for filters on
+  // mail the indexer has just indexed (each filter would sync again).
+  bool sync_first = true;
 };
 
 struct ModifyResult {

@@ -128,7 +128,7 @@ ModifyResult modify(index::Database& db, const std::string& maildir, const Modif
     return out;
   }
   // What the user sees is what the Maildir holds now.
-  index::sync_maildir(db, maildir, {});
+  if (req.sync_first) index::sync_maildir(db, maildir, {});
   index::SearchResult found;
   if (by_id) {
     for (auto& id : req.ids)
