@@ -206,8 +206,10 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
   std::signal(SIGPIPE, SIG_IGN);
 
   // Blocking file work (archive copies, outbox, fsync) runs here; many
-  // threads so that concurrent fsyncs are committed together by the file system.
-  asio::thread_pool blocking(16);
+  // threads so that concurrent fsyncs are committed together by the file
+  // system: with 50 sessions each waiting on up to 4 fsyncs, 16 threads left
+  // sessions queued behind the pool (bench/standalone_bench.py, c=50).
+  asio::thread_pool blocking(64);
 
   // TLS contexts first: a bad certificate is a start-up error, not a surprise later.
   std::unique_ptr<mk::tls::ServerContext> tls;
