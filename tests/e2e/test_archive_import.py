@@ -423,6 +423,7 @@ def kill_when(cmd: list[str], maildir: Path, at_least: int, timeout: float = 600
     return killed, n, err.decode("utf-8", "replace") + out.decode("utf-8", "replace")
 
 
+@pytest.mark.release_only  # 80 s under ASan; the other import tests run there (conftest.py)
 def test_interrupted_import_equals_uninterrupted(archive_env, tmp_path):
     require_import()
     mbox = large_mbox(tmp_path / "large.mbox", N_LARGE)

@@ -39,6 +39,11 @@ FIXED_QUERIES = ["in:anywhere", "in:inbox", "in:sent", "in:junk", "in:archive", 
                  "money -in:inbox"]
 
 
+
+# kill -9 and resume for minutes: a durability check, run once (release_only, conftest.py);
+# the indexer's code is under ASan in the unit tests and the other index suites.
+pytestmark = pytest.mark.release_only
+
 class World:
     def __init__(self, env, cli_clean: Cli, clean_elapsed: float, queries: list[str]):
         self.env = env
