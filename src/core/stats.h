@@ -33,6 +33,7 @@ namespace mk::stats {
   X(reject_too_many_errors, "reject.too_many_errors")                     \
   X(reject_syntax, "reject.syntax")                                       \
   X(reject_timeout, "reject.timeout")                                     \
+  X(reject_early_data, "reject.data_before_354")                          \
   X(defer_upstream, "defer.upstream")                                     \
   X(defer_archive, "defer.archive")                                       \
   X(http_alias_created, "http.alias_created")                             \

@@ -9,6 +9,13 @@ namespace mk {
 
 static char lower(char c) { return (c >= 'A' && c <= 'Z') ? char(c - 'A' + 'a') : c; }
 
+std::string printable_ascii(std::string_view s, size_t max, std::string_view also_replace) {
+  std::string out;
+  for (unsigned char c : s.substr(0, max))
+    out += (c >= 32 && c < 127 && also_replace.find(char(c)) == std::string_view::npos) ? char(c) : '?';
+  return out;
+}
+
 std::string to_lower(std::string_view s) {
   std::string out(s);
   for (auto& c : out) c = lower(c);

@@ -10,6 +10,9 @@
 namespace mk {
 
 std::string to_lower(std::string_view s);
+// Foreign text for a log line or a header: the first `max` bytes, each byte
+// outside printable ASCII (32..126) or in `also_replace` becomes '?'.
+std::string printable_ascii(std::string_view s, size_t max, std::string_view also_replace = {});
 bool iequals(std::string_view a, std::string_view b);
 bool istarts_with(std::string_view s, std::string_view prefix);
 std::string_view trim(std::string_view s);

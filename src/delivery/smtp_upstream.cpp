@@ -94,7 +94,8 @@ class SmtpUpstream final : public Upstream {
       if (!r.positive()) co_return r;
     }
     if (params.smtputf8 && !caps_.smtputf8)
-      co_return Reply{553, "5.6.7", "Upstream " + peer_ + " does not support SMTPUTF8"};
+      co_return failed(Reply{553, "5.6.7", "Error: the upstream does not support SMTPUTF8"}, "MAIL",
+                       "no SMTPUTF8 in its EHLO reply");
     std::string cmd = "MAIL FROM:<" + sender.address() + ">";
     if (params.size && caps_.size) cmd += " SIZE=" + std::to_string(*params.size);
     if (params.body == smtp::BodyType::EightBitMime && caps_.eight_bit) cmd += " BODY=8BITMIME";
@@ -130,7 +131,8 @@ class SmtpUpstream final : public Upstream {
     if (!conn_) co_return lost();
     auto r = co_await command("DATA\r\n");
     if (r.code != 354) {
-      if (r.positive()) r = Reply{451, "4.5.0", "Upstream " + peer_ + " answered DATA with " + r.summary()};
+      if (r.positive()) r = failed(Reply{451, "4.5.0", "Error: unexpected upstream reply; try again later"}, "DATA",
+                                   "answered DATA with " + r.summary());
       co_return r;
     }
     std::string out;
@@ -199,9 +201,15 @@ class SmtpUpstream final : public Upstream {
   }
 
  private:
+  // Clients hear that the upstream failed; the log hears which host, at which
+  // step (connect, MAIL, RCPT, DATA) and why (Reply::log_detail).
+  Reply failed(Reply r, std::string_view step, std::string_view why) const {
+    r.log_detail = fmt::format("upstream {}: {}: {}", peer_name(), step, why);
+    return r;
+  }
   Reply lost() const {
-    return Reply{451, "4.4.2",
-                 "Lost connection with upstream " + peer_name() + (last_error_.empty() ? "" : ": " + last_error_)};
+    return failed(Reply{451, "4.4.2", "Error: lost connection with the upstream; try again later"}, last_step_,
+                  last_error_.empty() ? "connection closed" : last_error_);
   }
 
   void drop() {
@@ -262,7 +270,7 @@ class SmtpUpstream final : public Upstream {
         auto [rec, results] =
             co_await resolver.async_resolve(hp.host, std::to_string(hp.port), asio::as_tuple(asio::use_awaitable));
         if (rec) {
-          failures += " " + hp.to_string() + ": " + rec.message() + ";";
+          failures += " " + hp.to_string() + ": resolve: " + rec.message() + ";";
           continue;
         }
         for (auto& e : results) endpoints.push_back(e.endpoint());
@@ -283,7 +291,7 @@ class SmtpUpstream final : public Upstream {
             OPENSSL_cleanse(plain.data(), plain.size());
             if (r.code == 235) co_return hello;
             drop();
-            co_return r.code >= 500 ? r : smtp::replies::upstream_unavailable(peer_ + ": AUTH " + r.summary());
+            co_return r.code >= 500 ? r : smtp::replies::upstream_unavailable("upstream " + peer_ + ": AUTH: " + r.summary());
           }
           failures += " " + peer_ + ": " + why + ";";
           bool retry_plain = use_tls && cfg_.tls == UpstreamTls::Opportunistic && why.starts_with("TLS");
@@ -295,13 +303,14 @@ class SmtpUpstream final : public Upstream {
     }
     if (!failures.empty()) failures.pop_back();
     co_return smtp::replies::upstream_unavailable(failures.empty() ? "no upstream hosts"
-                                                                   : std::string(trim(failures)));
+                                                                   : "upstream " + std::string(trim(failures)));
   }
 
   // One connection attempt: TCP, greeting, EHLO (or HELO), and STARTTLS with a
   // second EHLO when `use_tls`. Returns the final hello reply (250 = ready) or
   // a failure with `why` set.
   awaitable<Reply> connect_one(const asio::ip::tcp::endpoint& ep, const HostPort& hp, bool use_tls, std::string& why) {
+    last_step_ = "connect";
     error_code ec;
     conn_ = co_await smtp::connect_tcp(ex_, ep, cfg_.connect_timeout, ec);
     if (!conn_) {
@@ -395,6 +404,7 @@ class SmtpUpstream final : public Upstream {
   }
 
   awaitable<Reply> command(const std::string& line) {
+    last_step_ = line.substr(0, std::min(line.find_first_of(" :\r"), size_t{16}));
     bool sent = co_await send(line);
     if (!sent) co_return lost();
     co_return co_await read_reply();
@@ -450,6 +460,7 @@ class SmtpUpstream final : public Upstream {
   std::string inbuf_;
   std::string peer_;
   std::string last_error_;
+  std::string last_step_ = "connect";  // the verb of the last command sent, for lost()
   std::string tls_;  // TLS description of conn_, empty when plaintext
   Capabilities caps_;
   bool reused_ = false;          // conn_ came from the pool and has not answered yet

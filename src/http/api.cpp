@@ -201,6 +201,19 @@ Response Api::create(const Request& req, const IpAddress& client, bool tempalias
   auto doc = json::parse(req.body(), ec);
   if (ec || !doc.is_object()) return json_error(400, "invalid-data", "the body must be a JSON object", v);
   auto& o = doc.as_object();
+  if (!tempalias_shape) {
+    // A field we do not know is a mistake we must not guess about: tempalias's
+    // "max-usage" here would otherwise create an alias with no limit at all.
+    for (auto& kv : o) {
+      std::string_view k = kv.key();
+      if (k != "target" && k != "days" && k != "max_usage") {
+        std::string what = "unknown field \"" + printable_ascii(k, 64, "\"") + "\" (known: target, days, max_usage)";
+        stats::count(stats::Counter::http_reject_invalid);
+        spdlog::info("http: reject: alias creation from {}: invalid-data: {}", client.to_string(), what);
+        return json_error(400, "invalid-data", what, v);
+      }
+    }
+  }
   aliases::CreateRequest cr;
   cr.creator_ip = client.to_string();
   if (auto* t = o.if_contains("target"); t && t->is_string()) cr.target = std::string(t->as_string());

@@ -23,6 +23,7 @@ std::string Reply::summary() const {
   std::string out = std::to_string(code);
   if (!status.empty()) out += " " + status;
   for (size_t i = 0; i < lines.size(); ++i) out += (i ? " / " : " ") + lines[i];
+  if (!log_detail.empty()) out += " (" + log_detail + ")";
   return out;
 }
 
@@ -81,7 +82,9 @@ Reply too_many_connections(std::string_view host) {
   return {421, "4.7.0", std::string(host) + " Error: too many connections, try again later"};
 }
 Reply upstream_unavailable(std::string detail) {
-  return {451, "4.4.1", "Upstream unavailable, try again later (" + detail + ")"};
+  Reply r{451, "4.4.1", "Upstream unavailable, try again later"};
+  r.log_detail = std::move(detail);
+  return r;
 }
 Reply message_too_big() { return {552, "5.3.4", "Error: message size exceeds fixed limit"}; }
 }  // namespace replies

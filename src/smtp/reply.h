@@ -16,6 +16,9 @@ struct Reply {
   int code = 0;              // 3 digits, 200..599
   std::string status;        // enhanced code "5.7.1", or "" where RFC 3463 has none (220, 221 ...)
   std::vector<std::string> lines;  // text, one entry per line of a multi-line reply
+  // What failed, for our log only, never on the wire: a client is told "try
+  // again later", the log names the internal host and the error.
+  std::string log_detail;
 
   Reply() = default;
   Reply(int c, std::string st, std::string text) : code(c), status(std::move(st)), lines{std::move(text)} {}
@@ -24,7 +27,7 @@ struct Reply {
   bool positive() const { return code >= 200 && code < 400; }
   // The reply as sent on the wire, CRLF-terminated, "250-" continuation lines.
   std::string wire() const;
-  // One line for logs: "550 5.7.1 text".
+  // One line for logs: "550 5.7.1 text", then " (log_detail)" if there is one.
   std::string summary() const;
 };
 
@@ -43,7 +46,7 @@ Reply too_many_errors();                      // 421 4.7.0
 Reply shutting_down(std::string_view host);   // 421 4.3.2
 Reply timeout(std::string_view host);         // 421 4.4.2
 Reply too_many_connections(std::string_view host);  // 421 4.7.0
-Reply upstream_unavailable(std::string detail);     // 451 4.4.1
+Reply upstream_unavailable(std::string detail);     // 451 4.4.1; detail goes to log_detail
 Reply message_too_big();                      // 552 5.3.4
 }  // namespace replies
 

@@ -28,11 +28,7 @@ std::string make_session_id() {
 }
 
 // Text from the client placed in a header or a log: printable ASCII only.
-std::string printable(std::string_view s, size_t max = 255) {
-  std::string out;
-  for (unsigned char c : s.substr(0, max)) out += (c >= 32 && c < 127 && c != '(' && c != ')') ? char(c) : '?';
-  return out;
-}
+std::string printable(std::string_view s, size_t max = 255) { return printable_ascii(s, max, "()"); }
 
 std::string rfc5322_date() {
   std::time_t now = std::time(nullptr);
@@ -256,7 +252,7 @@ awaitable<void> Session::handle_mail(std::string_view arg) {
   }
   if (params.size && *params.size > settings_.smtp.max_message_size) {
     auto r = replies::message_too_big();
-    log_reject("MAIL", r, "SIZE=" + std::to_string(*params.size));
+    log_reject("MAIL", r, "SIZE=" + std::to_string(*params.size), {}, &path.mailbox);
     reply(r);
     co_return;
   }
@@ -264,7 +260,7 @@ awaitable<void> Session::handle_mail(std::string_view arg) {
       !env_.message_limiter->allow(policy::client_key(client_info_.ip), std::time(nullptr))) {
     stats::count(stats::Counter::reject_messages_per_ip);
     Reply r{450, "4.7.1", "Error: too many messages from [" + client_address_ + "]; try again later"};
-    log_reject("MAIL", r, "smtp_messages_per_ip_per_minute");
+    log_reject("MAIL", r, "smtp_messages_per_ip_per_minute", {}, &path.mailbox);
     reply(r);
     co_return;
   }
@@ -359,9 +355,13 @@ awaitable<void> Session::handle_rcpt(std::string_view arg) {
   }
   if (!tx_.upstream_mail_reply) {
     tx_.upstream_mail_reply = co_await upstream_->mail(tx_.sender, tx_.params);
-    if (!tx_.upstream_mail_reply->positive())
+    const Reply& mr = *tx_.upstream_mail_reply;
+    if (!mr.positive() && !mr.log_detail.empty())  // it failed (connect, TLS, AUTH …) rather than refused
+      spdlog::warn("{}: {}; MAIL FROM:<{}> answered {} {}", id_, mr.log_detail, printable(tx_.sender.address()),
+                   mr.code, mr.status);
+    else if (!mr.positive())
       spdlog::warn("{}: upstream {} refused MAIL FROM:<{}>: {}", id_, upstream_->peer_name(),
-                   printable(tx_.sender.address()), tx_.upstream_mail_reply->summary());
+                   printable(tx_.sender.address()), mr.summary());
   }
   Reply r = *tx_.upstream_mail_reply;
   if (r.positive()) r = co_await upstream_->rcpt(route.recipient);
@@ -392,6 +392,18 @@ awaitable<void> Session::handle_data(std::string_view arg) {
     reply_error(Reply{554, "5.5.1", "Error: no valid recipients"});
     co_return;
   }
+  if (inpos_ < inbuf_.size() || client_->input_pending()) {
+    // RFC 2920 3.1: the message text may follow only our 354. A client that
+    // sends it earlier is not an MTA (Postfix: smtpd_forbid_unauth_pipelining);
+    // what it sent cannot be told apart from commands, so the connection ends.
+    Reply r{554, "5.5.0", "Error: SMTP protocol synchronization: message text sent before the 354 reply"};
+    stats::count(stats::Counter::reject_early_data);
+    log_reject("DATA", r, "input before 354 (" + std::to_string(inbuf_.size() - inpos_) + " bytes buffered)");
+    co_await reset_transaction();
+    reply(r);
+    quit_ = true;
+    co_return;
+  }
   reply(Reply{354, "", "End data with <CR><LF>.<CR><LF>"});
   bool flushed = co_await flush();
   if (!flushed) {
@@ -411,6 +423,16 @@ awaitable<void> Session::handle_data(std::string_view arg) {
     tokenizer->feed(received_header());
   }
   auto data = co_await read_message(spool, tokenizer ? &*tokenizer : nullptr);
+  if (data.connection == LineStatus::TimedOut) {
+    stats::count(stats::Counter::reject_timeout);
+    spdlog::info("{}: timeout after DATA from [{}]:{} after {} bytes; nothing was acknowledged", id_, client_address_,
+                 client_port_, data.size);
+    co_await reset_transaction();
+    reply(replies::timeout(settings_.smtp.hostname));
+    co_await flush();
+    quit_ = true;
+    co_return;
+  }
   if (data.connection != LineStatus::Ok) {
     spdlog::info("{}: lost connection with [{}]:{} during DATA after {} bytes; nothing was acknowledged", id_,
                  client_address_, client_port_, data.size);
@@ -771,9 +793,9 @@ void Session::record_verdict(const std::string& signature, double score, const s
 }
 
 void Session::log_reject(std::string_view command, const Reply& r, std::string_view reason,
-                         std::string_view recipient) {
+                         std::string_view recipient, const Mailbox* sender) {
   spdlog::info("{}: reject: {} from [{}]:{}: {}; reason={}; from=<{}>{}{}{} helo=<{}>", id_, command, client_address_,
-               client_port_, r.summary(), reason, printable(tx_.sender.address(), 512),
+               client_port_, r.summary(), reason, printable((sender ? *sender : tx_.sender).address(), 512),
                recipient.empty() ? "" : " to=<", printable(recipient, 512), recipient.empty() ? "" : ">", helo_);
 }
 

@@ -122,8 +122,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void reply(const Reply& r);
   // Replies with an error and counts it towards [smtp] max_errors.
   void reply_error(const Reply& r);
+  // `sender`: the one a rejected MAIL named (before it becomes tx_.sender).
   void log_reject(std::string_view command, const Reply& r, std::string_view reason,
-                  std::string_view recipient = {});
+                  std::string_view recipient = {}, const Mailbox* sender = nullptr);
   // The DNSBL check at connect: the rejecting greeting, or nullopt to go on.
   awaitable<std::optional<Reply>> check_dnsbl();
 

@@ -10,17 +10,14 @@
 
 #include "core/blocking.h"
 #include "core/log.h"
+#include "core/strings.h"
 #include "smtp/sasl.h"
 #include "smtp/session.h"
 
 namespace mk::smtp {
 namespace {
 
-std::string log_text(std::string_view s, size_t max = 128) {
-  std::string out;
-  for (unsigned char c : s.substr(0, max)) out += (c > 32 && c < 127 && c != '<' && c != '>') ? char(c) : '?';
-  return out;
-}
+std::string log_text(std::string_view s, size_t max = 128) { return printable_ascii(s, max, " <>"); }
 
 void cleanse(std::string& s) { OPENSSL_cleanse(s.data(), s.size()); }
 
@@ -37,13 +34,13 @@ std::optional<Reply> Session::submission_sender_check(const Mailbox& sender) {
   if (!env_.auth) return std::nullopt;  // port 25: no AUTH, no such rule
   if (client_info_.user.empty()) {
     Reply r{530, "5.7.0", "Authentication required"};
-    log_reject("MAIL", r, "submission without AUTH");
+    log_reject("MAIL", r, "submission without AUTH", {}, &sender);
     return r;
   }
   if (!env_.router->may_send_as(client_info_.user, sender)) {
     Reply r{553, "5.7.1", "<" + log_text(sender.address(), 512) + ">: Sender address rejected: not owned by user " +
                               client_info_.user};
-    log_reject("MAIL", r, "sender not the authenticated user's (user=" + client_info_.user + ")");
+    log_reject("MAIL", r, "sender not the authenticated user's (user=" + client_info_.user + ")", {}, &sender);
     return r;
   }
   return std::nullopt;

@@ -99,6 +99,10 @@ class TlsTransport final : public Transport {
     stream_->next_layer().close(ignored);
   }
   asio::any_io_executor get_executor() override { return stream_->get_executor(); }
+  bool input_pending() override {
+    error_code ignored;
+    return SSL_pending(stream_->native_handle()) > 0 || stream_->next_layer().available(ignored) > 0;
+  }
   std::string tls_description() const override { return describe_tls(stream_->native_handle()); }
 
  private:
@@ -138,6 +142,10 @@ class TcpTransport final : public Transport {
     else socket_.close(ignored);
   }
   asio::any_io_executor get_executor() override { return socket_.get_executor(); }
+  bool input_pending() override {
+    error_code ignored;
+    return socket_.available(ignored) > 0;
+  }
 
   awaitable<std::unique_ptr<Transport>> start_tls(asio::ssl::context& ctx, TlsRole role, const std::string& server_name,
                                                   error_code& ec) override {

@@ -39,6 +39,9 @@ class Transport {
   virtual void cancel() = 0;
   virtual void close() = 0;
   virtual boost::asio::any_io_executor get_executor() = 0;
+  // Whether the peer has sent bytes not read yet (RFC 2920 3.1: a client must
+  // wait for 354 before the message text; the server checks before it sends 354).
+  virtual bool input_pending() { return false; }
 
   enum class TlsRole { Server, Client };
   // STARTTLS (RFC 3207): runs the TLS handshake over this connection and

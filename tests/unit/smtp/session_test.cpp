@@ -8,6 +8,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -45,6 +46,7 @@ class TestTransport final : public Transport {
   void cancel() override {}
   void close() override { s_.close(); }
   asio::any_io_executor get_executor() override { return s_.get_executor(); }
+  test::stream& stream() { return s_; }
 
  private:
   test::stream s_;
@@ -127,21 +129,95 @@ struct Harness {
     env.spool_memory_limit = 100;  // so that tests also cover the file spool
   }
 
-  // Runs one session with `input` from the client; returns everything the server wrote.
+  // Runs one session with `input` from a client that behaves like a real one:
+  // its commands go out pipelined, but after DATA it waits for the reply and
+  // sends the message text only after a 354 (RFC 2920 3.1). Returns everything
+  // the server wrote.
   std::string run(const std::string& input, const std::string& client_ip = "127.0.0.1",
                   test::fail_count* fc = nullptr) {
+    return run_session(input, client_ip, fc, /*wait_for_354=*/true);
+  }
+  // The whole input at once, as a client that does not wait for anything.
+  std::string run_raw(const std::string& input, const std::string& client_ip = "127.0.0.1") {
+    return run_session(input, client_ip, nullptr, /*wait_for_354=*/false);
+  }
+
+ private:
+  std::string run_session(const std::string& input, const std::string& client_ip, test::fail_count* fc,
+                          bool wait_for_354) {
     asio::io_context io;
     test::stream local = fc ? test::stream(io, *fc) : test::stream(io);
     test::stream remote(io);
     local.connect(remote);
-    local.append(input);
-    local.close_remote();  // EOF after the input
-    auto session = std::make_shared<Session>(env, std::make_unique<TestTransport>(std::move(local)), client_ip, 4242);
+    std::string out;
+    if (!wait_for_354) {
+      local.append(input);
+      local.close_remote();  // EOF after the input
+    }
+    auto transport = std::make_unique<TestTransport>(std::move(local));
+    if (wait_for_354) asio::co_spawn(io, client(remote, transport->stream(), input, out), asio::detached);
+    auto session = std::make_shared<Session>(env, std::move(transport), client_ip, 4242);
     std::exception_ptr failure;
     asio::co_spawn(io, session->run(), [&](std::exception_ptr e) { failure = e; });
     io.run();
     if (failure) std::rethrow_exception(failure);
-    return std::string(remote.str());
+    return wait_for_354 ? out : std::string(remote.str());
+  }
+
+  // Final reply lines (not "250-" continuations) complete in `out`.
+  static size_t final_replies(const std::string& out, std::string* last = nullptr) {
+    size_t n = 0, pos = 0;
+    for (size_t eol; (eol = out.find("\r\n", pos)) != std::string::npos; pos = eol + 2) {
+      if (eol - pos >= 4 && out[pos + 3] == '-') continue;
+      ++n;
+      if (last) *last = out.substr(pos, eol - pos);
+    }
+    return n;
+  }
+
+  // `server_side`: the session's end, closed for reading after the input (EOF).
+  static asio::awaitable<void> client(test::stream& remote, test::stream& server_side, std::string input,
+                                      std::string& out) {
+    char buf[4096];
+    size_t expected = 1;  // the greeting
+    auto read_until_replies = [&](size_t n) -> asio::awaitable<bool> {
+      while (final_replies(out) < n) {
+        auto [ec, got] = co_await remote.async_read_some(asio::buffer(buf), asio::as_tuple(asio::use_awaitable));
+        if (ec) co_return false;
+        out.append(buf, got);
+      }
+      co_return true;
+    };
+    auto send = [&](std::string_view bytes) -> asio::awaitable<bool> {
+      auto [ec, n] = co_await asio::async_write(remote, asio::buffer(bytes.data(), bytes.size()),
+                                                asio::as_tuple(asio::use_awaitable));
+      co_return !ec;
+    };
+    size_t pos = 0;
+    while (pos < input.size()) {
+      size_t eol = input.find("\r\n", pos);
+      size_t end = eol == std::string::npos ? input.size() : eol + 2;
+      std::string line = input.substr(pos, end - pos);
+      pos = end;
+      ++expected;
+      if (!co_await send(line)) break;
+      if (line != "DATA\r\n" && line != "data\r\n") continue;
+      if (!co_await read_until_replies(expected)) break;
+      std::string last;
+      final_replies(out, &last);
+      if (!last.starts_with("354")) continue;  // refused: what follows are commands
+      size_t dot = input.rfind(".\r\n", pos) == pos ? pos : input.find("\r\n.\r\n", pos);
+      end = dot == std::string::npos ? input.size() : dot + (dot == pos ? 3 : 5);
+      bool sent = co_await send(std::string_view(input).substr(pos, end - pos));
+      pos = end;
+      if (!sent) break;
+    }
+    server_side.close_remote();  // EOF after the input; the replies still arrive
+    for (;;) {
+      auto [ec, got] = co_await remote.async_read_some(asio::buffer(buf), asio::as_tuple(asio::use_awaitable));
+      if (ec) break;
+      out.append(buf, got);
+    }
   }
 };
 
@@ -244,6 +320,37 @@ TEST(Session, TranscriptTable) {
     EXPECT_EQ(h.upstream.messages.size(), c.messages_upstream) << c.name;
     for (auto& cmd : h.upstream.commands) EXPECT_NE(cmd, "MAIL evil@x") << c.name << ": smuggled command executed";
   }
+}
+
+// RFC 2920 3.1; Postfix's smtpd_forbid_unauth_pipelining. The message text,
+// sent before our 354, must neither be relayed nor be read as commands.
+TEST(Session, MessageTextBeforeThe354IsRefused) {
+  Harness h;
+  auto out = h.run_raw("EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@example.org>\r\nDATA\r\n"
+                       "MAIL FROM:<evil@x>\r\n" + kMessageWire + "QUIT\r\n");
+  EXPECT_EQ(codes(out), "220 250 250 250 554") << out;
+  EXPECT_TRUE(contains(out, "554 5.5.0 Error: SMTP protocol synchronization")) << out;
+  EXPECT_TRUE(h.upstream.messages.empty());
+  for (auto& cmd : h.upstream.commands) EXPECT_NE(cmd, "MAIL evil@x") << "text before 354 executed as a command";
+  // The same session from a client that waits for the 354 relays the message.
+  Harness ok;
+  auto fine = ok.run("EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@example.org>\r\nDATA\r\n" + kMessageWire + "QUIT\r\n");
+  EXPECT_EQ(codes(fine), "220 250 250 250 354 250 221") << fine;
+  EXPECT_EQ(ok.upstream.messages.size(), 1u);
+}
+
+// The upstream's failure details (its address, the OS error) are for the log:
+// the client hears a generic 451 4.4.1.
+TEST(Session, UpstreamFailureDetailsStayInTheLog) {
+  Harness h;
+  h.upstream.mail_reply = replies::upstream_unavailable("upstream 10.1.2.3:25: connect: Connection refused");
+  auto out = h.run("EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@example.org>\r\nQUIT\r\n");
+  EXPECT_EQ(codes(out), "220 250 250 451 221") << out;
+  EXPECT_TRUE(contains(out, "451 4.4.1 Upstream unavailable, try again later\r\n")) << out;
+  EXPECT_FALSE(contains(out, "10.1.2.3")) << out;
+  EXPECT_FALSE(contains(out, "refused")) << out;
+  EXPECT_EQ(h.upstream.mail_reply.summary(),
+            "451 4.4.1 Upstream unavailable, try again later (upstream 10.1.2.3:25: connect: Connection refused)");
 }
 
 TEST(Session, RelayClientMayRelayAnywhere) {
