@@ -16,18 +16,10 @@ after(close);
 // The account tag the API puts before the index's conversation ids ("T" + 8 hex digits).
 const cliId = (apiId) => apiId.replace(/^T[0-9a-f]{8}/, '');
 
-// The page asks for an HTML body as emails/ENCODED_ID/html (encodeURIComponent turns the Maildir
-// name's "," and "=" into %2C and %3D) and the server does not decode the path: 404, whose
-// frame-ancestors 'none' then blocks the frame. test_html_bodies_shown (an xfail) is about that bug;
-// the other tests let it pass.
-const KNOWN_HTML_404 = /^404 GET .*\/api\/v1\/mail\/emails\/[^/]*%2C[^/]*\/html$/;
-const KNOWN_FRAMING = /^error: Framing '.*' violates the following Content Security Policy directive: "frame-ancestors 'none'"/;
-
 function noErrors(watch, allowBad = []) {
   assert.deepEqual(watch.errors, [], 'uncaught exceptions in the page');
-  assert.deepEqual(watch.unexpectedBad().filter((b) => !KNOWN_HTML_404.test(b) && !allowBad.some((re) => re.test(b))), [],
-    'HTTP errors the page got');
-  assert.deepEqual(watch.consoleErrors().filter((c) => !KNOWN_FRAMING.test(c)), [], 'console errors');
+  assert.deepEqual(watch.unexpectedBad().filter((b) => !allowBad.some((re) => re.test(b))), [], 'HTTP errors the page got');
+  assert.deepEqual(watch.consoleErrors(), [], 'console errors');
 }
 
 async function indexOfSubject(page, subject) {
@@ -53,8 +45,8 @@ check('login: a wrong password shows an error and no app; the Inbox lists conver
   const { context, page, watch } = await newPage();
   await page.goto(PAGE);
   await page.locator('#login').waitFor({ state: 'visible' });
-  // "no app": hidden (the attribute; whether it is also invisible is the next test, an xfail), no
-  // conversations in it, and nothing asked of the API but the session probe and the login
+  // "no app": hidden (the attribute; that it is also invisible is the next test), no conversations
+  // in it, and nothing asked of the API but the session probe and the login
   const apiCalls = [];
   page.on('request', (q) => { if (q.url().includes(API)) apiCalls.push(`${q.method()} ${q.url().split(API)[1]}`); });
   const noApp = async () => {
@@ -402,9 +394,6 @@ check('focus is visible; at 375 px the list is one column and usable', async () 
   await shot(p, 'mail-phone-conversation.png');
   await p.tap('#toolbar button[data-action=back]');
   await p.locator('#list').waitFor({ state: 'visible' });
-  // ← works but throws (the toolbar calls .catch on actions.back()'s undefined): the xfail
-  // 'toolbar: ...' test is about that; here only that it brings the list back counts
-  phone.watch.errors = phone.watch.errors.filter((e) => e !== "pageerror: Cannot read properties of undefined (reading 'catch')");
   noErrors(phone.watch);
   await phone.context.close();
 });

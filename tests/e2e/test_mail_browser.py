@@ -469,12 +469,6 @@ def test_attacks_sanitised_html(browser):
              "the sanitised HTML, framed as the page frames it and opened on its own, runs and fetches nothing")
 
 
-HTML_ID_BUG = ("BUG: the page asks for emails/' + encodeURIComponent(id) + '/html (and /raw): the Maildir id's ',' and "
-               "'=' become %2C and %3D, the server does not percent-decode the path and answers 404, whose "
-               "frame-ancestors 'none' makes Chromium show an error page in the frame: no HTML body is ever shown, "
-               "'Show them' loads nothing, 'Show original' is a 404")
-
-
 def test_show_them(browser):
     browser.check("mail_hostile.mjs", "Show them loads exactly the remote image of that message")
 
