@@ -1,8 +1,10 @@
 // Browser tests of the web view at /mail/ (node:test + playwright-core + Debian chromium): login,
 // the Inbox, search against `mailkeep search`, Gmail's keys with the result checked over IMAP
-// (through the pytest oracle), an IMAP client's move seen by the page, focus and a phone-sized
-// viewport. Run by tests/e2e/test_mail_browser.py, one test per pytest test (--test-name-pattern);
-// each test has its own conversations, so they can run alone or in any order.
+// (through the pytest oracle), `!` against `mailkeep spam classify`, a reply checked at the
+// smarthost, a filter made in the editor meeting mail sent through SMTP, an IMAP client's move seen
+// by the page, focus, a phone-sized viewport and 200 % zoom. Run by tests/e2e/test_mail_browser.py,
+// one test per pytest test (--test-name-pattern); each test has its own conversations, so they can
+// run alone or in any order.
 import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
@@ -316,18 +318,194 @@ check('an IMAP client moves a message to Trash: after a reload the Trash shows i
   await context.close();
 });
 
-check('keys: ! moves the conversation to Junk (IMAP: in Junk)', async () => {
+check('keys: ! moves the conversation to Junk (IMAP: in Junk) and its spam score rises', async () => {
   const { context, page, watch } = await appPage();
   const m = msg('single04');
   const t = await threadOf(page, m.mid);
+  // the archive file as `mailkeep spam classify` scores it with the model the server retrains
+  const before = await oracle('spam_score', { mid: m.mid });
+  assert.equal(before.folder, 'INBOX', `classified ${before.path}`);
   const { i } = await indexOfSubject(page, m.subject);
   await cursorTo(page, i);
-  await key(page, '!');
+  const [res] = await Promise.all([
+    page.waitForResponse((r) => r.url().endsWith(API + 'modify') && r.request().method() === 'POST'),
+    key(page, '!'),
+  ]);
+  assert.equal(res.status(), 200, await res.text());
+  const answer = await res.json();
+  assert.equal(JSON.parse(res.request().postData()).trainSpam, true, 'the page did not ask to train the filter');
+  assert.equal(answer.trained, 1, `the server trained ${answer.trained} message(s): ${JSON.stringify(answer)}`);
   await waitRows(page, 'gone from the Inbox', (rs) => rs.length > 0 && !rs.some((x) => x.id === t.id));
   assert.match(await page.textContent('#status'), /spam|Junk/i);
   assert.deepEqual(await imapFolders(m.mid), ['Junk']);
   await page.click('#sidebar a[href="#junk"]');
   await waitRows(page, 'listed in Junk', (rs) => rs.some((x) => x.id === t.id));
+  // the server rewrote the model: the same message (now in .Junk) scores higher
+  const after = await until('the spam score changed', async () => {
+    const s = await oracle('spam_score', { mid: m.mid });
+    return s.score !== before.score ? s : null;
+  }, { timeout: 10000, interval: 300 });
+  assert.equal(after.folder, 'Junk', `classified ${after.path}`);
+  assert.ok(after.score > before.score, `spam score before ! ${before.score} (${before.verdict}), after ${after.score} (${after.verdict})`);
+  console.log(`spam score of ${m.mid}: ${before.score} (${before.verdict}) -> ${after.score} (${after.verdict})`);
+  noErrors(watch);
+  await context.close();
+});
+
+check('keys: r sends a reply: at the smarthost with In-Reply-To and References, and in the conversation', async () => {
+  const { context, page, watch } = await appPage();
+  const m = msg('single17');                     // Heidi Klum <heidi@remote.test>, one message
+  const t = await threadOf(page, m.mid);
+  // as a user finds it: a search, o
+  await key(page, '/');
+  await page.keyboard.type(`subject:"${m.subject}"`);
+  await page.keyboard.press('Enter');
+  await waitRows(page, 'the conversation found', (rs) => rs.length === 1 && rs[0].id === t.id);
+  await key(page, 'o');
+  await page.locator('#conversation').waitFor({ state: 'visible' });
+  assert.equal((await page.textContent('#conversation h2')).trim(), m.subject);
+  assert.equal(await page.$$eval('#conversation .message', (x) => x.length), 1);
+  const mark = (await oracle('captured', { since: 1e9 })).count;
+
+  await key(page, 'r');
+  await page.locator('#compose').waitFor({ state: 'visible' });
+  assert.equal(await page.inputValue('#compose-to'), 'heidi@remote.test');
+  assert.equal(await page.inputValue('#compose-subject'), 'Re: ' + m.subject);
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'compose-text', 'r does not put the cursor in the text');
+  const words = `Thanks Heidi, noted (${Date.now().toString(36)}).`;
+  await page.keyboard.type(words);
+  const [res] = await Promise.all([
+    page.waitForResponse((r) => r.url().endsWith(API + 'send') && r.request().method() === 'POST', { timeout: 30000 }),
+    page.click('#compose button[type=submit]'),
+  ]);
+  assert.equal(res.status(), 200, await res.text());
+  const sent = await res.json();
+  await until('"Message sent"', async () => /Message sent/.test(await page.textContent('#status')));
+  assert.ok(await page.isHidden('#compose'), 'the compose form stays open after sending');
+
+  // the smarthost (the capture upstream) got exactly one message, for Heidi
+  const forHeidi = async () => (await oracle('captured', { since: mark })).messages.filter((x) => x.rcpt_tos.includes('heidi@remote.test'));
+  await until('the reply at the smarthost', async () => (await forHeidi()).length > 0, { timeout: 15000, interval: 200 });
+  await page.waitForTimeout(500);
+  const got = await forHeidi();
+  assert.equal(got.length, 1, `messages for heidi@remote.test: ${JSON.stringify(got.map((x) => x.headers.subject))}`);
+  const r = got[0];
+  const h = (name) => { const v = r.headers[name] || []; assert.equal(v.length, 1, `${name}: ${JSON.stringify(v)}`); return v[0]; };
+  assert.equal(r.mail_from, FX.users.alice.user);
+  assert.deepEqual(r.rcpt_tos, ['heidi@remote.test']);
+  assert.equal(h('in-reply-to'), `<${m.mid}>`);
+  assert.ok(h('references').split(/\s+/).includes(`<${m.mid}>`), `References: ${h('references')}`);
+  assert.equal(h('subject'), 'Re: ' + m.subject);
+  assert.match(h('from'), /(^|<)alice@example\.org>?$/);
+  assert.match(h('to'), /heidi@remote\.test/);
+  assert.ok(r.text.includes(words), `the text sent: ${JSON.stringify(r.text.slice(0, 300))}`);
+  assert.ok(r.text.includes('> Single message 17'), `the reply does not quote the message: ${JSON.stringify(r.text.slice(0, 300))}`);
+  const replyMid = h('message-id').replace(/^<|>$/g, '');
+  assert.equal(replyMid, String(sent.messageId).replace(/^<|>$/g, ''), 'the API named another Message-ID');
+
+  // the conversation shows the Sent copy as its second message (the page reloads it by itself; a
+  // reload of the page, as a user would, if the index was slower than that)
+  const started = Date.now();
+  await until('the reply in the conversation', async () => {
+    if (Date.now() - started > 4000) {
+      await page.reload();
+      await page.locator('#conversation').waitFor({ state: 'visible' });
+    }
+    return (await page.$$eval('#conversation .message', (x) => x.length)) === 2;
+  }, { timeout: 20000, interval: 500 });
+  console.log(`the reply joined the conversation after ${Date.now() - started} ms`);
+  const who = await page.$$eval('#conversation .message .who', (e) => e.map((x) => x.textContent));
+  assert.deepEqual(who, ['Heidi Klum', FX.users.alice.user]);
+  const conv = await conversation(page, t.id);
+  assert.equal(conv.emails.length, 2);
+  assert.equal(String(conv.emails[1].messageId).replace(/^<|>$/g, ''), replyMid);
+  assert.ok((conv.emails[1].textBody || '').includes(words), 'the Sent copy in the conversation lacks the text');
+  assert.deepEqual(await imapFolders(replyMid), ['Sent'], 'the Sent copy over IMAP');
+  noErrors(watch);
+  await context.close();
+});
+
+check('filters: a filter made in the editor (skip the Inbox, label Builds) meets 20 matching messages sent through SMTP', async () => {
+  const { context, page, watch } = await appPage();
+  await page.click('#sidebar a[href="#filters"]');
+  await page.locator('#filters').waitFor({ state: 'visible' });
+  await page.locator('#filter-list li').first().waitFor();
+  // by mouse and keys: From, the label, "Skip the Inbox", Create filter
+  const form = page.locator('#filter-form');
+  await form.locator('input[name=from]').click();
+  await page.keyboard.type('robot@builds.test');
+  await form.locator('input[name=label]').click();
+  await page.keyboard.type('Builds');
+  await form.locator('label', { hasText: 'Skip the Inbox' }).click();
+  assert.equal(await form.locator('input[name=shouldArchive]').isChecked(), true);
+  await shot(page, 'mail-filter-form.png');
+  const [res] = await Promise.all([
+    page.waitForResponse((r) => r.url().endsWith(API + 'filters') && r.request().method() === 'POST'),
+    form.locator('button[type=submit]').click(),
+  ]);
+  assert.equal(res.status(), 201, await res.text());
+  const made = await res.json();
+  assert.deepEqual(JSON.parse(res.request().postData()), { from: 'robot@builds.test', label: 'Builds', shouldArchive: true });
+  const item = page.locator('#filter-list li', { hasText: 'robot@builds.test' });
+  await item.waitFor();
+  assert.equal((await item.locator('code').textContent()).trim(), made.query);
+  assert.match(made.query, /^from:\(?robot@builds\.test\)?$/);
+  assert.match(await item.textContent(), /label Builds, skip Inbox/);
+  assert.match(await page.textContent('#status'), /Filter created/);
+  await shot(page, 'mail-filter-editor.png');
+  // the API and the CLI have it as the editor shows it
+  const listed = (await api(page, 'filters')).json.list.filter((f) => f.id === made.id);
+  assert.equal(listed.length, 1);
+  assert.deepEqual([listed[0].from, listed[0].label, listed[0].shouldArchive, listed[0].shouldMarkAsRead, listed[0].shouldTrash],
+    ['robot@builds.test', 'Builds', true, false, false]);
+  const cli = (await oracle('filter_list')).lines.map((l) => l.split('\t'));
+  assert.deepEqual(cli.filter((l) => l[0] === made.id), [[made.id, made.query, 'label=Builds skip-inbox']],
+    `mailkeep filter list: ${JSON.stringify(cli)}`);
+
+  // 20 matching messages through SMTP, dated now (any left in the Inbox would be its first rows)
+  const sent = await oracle('send', { count: 20 });
+  const mids = sent.map((x) => x.mid);
+  const subjects = sent.map((x) => x.subject).sort();
+  await until('20 messages labelled Builds (mailkeep search)', async () => {
+    const r = await oracle('search', { query: 'label:Builds in:anywhere' });
+    return r.total === 20;
+  }, { timeout: 30000, interval: 300 });
+  // the label's view lists all 20, with the label on each row
+  await page.evaluate(() => { location.hash = '#inbox'; });
+  const link = page.locator('#sidebar a[href="#label%3ABuilds"]');
+  await link.waitFor({ state: 'visible' });
+  await link.click();
+  const rs = await waitRows(page, 'the label view lists 20', (x) => x.length === 20);
+  assert.deepEqual(rs.map((x) => x.subject).sort(), subjects);
+  for (const x of rs) assert.deepEqual(x.labels, ['Builds'], `row ${x.subject}`);
+  assert.equal((await page.textContent('#range')).trim(), '1–20 of 20');
+  await shot(page, 'mail-filter-label-view.png');
+  // the Inbox: none of them, on its first page nor anywhere in the API's list
+  const inboxTotal = (await oracle('search', { query: 'in:inbox' })).total;
+  await page.click('#sidebar a[href="#inbox"]');
+  await until('the Inbox drawn', async () => (await page.textContent('#range')).trim() === `1–${Math.min(50, inboxTotal)} of ${inboxTotal}`);
+  const inbox = await rows(page);
+  assert.deepEqual(inbox.filter((x) => subjects.includes(x.subject)).map((x) => x.subject), [], 'filtered mail in the Inbox');
+  const all = [];
+  for (let position = 0; ; position += 100) {
+    const r = await api(page, `threads?mailbox=inbox&position=${position}&limit=100`);
+    assert.equal(r.status, 200, r.text);
+    all.push(...r.json.threads);
+    if (!r.json.threads.length || all.length >= r.json.total) break;
+  }
+  assert.deepEqual(all.filter((x) => subjects.includes(x.subject)).map((x) => x.subject), [], 'filtered mail in the API\'s Inbox');
+  // IMAP: each is one copy, in Archive (not INBOX), with no flag: the label is mailkeep's own
+  // (index-only, labels.db; README "Search the archive"), so IMAP has no keyword or folder for it
+  const st = await oracle('imap_state', { mids });
+  for (const mid of mids) assert.deepEqual(st[mid], [['Archive']], `<${mid}> over IMAP`);
+  // ... and the index has the label on every message (the CLI's view of it)
+  const cliConv = await oracle('search', { query: 'label:Builds in:anywhere' });
+  assert.deepEqual(cliConv.conversations.map((c) => c.subject).sort(), subjects);
+  for (const c of cliConv.conversations) {
+    assert.deepEqual([c.labels, c.folders], [['Builds'], ['Archive']], `mailkeep search: ${JSON.stringify(c)}`);
+  }
+  const inInbox = await oracle('search', { query: 'label:Builds in:inbox' });
+  assert.equal(inInbox.total, 0, 'mailkeep search label:Builds in:inbox');
   noErrors(watch);
   await context.close();
 });
@@ -396,6 +574,59 @@ check('focus is visible; at 375 px the list is one column and usable', async () 
   await p.locator('#list').waitFor({ state: 'visible' });
   noErrors(phone.watch);
   await phone.context.close();
+});
+
+check('200 % zoom (640x400 CSS px): the Inbox and a conversation do not scroll sideways; subjects are visible', async () => {
+  // a 1280x800 window at 200 %: 640x400 CSS pixels, two device pixels to each
+  const { context, page, watch } = await appPage({ viewport: { width: 640, height: 400 }, deviceScaleFactor: 2 });
+  const fit = () => page.evaluate(() => ({ scrollWidth: document.documentElement.scrollWidth, clientWidth: document.documentElement.clientWidth,
+    dpr: window.devicePixelRatio, innerWidth: window.innerWidth }));
+  await shot(page, 'mail-zoom200-inbox.png');
+  let f = await fit();
+  assert.deepEqual([f.dpr, f.innerWidth], [2, 640]);
+  assert.ok(f.scrollWidth <= f.clientWidth, `the Inbox scrolls sideways: ${JSON.stringify(f)}`);
+  // each row's subject, scrolled into view: it has room, lies inside the row and the screen, is not
+  // clipped away by its line, and is what is drawn at its place
+  const subjects = await page.evaluate(() => {
+    const vw = document.documentElement.clientWidth;
+    return [...document.querySelectorAll('#list li')].map((li) => {
+      li.scrollIntoView({ block: 'center' });
+      const s = li.querySelector('.subject');
+      const r = s.getBoundingClientRect();
+      const line = li.querySelector('.line').getBoundingClientRect();
+      const row = li.getBoundingClientRect();
+      const first = s.getClientRects()[0] || r;   // a wrapped subject: its first line
+      const hit = document.elementFromPoint(first.left + Math.min(4, first.width / 2), first.top + first.height / 2);
+      return { text: s.textContent, w: r.width, h: r.height, left: r.left, top: r.top, bottom: r.bottom,
+        visible: Math.min(r.right, line.right, vw) - Math.max(r.left, line.left, 0), rowRight: row.right,
+        drawn: !!hit && s.contains(hit), style: getComputedStyle(s).visibility, fontPx: parseFloat(getComputedStyle(s).fontSize) };
+    });
+  });
+  await page.evaluate(() => window.scrollTo(0, 0));
+  assert.ok(subjects.length >= 10, `${subjects.length} rows`);
+  for (const x of subjects) {
+    const ok = x.w > 0 && x.h > 0 && x.left >= 0 && x.top >= 0 && x.bottom <= 400 && x.rowRight <= f.clientWidth + 0.5
+      && x.style === 'visible' && x.visible >= Math.min(x.w, 40) && x.drawn && x.fontPx >= 12;
+    assert.ok(ok, `the subject ${JSON.stringify(x.text)} is not readable at 200 %: ${JSON.stringify(x)}`);
+  }
+  // a conversation with an attachment
+  const m = msg('single14');
+  const t = await threadOf(page, m.mid);
+  await openByHash(page, 'inbox', t.id);
+  assert.equal((await page.textContent('#conversation h2')).trim(), m.subject);
+  await page.locator('#conversation .attachments a').waitFor();
+  await shot(page, 'mail-zoom200-conversation.png');
+  f = await fit();
+  assert.ok(f.scrollWidth <= f.clientWidth, `the conversation scrolls sideways: ${JSON.stringify(f)}`);
+  const parts = await page.evaluate(() => ['#conversation h2', '#conversation .message .who', '#conversation .message .body pre',
+    '#conversation .attachments a', '#toolbar'].map((sel) => {
+    const r = document.querySelector(sel).getBoundingClientRect();
+    return { sel, left: r.left, right: r.right, w: r.width, h: r.height };
+  }));
+  for (const x of parts) assert.ok(x.w > 0 && x.h > 0 && x.left >= 0 && x.right <= f.clientWidth + 0.5, `${x.sel} is cut off: ${JSON.stringify(x)}`);
+  assert.ok((await page.textContent('#conversation')).includes('Single message 14 with a photo.'));
+  noErrors(watch);
+  await context.close();
 });
 
 check('toolbar: ←, Label and Move work without an uncaught exception', async () => {

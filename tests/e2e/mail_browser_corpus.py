@@ -261,3 +261,34 @@ def bob_messages() -> list[dict]:
     mid = "bob-private@remote.test"
     return [{"key": "bob1", "mid": mid, "subject": "Bob's private note",
              "raw": _crlf(_text("grace", "Bob's private note", mid, _date(10, 3), "For Bob only.\n", to=BOB))}]
+
+
+def robot_messages(count: int, tag: str, sender: tuple[str, str] = ("Build Robot", "robot@builds.test")) -> list[dict]:
+    """`count` build reports from one sender (what a filter test sends through SMTP): unique
+    Message-IDs and subjects (`tag` tells one run from another), no threading headers, dated now
+    (so that any of them left in the Inbox would be on its first page)."""
+    name, addr = sender
+    now = email.utils.formatdate(usegmt=True)
+    out = []
+    for i in range(1, count + 1):
+        mid = f"build-{tag}-{i:02d}@builds.test"
+        subject = f"Build {tag} #{i:02d} passed"
+        raw = (f"From: {name} <{addr}>\r\nTo: <{ALICE}>\r\nSubject: {subject}\r\nMessage-ID: <{mid}>\r\n"
+               f"Date: {now}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+               f"Build {i} of run {tag}: all tests passed.\r\n").encode()
+        out.append({"key": f"build{i:02d}", "mid": mid, "subject": subject, "raw": raw})
+    return out
+
+
+def spam_training() -> tuple[list[bytes], list[bytes]]:
+    """(spam, ham): the few messages `mailkeep spam train` learns before the web view's server starts,
+    so that its mail is scored (and carries X-Mailkeep-Signature, which `!` retrains from). Nothing in
+    them is shared with the fixture's mail but the common header fields, so the fixture scores near
+    0.5 and well under reject_score (nothing goes to Junk on arrival)."""
+    spam = [_crlf((f"From: Prize Desk <winner{i}@lottery.test>\nTo: <{ALICE}>\nSubject: You won the lottery {i}\n"
+                   f"Message-ID: <prize{i}@lottery.test>\n\nClaim your cash prize now! Send your bank details. "
+                   "Free money, act now, winner.\n").encode()) for i in range(1, 4)]
+    ham = [_crlf((f"From: Colleague <colleague{i}@work.test>\nTo: <{ALICE}>\nSubject: Meeting notes {i}\n"
+                  f"Message-ID: <notes{i}@work.test>\n\nHere are the notes from our meeting about the project "
+                  "schedule.\n").encode()) for i in range(1, 4)]
+    return spam, ham

@@ -6,12 +6,15 @@ security rules (python http.client).
 One environment for the module (`webenv`):
 * a capture upstream ([backup] upstream and [delivery] smarthost);
 * `mailkeep serve` with [backup] domains = example.org, accounts alice and bob, [general] user = mail
-  (uid 8), [index] enabled, [http] listen on 127.0.0.1, passwords from `mailkeep user passwd --stdin`;
+  (uid 8), [index] enabled, [http] listen on 127.0.0.1, [submission] listen on 127.0.0.1 (the page's
+  compose and reply), [spam] enabled with a model `mailkeep spam train` made from six messages before
+  the start (so inbound mail is scored and `!` retrains), passwords from `mailkeep user passwd --stdin`;
 * Dovecot started from exactly `mailkeep dovecot-config` over the same Maildirs (IMAP checks);
 * a counting HTTP server on 127.0.0.5 that every remote URL of the attack mail points at;
 * an "oracle" HTTP server on 127.0.0.1 through which the node scripts ask Python to look at IMAP
-  (imaplib through the Dovecot), to move a message as an IMAP client, to run `mailkeep search`, and
-  to read the counting server's log, in the middle of a browser scenario.
+  (imaplib through the Dovecot), to move a message as an IMAP client, to run `mailkeep search`,
+  `mailkeep filter list` and `mailkeep spam classify`, to send mail through SMTP, and to read what the
+  capture upstream and the counting server got, in the middle of a browser scenario.
 
 The mail (tests/e2e/mail_browser_corpus.py): 39 ordinary messages for alice (conversations threaded by
 In-Reply-To/References, HTML newsletters, attachments), 25 HTML/header attack messages, one for bob,
@@ -20,11 +23,13 @@ all sent through SMTP to the [smtp] listen port.
 Each node script runs once, at its first test here (all its node:test tests in order; every test uses
 its own conversations), writes each test's outcome to a JSON file, and each pytest test below reports
 one of them; the page's known bugs are xfail(strict=True) with the reproduction in the reason.
-About 100 s on 2 cores.
+About 2 minutes on 2 cores.
 """
 
 from __future__ import annotations
 
+import contextlib
+import email
 import http.client
 import http.server
 import imaplib
@@ -36,13 +41,14 @@ import smtplib
 import subprocess
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 from backup_support import MAIL_GID, MAIL_UID, backup_config, public_tempdir, write_accounts
 from harness import MAILKEEP_BIN, REPO, Capture, Mailkeep, free_port, wait_port
-from mail_browser_corpus import ALICE, BOB, attacks, bob_messages, ordinary
+from mail_browser_corpus import ALICE, BOB, attacks, bob_messages, ordinary, robot_messages, spam_training
 from standalone_support import MkDovecot, close_imap
 
 # Chromium for minutes: once, on the release build (conftest.py, release_only).
@@ -142,10 +148,19 @@ class WebEnv:
             os.chown(d, MAIL_UID, MAIL_GID)
         write_accounts(self.base / "accounts.txt", ["alice", "bob"])
         self.http_port = free_port()
+        self.submission_port = free_port()
+        # the model and the verdict history: the server hands the directory to [general] user (the
+        # page's "!" rewrites the model as that user)
+        self.spam_dir = self.base / "spam"
+        self.spam_dir.mkdir()
+        self.model = self.spam_dir / "spam.model"
         config = backup_config(free_port(), self.capture.address, self.archive, self.base / "accounts.txt",
                                upstream=self.capture.address, user="mail",
                                index={"path": str(self.index), "enabled": "true", "scan_interval": 5},
-                               http={"listen": f"127.0.0.1:{self.http_port}"})
+                               http={"listen": f"127.0.0.1:{self.http_port}"},
+                               submission={"listen": f"127.0.0.1:{self.submission_port}"},
+                               spam={"enabled": "true", "model": str(self.model),
+                                     "history": str(self.spam_dir / "history.db")})
         config["users"] = {"passwd": str(self.base / "users.passwd")}
         self.mk = Mailkeep(self.base / "mailkeep", config)
         self.mk.workdir.chmod(0o755)
@@ -179,6 +194,7 @@ class WebEnv:
         for user, pw in PW.items():
             res = self.cli("user", "passwd", user, "--stdin", input=pw + "\n")
             assert res.returncode == 0 and res.stdout.strip() == f"password set for {user}", res
+        self.train_spam_model()
         self.mk.start()
         wait_port("127.0.0.1", self.http_port, 15, self.mk.proc)
         self.dovecot = MkDovecot(self.config_path, self.base / "dovecot").start()
@@ -190,6 +206,19 @@ class WebEnv:
         self.send(self.bob, BOB)
         self.wait_indexed(len(self.ordinary) + len(self.attacks))
         return self
+
+    def train_spam_model(self) -> None:
+        """A model from a few made-up messages (mailkeep spam train), before the server loads it."""
+        train = self.base / "spam-train"
+        train.mkdir()
+        groups: dict[str, list[str]] = {"spam": [], "ham": []}
+        for group, raws in zip(groups, spam_training()):
+            for i, raw in enumerate(raws):
+                path = train / f"{group}{i}.eml"
+                path.write_bytes(raw)
+                groups[group].append(str(path))
+        res = self.cli("spam", "train", "--spam", *groups["spam"], "--ham", *groups["ham"])
+        assert res.returncode == 0 and self.model.exists(), f"spam train: {res.returncode} {res.stdout} {res.stderr}"
 
     def send(self, messages: list[dict], rcpt: str) -> None:
         s = smtplib.SMTP("127.0.0.1", self.mk.port, timeout=60)
@@ -210,6 +239,46 @@ class WebEnv:
                 return
             assert time.monotonic() < deadline, f"only {n} of {count} messages indexed after {timeout}s:\n{self.mk.log()[-3000:]}"
             time.sleep(0.3)
+
+    # ---- the archive's files
+    def message_files(self, mid: str, user: str = ALICE) -> list[Path]:
+        """Every file of the account's Maildir (INBOX and the Maildir++ folders, cur/ and new/) whose
+        header names Message-ID <mid>."""
+        local, domain = user.split("@")
+        root = self.archive / domain / local
+        want = re.compile(rb"^message-id:[ \t]*<" + re.escape(mid.encode()) + rb">[ \t]*\r?$", re.I | re.M)
+        found = []
+        for folder in [root, *sorted(p for p in root.iterdir() if p.name.startswith(".") and p.is_dir())]:
+            for sub in ("cur", "new"):
+                d = folder / sub
+                if not d.is_dir():
+                    continue
+                for f in sorted(d.iterdir()):
+                    with contextlib.suppress(FileNotFoundError):   # renamed meanwhile (a flag, a move)
+                        head = f.read_bytes()[:65536].split(b"\r\n\r\n", 1)[0]
+                        if want.search(head):
+                            found.append(f)
+        return found
+
+    def spam_score(self, mid: str, timeout: float = 5) -> dict:
+        """`mailkeep spam classify` of the one file of <mid>: {path, folder, score, verdict}. A rename under our
+        feet (Dovecot's flags) is looked up again, for a bounded time."""
+        deadline = time.monotonic() + timeout
+        while True:
+            files = self.message_files(mid)
+            if len(files) != 1:
+                assert time.monotonic() < deadline, f"<{mid}>: files {files}"
+                time.sleep(0.2)
+                continue
+            res = self.cli("spam", "classify", str(files[0]))
+            if res.returncode == 0:
+                path, score, verdict = res.stdout.rstrip("\n").split("\t")
+                assert path == str(files[0]), res.stdout
+                folder = files[0].parent.parent.name   # the Maildir itself (INBOX) or a Maildir++ .Folder
+                return {"path": path, "folder": folder[1:] if folder.startswith(".") else "INBOX",
+                        "score": float(score), "verdict": verdict}
+            assert time.monotonic() < deadline, f"spam classify {files[0]}: {res.returncode} {res.stdout} {res.stderr}"
+            time.sleep(0.2)
 
     # ---- IMAP (one logged-in session per account, kept: Dovecot's Argon2id check takes ~1 s)
     def imap(self, user: str = ALICE) -> imaplib.IMAP4:
@@ -327,6 +396,21 @@ class Oracle:
             return env.search(a["query"])
         if op == "beacon":
             return env.beacon.log()
+        if op == "send":
+            # count messages from robot@builds.test through SMTP, each with its own Message-ID
+            messages = robot_messages(int(a.get("count", 1)), a.get("tag") or uuid.uuid4().hex[:8])
+            env.send(messages, a.get("rcpt", ALICE))
+            return [{k: v for k, v in m.items() if k != "raw"} for m in messages]
+        if op == "captured":
+            # what the capture upstream (the smarthost and [backup] upstream) got, from the since-th on
+            got = env.capture.messages
+            return {"count": len(got), "messages": [captured_json(m) for m in got[int(a.get("since", 0)):]]}
+        if op == "spam_score":
+            return env.spam_score(a["mid"])
+        if op == "filter_list":
+            res = env.cli("filter", "list", "--user", a.get("user", ALICE))
+            assert res.returncode == 0, f"filter list: {res.returncode} {res.stdout} {res.stderr}"
+            return {"lines": res.stdout.splitlines()}
         raise ValueError(f"unknown op {op}")
 
     @property
@@ -336,6 +420,18 @@ class Oracle:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def captured_json(m) -> dict:
+    """A captured message for the scripts: the envelope, the header fields (unfolded, by lower-case
+    name, every occurrence) and the text."""
+    parsed = email.message_from_bytes(m.data)
+    headers: dict[str, list[str]] = {}
+    for name, value in parsed.items():
+        headers.setdefault(name.lower(), []).append(re.sub(r"\r?\n[ \t]+", " ", str(value)).strip())
+    body = parsed.get_payload(decode=True) if not parsed.is_multipart() else b""
+    return {"mail_from": m.mail_from, "rcpt_tos": m.rcpt_tos, "headers": headers,
+            "text": (body or b"").decode("utf-8", "replace"), "size": len(m.data)}
 
 
 @pytest.fixture(scope="module")
@@ -397,7 +493,7 @@ class BrowserRuns:
         env = dict(os.environ, MAIL_FIXTURE=str(self.fixture_file), MAIL_RESULTS=str(results_path), CHROMIUM=CHROMIUM)
         started = time.monotonic()
         proc = subprocess.run(["node", "--test-reporter=spec", script], cwd=BROWSER_DIR, env=env,
-                              capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL)
+                              capture_output=True, text=True, timeout=420, stdin=subprocess.DEVNULL)
         out = (f"$ node {script}: exit {proc.returncode} in {time.monotonic() - started:.1f}s\n" + proc.stdout
                + ("\n--- stderr ---\n" + proc.stderr if proc.stderr.strip() else ""))
         results = json.loads(results_path.read_text()) if results_path.exists() else {}
@@ -427,8 +523,11 @@ BROWSER_TESTS = [
     "keys: j k o y archive a conversation (IMAP: in Archive, not in INBOX)",
     "keys: l labels, s stars, Shift+U marks unread, z undoes (IMAP flags follow)",
     "an IMAP client moves a message to Trash: after a reload the Trash shows it",
-    "keys: ! moves the conversation to Junk (IMAP: in Junk)",
+    "keys: ! moves the conversation to Junk (IMAP: in Junk) and its spam score rises",
+    "keys: r sends a reply: at the smarthost with In-Reply-To and References, and in the conversation",
+    "filters: a filter made in the editor (skip the Inbox, label Builds) meets 20 matching messages sent through SMTP",
     "focus is visible; at 375 px the list is one column and usable",
+    "200 % zoom (640x400 CSS px): the Inbox and a conversation do not scroll sideways; subjects are visible",
 ]
 
 
