@@ -32,6 +32,9 @@
 #include "archive/archive.h"
 #include "config/settings.h"
 #include "core/blocking.h"
+#include "metrics/exposition.h"
+#include "metrics/server.h"
+#include "service/notify.h"
 #include "core/log.h"
 #include "core/strings.h"
 #include "delivery/outbox_upstream.h"
@@ -174,6 +177,29 @@ asio::awaitable<void> watch_accounts(mk::archive::AccountDirectory& accounts, st
     co_await timer.async_wait(asio::use_awaitable);
     accounts.reload();
   }
+}
+
+// The indexer's figures for /metrics (none without an index).
+std::vector<mk::metrics::Sample> index_samples(mk::index::Indexer* ix) {
+  if (!ix) return {};
+  auto& c = ix->counters();
+  return {
+      {"mailkeep_index_messages_total", "counter", "messages indexed since start",
+       [&c] { return double(c.indexed.load()); }},
+      {"mailkeep_index_failures_total", "counter", "messages the indexer could not parse (kept, logged)",
+       [&c] { return double(c.failed.load()); }},
+      {"mailkeep_index_errors_total", "counter", "index database errors (retried)", [&c] { return double(c.errors.load()); }},
+      {"mailkeep_index_pending_messages", "gauge", "archived copies waiting to be indexed",
+       [&c] { return double(c.pending.load()); }},
+      {"mailkeep_index_lag_seconds", "gauge", "how long the oldest waiting copy has waited (0: none waiting)",
+       [&c] {
+         int64_t since = c.pending_since_ns.load();
+         if (!since) return 0.0;
+         return std::max<int64_t>(0, std::chrono::steady_clock::now().time_since_epoch().count() - since) / 1e9;
+       }},
+      {"mailkeep_index_last_scan_timestamp_seconds", "gauge", "end of the last full scan of the archive (unix time)",
+       [&c] { return double(c.last_scan.load()); }},
+  };
 }
 
 // SIGHUP re-reads the configuration file for the keys that switch at run
@@ -388,10 +414,19 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
     http = std::make_unique<mk::http::Server>(worker_ptrs, settings, *api, blocking.get_executor(), dnsbl.get(),
                                               https.get());
   }
+  // [metrics] listen: Prometheus. The indexer's figures are read at scrape time
+  // (the indexer starts later; the pointer is filled in then).
+  std::unique_ptr<mk::metrics::Server> metrics;
+  mk::index::Indexer* metrics_indexer = nullptr;
+  if (!settings.metrics.listen.empty())
+    metrics = std::make_unique<mk::metrics::Server>(main_io, settings.metrics.listen, [&metrics_indexer] {
+      return mk::metrics::render(index_samples(metrics_indexer));
+    });
   try {
     server.bind();
     for (auto& sub : submission) sub->bind();
     if (http) http->bind();
+    if (metrics) metrics->bind();
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());
     return 1;
@@ -473,6 +508,7 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
     indexer = std::make_unique<mk::index::Indexer>(std::move(icfg));
     mk::archive::set_publish_listener(
         [ix = indexer.get()](const std::string& folder, const std::string& name) { ix->published(folder, name); });
+    metrics_indexer = indexer.get();
     indexer->start();
   }
   const int64_t started = unix_now();
@@ -481,6 +517,7 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
     server.start();
     for (auto& sub : submission) sub->start();
     if (http) http->start();
+    if (metrics) metrics->start();
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());
     return 1;
@@ -507,10 +544,19 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
     if (servers_running->fetch_sub(1) != 1) return;
     for (auto& w : workers) w->stop();
   };
+  // systemd: the watchdog pings only while every loop answers (service/notify.h).
+  mk::service::Watchdog watchdog(worker_ptrs);
+  // Test-only (MAILKEEP_TEST_HOOKS=1): SIGUSR2 blocks the last event loop for
+  // three watchdog intervals, so that a test sees the pings stop and resume.
+  asio::signal_set test_hook(main_io);
   asio::signal_set signals(main_io, SIGTERM, SIGINT);
   signals.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) return;
     spdlog::info("signal {}: stopping", sig);
+    mk::service::notify_stopping();
+    watchdog.stop();
+    test_hook.cancel();
+    if (metrics) metrics->stop();
     if (http) http->stop();
     server.stop(stop_all);
     for (auto& sub : submission) sub->stop(stop_all);
@@ -520,6 +566,7 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
   std::function<void()> on_hangup = [&] {
     hangup.async_wait([&](const boost::system::error_code& ec, int) {
       if (ec) return;
+      mk::service::notify_reloading();
       if (!config_path.empty()) apply_mode_switch(config_path, settings, standalone);
       for (auto* ctx : {tls.get(), https.get()}) {
         if (!ctx) continue;
@@ -527,12 +574,31 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
         if (err.empty()) spdlog::info("SIGHUP: TLS certificate {} reloaded", ctx->cert_file());
         else spdlog::error("SIGHUP: TLS reload failed, keeping the old certificate: {}", err);
       }
+      mk::service::notify_ready("reloaded; " + std::string(standalone ? "standalone" : "gateway") + " mode");
       on_hangup();
     });
   };
   on_hangup();
 
   spdlog::info("mailkeep {} started: {} workers, hostname {}", MAILKEEP_VERSION, threads, settings.smtp.hostname);
+  // Ready once the loops run: the listeners are bound and listening already.
+  asio::post(main_io, [&] {
+    std::string smtp_on;
+    for (auto& hp : settings.smtp.listen) smtp_on += (smtp_on.empty() ? "" : ", ") + hp.to_string();
+    mk::service::notify_ready(std::string(standalone ? "standalone" : "gateway") + " mode, SMTP on " + smtp_on);
+    watchdog.start();
+  });
+  if (const char* hooks = std::getenv("MAILKEEP_TEST_HOOKS"); hooks && std::string_view(hooks) == "1") {
+    test_hook.add(SIGUSR2);
+    test_hook.async_wait([&](const boost::system::error_code& ec, int) {
+      if (ec) return;
+      // Three watchdog intervals: long enough for the pings to stop, short enough to end.
+      auto block = watchdog.interval().count() ? std::chrono::microseconds(3 * watchdog.interval().count())
+                                               : std::chrono::microseconds(5'000'000);
+      spdlog::warn("test hook: blocking event loop {} for {} ms", threads - 1, block.count() / 1000);
+      asio::post(*workers.back(), [block] { std::this_thread::sleep_for(block); });
+    });
+  }
 
   std::vector<std::thread> pool;
   for (unsigned i = 1; i < threads; ++i) pool.emplace_back([w = workers[i].get()] { w->run(); });

@@ -10,7 +10,9 @@
 #include <cstring>
 #include <filesystem>
 #include <mutex>
+#include <utility>
 
+#include "core/stats.h"
 #include "core/strings.h"
 
 namespace mk::archive {
@@ -25,6 +27,7 @@ std::mutex dedupe_mutex;
 PublishListener publish_listener;
 
 void notify_published(const ArchiveTarget& t, const std::string& name) {
+  stats::count(stats::Counter::archive_copies);
   if (publish_listener) publish_listener(t.folder, name);
 }
 
@@ -102,6 +105,12 @@ std::optional<std::string> message_fingerprint(const ContentSource& content) {
 MaildirResult ArchiveCopies::prepare(const std::vector<ArchiveTarget>& targets, const std::string& return_path,
                                      const std::string& prefix, const ContentSource& content) {
   abort();
+  const auto started = std::chrono::steady_clock::now();
+  struct AddTime {  // the time spent writing, for the archive_write histogram (at commit)
+    std::chrono::steady_clock::duration& spent;
+    std::chrono::steady_clock::time_point started;
+    ~AddTime() { spent += std::chrono::steady_clock::now() - started; }
+  } add_time{write_time_, started};
   for (auto& t : targets) {
     // Maildir++ (Courier, Dovecot): a subfolder ".Sent" sits inside the user's
     // INBOX Maildir and carries a "maildirfolder" marker file.
@@ -136,6 +145,15 @@ MaildirResult ArchiveCopies::prepare(const std::vector<ArchiveTarget>& targets, 
 }
 
 MaildirResult ArchiveCopies::commit() {
+  const auto started = std::chrono::steady_clock::now();
+  struct Observe {
+    std::chrono::steady_clock::duration prepared;
+    std::chrono::steady_clock::time_point started;
+    ~Observe() {
+      auto total = prepared + (std::chrono::steady_clock::now() - started);
+      stats::observe(stats::Histogram::archive_write, std::chrono::duration<double>(total).count());
+    }
+  } observe{std::exchange(write_time_, {}), started};
   MaildirResult result;
   for (auto& c : copies_) {
     const std::string name = c.file.name();

@@ -10,6 +10,7 @@
 // Message-ID and the same body digest is kept once per folder.
 // Threading: blocking file I/O; run it on the blocking pool (core/blocking.h).
 #pragma once
+#include <chrono>
 #include <functional>
 #include <optional>
 #include <string>
@@ -62,6 +63,7 @@ class ArchiveCopies {
   std::vector<Copy> copies_;
   std::optional<std::string> fingerprint_;
   size_t published_ = 0, duplicates_ = 0;
+  std::chrono::steady_clock::duration write_time_{};  // prepare()'s, observed with commit()'s
 };
 
 // Housekeeping: removes files left in tmp/ by a crash, older than

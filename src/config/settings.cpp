@@ -412,6 +412,10 @@ const std::vector<Key>& key_table() {
       secret_key("http", "admin_token", "the operator's token for /spam (HTTP Basic password or Bearer token); "
                  "empty = operator pages off; never shown",
                  [](Settings& s) -> auto& { return s.http.admin_token; }),
+
+      endpoints_key("metrics", "listen", "", 9725, true,
+                    "Prometheus endpoint (GET /metrics, text format 0.0.4), e.g. 127.0.0.1:9725; empty = off",
+                    [](Settings& s) -> auto& { return s.metrics.listen; }),
   };
   return table;
 }

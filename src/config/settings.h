@@ -120,6 +120,9 @@ struct Settings {
     std::string admin_token;  // the operator's secret for /spam; empty = off
     bool mail_reader = true;  // the web view's API for archived accounts (/api/v1/mail/)
   } http;
+  struct Metrics {
+    std::vector<HostPort> listen;  // GET /metrics for Prometheus; empty: off
+  } metrics;
 };
 
 struct ConfigResult {

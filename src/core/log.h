@@ -10,6 +10,9 @@
 namespace mk::log {
 
 // Sets up stderr logging at `level` ("debug", "info", "warn", "error").
+// Under systemd (stderr is the stream JOURNAL_STREAM names) each line starts
+// with its sd-daemon priority "<3>" … "<7>" and carries no timestamp or pid.
 void init(std::string_view level);
+bool stderr_is_journal();
 
 }  // namespace mk::log

@@ -44,7 +44,16 @@ namespace mk::stats {
   X(reject_spam, "reject.spam")                                           \
   X(reject_auth, "reject.auth")                                           \
   X(auth_ok, "auth.ok")                                                   \
-  X(messages_standalone, "messages.standalone")
+  X(messages_standalone, "messages.standalone")                           \
+  X(messages_inbound_accepted, "messages.inbound.accepted")               \
+  X(messages_inbound_deferred, "messages.inbound.deferred")               \
+  X(messages_inbound_rejected, "messages.inbound.rejected")               \
+  X(messages_outbound_accepted, "messages.outbound.accepted")             \
+  X(messages_outbound_deferred, "messages.outbound.deferred")             \
+  X(messages_outbound_rejected, "messages.outbound.rejected")             \
+  X(archive_copies, "archive.copies")                                     \
+  X(alias_used, "alias.used")                                             \
+  X(spam_ham, "spam.ham")
 
 enum class Counter {
 #define MK_X(id, name) id,
@@ -59,5 +68,24 @@ std::map<std::string, uint64_t> snapshot();
 
 // Writes "name value" lines (plus started/updated times) to `path` atomically.
 bool write_file(const std::string& path, int64_t started);
+
+// Counters with a label set known only at run time (a DNSBL zone), for the
+// metrics endpoint: `labels` is Prometheus label text, e.g.
+// zone="zen.example",result="listed" (values escaped by label_value()).
+// A mutex and a map: for events per connection, not per byte.
+void count_labeled(std::string_view family, std::string labels, uint64_t n = 1);
+std::map<std::string, std::map<std::string, uint64_t>> labeled_snapshot();  // family → labels → value
+std::string label_value(std::string_view v);  // quoted, with \, " and newline escaped
+
+// A latency histogram with fixed buckets (seconds), lock-free to observe.
+enum class Histogram { transaction_duration, archive_write, count_ };
+inline constexpr double kBuckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+void observe(Histogram h, double seconds);
+struct HistogramSnapshot {
+  std::array<uint64_t, std::size(kBuckets)> cumulative{};  // observations <= each bound
+  uint64_t count = 0;
+  double sum = 0;
+};
+HistogramSnapshot histogram(Histogram h);
 
 }  // namespace mk::stats

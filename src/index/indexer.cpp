@@ -135,6 +135,7 @@ struct Indexer::State {
     std::lock_guard lock(mu);
     auto& q = queued[account];
     q.insert(q.begin(), files.begin(), files.end());
+    counters.pending += files.size();  // the caller subtracts what it handed over
     if (sync) dirty.insert(account);
     return false;
   }
@@ -195,7 +196,13 @@ struct Indexer::State {
       bool failed = false;
       for (auto& [account, files] : batch) {
         bool sync = syncs.erase(account) > 0;
+        const size_t n = files.size();
         if (!work(account, std::move(files), sync)) failed = true;
+        counters.pending -= n;  // a failed account's files are queued again (and counted again)
+      }
+      {
+        std::lock_guard lock(mu);
+        counters.pending_since_ns = queued.empty() ? 0 : std::chrono::steady_clock::now().time_since_epoch().count();
       }
       for (auto& account : syncs)
         if (!work(account, {}, true)) failed = true;
@@ -264,7 +271,10 @@ void Indexer::published(const std::string& folder, const std::string& name) {
   if (!account_of_folder(s.cfg.archive_root, folder, account, folder_name)) return;
   {
     std::lock_guard lock(s.mu);
+    if (s.queued.empty() && s.counters.pending_since_ns.load() == 0)
+      s.counters.pending_since_ns = std::chrono::steady_clock::now().time_since_epoch().count();
     s.queued[account].push_back(MessageFile{folder_name, "new", name});
+    ++s.counters.pending;
   }
   s.wake();
 }

@@ -45,6 +45,10 @@ struct IndexerConfig {
 struct IndexerCounters {
   std::atomic<uint64_t> indexed{0}, failed{0}, errors{0}, scans{0};
   std::atomic<int64_t> last_scan{0};  // unix time of the last completed full scan
+  // Published copies not indexed yet, and since when (steady clock, ns; 0 = none
+  // waiting): the index lag the metrics endpoint shows.
+  std::atomic<uint64_t> pending{0};
+  std::atomic<int64_t> pending_since_ns{0};
 };
 
 class Indexer {

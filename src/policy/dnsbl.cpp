@@ -22,6 +22,7 @@
 #include <unordered_map>
 
 #include "core/log.h"
+#include "core/stats.h"
 #include "core/strings.h"
 
 namespace mk::policy {
@@ -236,6 +237,11 @@ class CaresDnsbl final : public DnsblChecker {
     DnsblVerdict v;
     for (size_t i = 0; i < c.answers.size(); ++i) {
       auto& a = c.answers[i];
+      // Per zone, for the metrics: unanswered = another zone listed first, or the deadline.
+      const char* result = !a ? "unanswered" : a->kind == ZoneAnswer::Listed ? "listed"
+                                             : a->kind == ZoneAnswer::Error  ? "error"
+                                                                             : "not_listed";
+      stats::count_labeled("dnsbl_lookups", "zone=" + stats::label_value(c.zones[i].name) + ",result=\"" + result + "\"");
       if (a && a->kind == ZoneAnswer::Listed) {
         v = {DnsblVerdict::Listed, c.zones[i].name, a->answer, ""};
         break;

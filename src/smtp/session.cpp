@@ -468,6 +468,7 @@ awaitable<void> Session::handle_data(std::string_view arg) {
       body.prefix += spam_headers(*spam_score, signature);
     }
     bool is_spam = spam_score && *spam_score >= settings_.spam.reject_score;
+    if (spam_score && !is_spam) stats::count(stats::Counter::spam_ham);
     if (is_spam) {
       stats::count(stats::Counter::spam_detected);
       for (auto& t : tx_.archive) {  // INBOX copies become .Junk copies
@@ -685,6 +686,7 @@ awaitable<void> Session::finish_alias_uses(bool delivered) {
     co_await run_blocking(env_.blocking, [&] {
       for (auto& id : ids) delivered ? env_.aliases->commit_use(id) : env_.aliases->release(id);
     });
+    if (delivered) stats::count(stats::Counter::alias_used, ids.size());
   } catch (const std::exception& e) {
     spdlog::error("{}: alias store failure while counting uses: {}", id_, e.what());
   }
@@ -760,9 +762,18 @@ void Session::log_transaction(const Reply& final_reply, uint64_t size, size_t ar
   } else if (final_reply.code < 500) {
     stats::count(stats::Counter::defer_upstream);
   }
+  // Outbound: our own networks, submission and the provider's outgoing copies.
+  using C = stats::Counter;
+  const bool outbound = client_info_.relay_allowed || client_info_.backup_outbound || !client_info_.user.empty();
+  const int result = final_reply.positive() ? 0 : final_reply.code < 500 ? 1 : 2;
+  static constexpr C kMessages[2][3] = {
+      {C::messages_inbound_accepted, C::messages_inbound_deferred, C::messages_inbound_rejected},
+      {C::messages_outbound_accepted, C::messages_outbound_deferred, C::messages_outbound_rejected}};
+  stats::count(kMessages[outbound][result]);
   std::string to;
   for (auto& r : tx_.recipients) to += (to.empty() ? "<" : ",<") + printable(r.address(), 512) + ">";
   auto elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - tx_started_).count();
+  stats::observe(stats::Histogram::transaction_duration, elapsed);
   const char* status = final_reply.positive() ? "sent" : final_reply.code < 500 ? "deferred" : "bounced";
   spdlog::info("{}.{}: client=[{}]:{}, from=<{}>, to={}, size={}, relay={}, archived={}, status={} ({}), duration={:.3f}s",
                id_, transactions_, client_address_, client_port_, printable(tx_.sender.address(), 512), to, size,

@@ -385,12 +385,13 @@ class Mailkeep:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self, timeout: float = 15.0) -> "Mailkeep":
+    def start(self, timeout: float = 15.0, env: dict[str, str] | None = None) -> "Mailkeep":
+        """env: extra environment variables (NOTIFY_SOCKET, WATCHDOG_USEC, JOURNAL_STREAM ...)."""
         self._stderr = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen(
             [str(self.binary), "serve", "-c", str(self.config_path)],
             stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=self._stderr,
-            cwd=self.workdir,
+            cwd=self.workdir, env={**os.environ, **env} if env else None,
         )
         try:
             wait_port(self.host, self.port, timeout, self.proc)
