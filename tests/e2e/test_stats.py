@@ -117,6 +117,7 @@ def test_stats_counts_what_happened(start_mailkeep, capture, dns_server):
     expected = {
         "connections": connections,
         "messages.relayed": 2,
+        "messages.inbound.accepted": 2,                 # .3 is not a relay client
         "reject.dnsbl_listed": 2,
         "reject.dnsbl_error": 1,
         "reject.relay_denied": 1,
