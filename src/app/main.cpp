@@ -32,6 +32,7 @@
 #include "archive/archive.h"
 #include "config/settings.h"
 #include "core/blocking.h"
+#include "app/manpage.h"
 #include "metrics/exposition.h"
 #include "metrics/server.h"
 #include "service/notify.h"
@@ -900,10 +901,32 @@ int main(int argc, char** argv) {
   mk::app::FilterCommand filter_cmd;
   mk::app::add_filter_commands(app, config_path, filter_cmd);
 
+  int man_section = 0;
+  std::string man_output;
+  auto* man_cmd = app.add_subcommand("man-page", "Print the manual page mailkeep(8) or mailkeep.ini(5) (man(7) text)");
+  man_cmd->add_option("section", man_section, "8: the commands; 5: the configuration file")
+      ->required()
+      ->check(CLI::IsMember({5, 8}));
+  man_cmd->add_option("-o,--output", man_output, "write to this file instead of standard output");
+
   auto args = query_last(argc, argv);
   std::vector<char*> arg_ptrs;
   for (auto& a : args) arg_ptrs.push_back(a.data());
   CLI11_PARSE(app, static_cast<int>(arg_ptrs.size()), arg_ptrs.data());
+  if (*man_cmd) {
+    const std::string page = man_section == 8 ? mk::app::man_page_commands(app) : mk::app::man_page_config();
+    if (man_output.empty()) {
+      std::cout << page;
+      return 0;
+    }
+    std::ofstream f(man_output, std::ios::trunc);
+    f << page;
+    if (!f.flush()) {
+      std::cerr << "mailkeep man-page: cannot write " << man_output << "\n";
+      return 1;
+    }
+    return 0;
+  }
 
   auto settings = load(config_path);
   if (!settings) return 1;

@@ -644,4 +644,10 @@ std::string format_settings(const Settings& s) {
   return out.str();
 }
 
+std::vector<KeyDoc> describe_keys() {
+  std::vector<KeyDoc> out;
+  for (auto& k : key_table()) out.push_back({k.section, k.name, k.default_text, k.help});
+  return out;
+}
+
 }  // namespace mk

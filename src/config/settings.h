@@ -142,4 +142,11 @@ ConfigResult load_settings_text(const std::string& text, const std::string& name
 // The effective settings as INI text, one key per line, every key shown.
 std::string format_settings(const Settings& s);
 
+// Every key of the settings table, in order, for generated documentation
+// (mailkeep.ini(5)): the page cannot miss a key because it is made from this.
+struct KeyDoc {
+  std::string section, name, default_text, help;
+};
+std::vector<KeyDoc> describe_keys();
+
 }  // namespace mk
