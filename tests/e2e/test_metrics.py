@@ -412,3 +412,48 @@ def test_metrics_off_by_default(start_mailkeep, capture):
     assert "metrics" not in mk.config_path.read_text()
     assert listening_ports(mk.pid) == {mk.port}
     assert "metrics listening" not in mk.log(), mk.log()
+
+
+# --------------------------------------------------------------------------- known bugs (src/ not changed here)
+
+@pytest.mark.xfail(strict=True, reason="mailkeep bug: messages mailkeep itself refuses at the end of DATA (bare LF "
+                   "554, size 552; spam 550 by the code) skip log_transaction, so mailkeep_messages_total{result="
+                   "\"rejected\"} and the transaction histogram miss them, though the HELP says every transaction "
+                   "that reached the end of DATA is counted")
+def test_messages_rejected_at_end_of_data_are_counted(start_mailkeep, capture):
+    metrics_port = free_port()
+    mk = start_mailkeep(capture.address, metrics={"listen": f"127.0.0.1:{metrics_port}"},
+                        smtp={"max_message_size": 2048})
+    wait_port("127.0.0.1", metrics_port, 10, mk.proc)
+    with RawSMTP(mk.host, mk.port, timeout=10) as c:
+        c.ehlo()
+        assert c.send_message("a@client.test", ["user@example.org"], b"Subject: ok\r\n\r\nhi\r\n").code == 250
+        assert c.send_message("a@client.test", ["user@example.org"], b"Subject: lf\r\n\r\nbare\nlf\r\n").code == 554
+        big = b"Subject: big\r\n\r\n" + (b"x" * 70 + b"\r\n") * 60
+        assert c.send_message("a@client.test", ["user@example.org"], big).code == 552
+    samples = parse_samples(scrape(metrics_port))
+    assert samples['mailkeep_rejections_total{reason="bare_cr_lf_or_nul"}'] == 1
+    assert samples['mailkeep_rejections_total{reason="message_size"}'] == 1
+    assert samples['mailkeep_messages_total{direction="inbound",result="accepted"}'] == 1
+    assert samples['mailkeep_messages_total{direction="inbound",result="rejected"}'] == 2
+    assert samples["mailkeep_transaction_duration_seconds_count"] == 3
+
+
+@pytest.mark.xfail(strict=True, reason="mailkeep bug: CaresDnsbl::finish stops counting at the first listed zone "
+                   "(break), so the zones after it in smtp_zones get no mailkeep_dnsbl_lookups_total sample for that "
+                   "check, neither not_listed nor unanswered, though they were queried")
+def test_dnsbl_lookups_count_every_zone(start_mailkeep, capture, dns_server):
+    dns_server.zone("a.test").list("127.0.0.2")
+    dns_server.zone("b.test")
+    metrics_port = free_port()
+    mk = start_mailkeep(capture.address, metrics={"listen": f"127.0.0.1:{metrics_port}"},
+                        dnsbl=dnsbl_overrides(dns_server, smtp_zones="a.test, b.test"))
+    wait_port("127.0.0.1", metrics_port, 10, mk.proc)
+    assert smtp_connect(mk.host, mk.port, "127.0.0.2").reply.code == 554       # listed in a.test
+    assert smtp_connect(mk.host, mk.port, "127.0.0.3").reply.code == 220       # clean
+    samples = parse_samples(scrape(metrics_port))
+    checks = 3                 # the harness's wait_port from 127.0.0.1, .2 and .3
+    for zone in ("a.test", "b.test"):
+        per_zone = sum(v for k, v in samples.items()
+                       if k.startswith(f'mailkeep_dnsbl_lookups_total{{zone="{zone}",'))
+        assert per_zone == checks, (zone, {k: v for k, v in samples.items() if "dnsbl_lookups" in k})
