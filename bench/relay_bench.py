@@ -66,13 +66,15 @@ def measure(name: str, port: int, sink: Sink, sessions: int, messages: int, size
     return rate
 
 
-def start_mailkeep(workdir: Path, smarthost: str, log_level: str = "info", **smtp) -> Mailkeep:
+def start_mailkeep(workdir: Path, smarthost: str, log_level: str = "info", sections: dict | None = None,
+                   **smtp) -> Mailkeep:
+    """sections: more configuration, e.g. {"metrics": {"listen": "127.0.0.1:PORT"}} (metrics_bench.py)."""
     smtp_settings = {"max_connections": 10000, "timeout": 300, "shutdown_timeout": 5,
                      "max_message_size": 200 * 1024 * 1024}
     smtp_settings.update(smtp)
     config = default_config(free_port(), smarthost, smtp=smtp_settings,
                             general={"log_level": log_level},
-                            relay={"relay_from": "127.0.0.0/8"})
+                            relay={"relay_from": "127.0.0.0/8"}, **(sections or {}))
     return Mailkeep(workdir, config).start()
 
 
