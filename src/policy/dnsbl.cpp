@@ -237,14 +237,15 @@ class CaresDnsbl final : public DnsblChecker {
     DnsblVerdict v;
     for (size_t i = 0; i < c.answers.size(); ++i) {
       auto& a = c.answers[i];
-      // Per zone, for the metrics: unanswered = another zone listed first, or the deadline.
+      // Every zone queried, for the metrics: unanswered = another zone listed first, or the deadline.
       const char* result = !a ? "unanswered" : a->kind == ZoneAnswer::Listed ? "listed"
                                              : a->kind == ZoneAnswer::Error  ? "error"
                                                                              : "not_listed";
       stats::count_labeled("dnsbl_lookups", "zone=" + stats::label_value(c.zones[i].name) + ",result=\"" + result + "\"");
+      if (v.kind == DnsblVerdict::Listed) continue;  // the first listing decides
       if (a && a->kind == ZoneAnswer::Listed) {
         v = {DnsblVerdict::Listed, c.zones[i].name, a->answer, ""};
-        break;
+        continue;
       }
       if (a && a->kind == ZoneAnswer::Error && v.kind == DnsblVerdict::NotListed)
         v = {DnsblVerdict::Error, c.zones[i].name, a->answer, a->detail};

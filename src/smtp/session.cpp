@@ -482,6 +482,7 @@ awaitable<void> Session::handle_data(std::string_view arg) {
       log_reject("DATA", result, fmt::format("spam score {:.3f} >= reject_score {}, signature {}", *spam_score,
                                              settings_.spam.reject_score, signature));
       record_verdict(signature, *spam_score, tokenizer->finish(), tokenizer->subject(), result);
+      count_transaction(result);
       co_await reset_transaction();  // releases the alias uses too
       reply(result);
       co_return;
@@ -514,7 +515,9 @@ awaitable<void> Session::handle_data(std::string_view arg) {
           // The upstream has it but an archive copy is not published: make the
           // client retry (a duplicate upstream is better than a missing copy).
           spdlog::error("{}: upstream accepted but archive commit failed: {}; answering 4xx", id_, committed.detail);
+          stats::count(stats::Counter::defer_archive);
           result = Reply{451, "4.3.0", "Error: archive failure after relay; please retry"};
+          result.log_detail = "archive";  // not the upstream's deferral (log_transaction)
         } else if (copies.duplicates()) {
           spdlog::info("{}: {} duplicate Sent copy not stored again", id_, copies.duplicates());
         }
@@ -526,7 +529,10 @@ awaitable<void> Session::handle_data(std::string_view arg) {
     }
   }
   if (spam_score) record_verdict(signature, *spam_score, tokenizer->finish(), tokenizer->subject(), result);
-  if (!sent_upstream) co_await reset_transaction();
+  if (!sent_upstream) {
+    count_transaction(result);  // refused here (defect, size, spool, archive): never reached log_transaction
+    co_await reset_transaction();
+  }
   tx_ = Transaction{};  // after DATA the upstream's transaction is over whatever it answered
   reply(result);
 }
@@ -754,14 +760,9 @@ std::string Session::received_header() const {
                      for_clause, rfc5322_date());
 }
 
-void Session::log_transaction(const Reply& final_reply, uint64_t size, size_t archive_copies) {
-  ++transactions_;
-  if (final_reply.positive()) {
-    stats::count(stats::Counter::messages_relayed);
-    if (archive_copies) stats::count(stats::Counter::messages_archived);
-  } else if (final_reply.code < 500) {
-    stats::count(stats::Counter::defer_upstream);
-  }
+// Every transaction that reached the end of DATA, whoever answered it: the
+// messages counters by direction and result, and the duration histogram.
+void Session::count_transaction(const Reply& final_reply) {
   // Outbound: our own networks, submission and the provider's outgoing copies.
   using C = stats::Counter;
   const bool outbound = client_info_.relay_allowed || client_info_.backup_outbound || !client_info_.user.empty();
@@ -770,10 +771,22 @@ void Session::log_transaction(const Reply& final_reply, uint64_t size, size_t ar
       {C::messages_inbound_accepted, C::messages_inbound_deferred, C::messages_inbound_rejected},
       {C::messages_outbound_accepted, C::messages_outbound_deferred, C::messages_outbound_rejected}};
   stats::count(kMessages[outbound][result]);
+  stats::observe(stats::Histogram::transaction_duration,
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - tx_started_).count());
+}
+
+void Session::log_transaction(const Reply& final_reply, uint64_t size, size_t archive_copies) {
+  ++transactions_;
+  if (final_reply.positive()) {
+    stats::count(stats::Counter::messages_relayed);
+    if (archive_copies) stats::count(stats::Counter::messages_archived);
+  } else if (final_reply.code < 500 && final_reply.log_detail != "archive") {
+    stats::count(stats::Counter::defer_upstream);
+  }
+  count_transaction(final_reply);
   std::string to;
   for (auto& r : tx_.recipients) to += (to.empty() ? "<" : ",<") + printable(r.address(), 512) + ">";
   auto elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - tx_started_).count();
-  stats::observe(stats::Histogram::transaction_duration, elapsed);
   const char* status = final_reply.positive() ? "sent" : final_reply.code < 500 ? "deferred" : "bounced";
   spdlog::info("{}.{}: client=[{}]:{}, from=<{}>, to={}, size={}, relay={}, archived={}, status={} ({}), duration={:.3f}s",
                id_, transactions_, client_address_, client_port_, printable(tx_.sender.address(), 512), to, size,

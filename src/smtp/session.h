@@ -149,6 +149,7 @@ class Session : public std::enable_shared_from_this<Session> {
                                  const std::string& subject, const Reply& result);
   std::string received_header() const;
   void log_transaction(const Reply& final_reply, uint64_t size, size_t archive_copies);
+  void count_transaction(const Reply& final_reply);
 
   const SessionEnvironment& env_;
   const Settings& settings_;
