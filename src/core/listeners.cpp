@@ -2,6 +2,7 @@
 #include "core/listeners.h"
 
 #include <boost/asio/ip/v6_only.hpp>
+#include <boost/asio/post.hpp>
 #include <stdexcept>
 
 #include "core/log.h"
@@ -47,6 +48,14 @@ void Listeners::listen(std::string_view what) {
     if (what.empty()) spdlog::info("listening on {}", names_[i]);
     else spdlog::info("{} listening on {}", what, names_[i]);
   }
+}
+
+void Listeners::close_all() {
+  for (auto& a : acceptors_)
+    boost::asio::post(a->get_executor(), [&acc = *a] {
+      boost::system::error_code ignored;
+      acc.close(ignored);
+    });
 }
 
 }  // namespace mk

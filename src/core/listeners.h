@@ -31,6 +31,9 @@ class Listeners {
   void listen(std::string_view what);
 
   std::vector<std::unique_ptr<boost::asio::ip::tcp::acceptor>>& acceptors() { return acceptors_; }
+  // Closes every socket on its own io_context (a pending accept ends with
+  // operation_aborted); callable from any thread.
+  void close_all();
 
  private:
   std::string label_;

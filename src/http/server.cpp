@@ -158,11 +158,7 @@ void Server::start() {
 
 void Server::stop() {
   impl_->stopping = true;
-  for (auto& a : impl_->listeners.acceptors())
-    asio::post(a->get_executor(), [&acc = *a] {
-      boost::system::error_code ignored;
-      acc.close(ignored);
-    });
+  impl_->listeners.close_all();
 }
 
 }  // namespace mk::http

@@ -137,12 +137,7 @@ void Server::on_session_end(uint64_t key) {
 
 void Server::stop(std::function<void()> done) {
   stopping_ = true;
-  for (auto& a : listeners_.acceptors()) {
-    asio::post(a->get_executor(), [&acc = *a] {
-      error_code ignored;
-      acc.close(ignored);
-    });
-  }
+  listeners_.close_all();
   std::vector<std::shared_ptr<Session>> live;
   {
     std::lock_guard lock(mutex_);
