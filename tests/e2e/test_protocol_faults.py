@@ -15,6 +15,7 @@ import socket
 import time
 
 from alias_support import TARGET, alias_env, assert_error  # noqa: F401  (alias_env is a fixture)
+import dns_support
 from dns_support import read_stats
 from harness import ConnectionClosed, RawSMTP
 
@@ -22,13 +23,10 @@ MSG = b"From: a@client.test\r\nTo: user@example.org\r\nSubject: faults\r\n\r\nhe
 
 
 def wait_log(mk, text: str, timeout: float = 10) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        log = mk.log()
-        if text in log:
-            return log
-        time.sleep(0.1)
-    raise AssertionError(f"{text!r} not in the log:\n{mk.log()[-3000:]}")
+    """dns_support's wait, failing the test when the line never comes."""
+    log = dns_support.wait_log(mk, text, timeout)
+    assert text in log, f"{text!r} not in the log:\n{log[-3000:]}"
+    return log
 
 
 def test_stall_inside_data_gets_421_and_counts_as_timeout(start_mailkeep, capture):
