@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "archive/accounts.h"
+#include "core/log.h"
 #include "archive/archive.h"
 #include "core/strings.h"
 #include "index/indexer.h"
@@ -48,6 +49,18 @@ bool account_of(const Settings& s, const std::string& addr, std::string& account
   if (!archive::valid_account_name(local)) {
     std::cerr << "mailkeep: '" << local << "' is not a valid account name\n";
     return false;
+  }
+  // An alias address (sales@ of alice@) means its account's archive; an
+  // address no longer listed still names its archive, which stays.
+  archive::AccountDirectory accounts(accounts_file(s));
+  auto level = spdlog::get_level();
+  spdlog::set_level(spdlog::level::off);
+  accounts.reload(/*force=*/true);
+  spdlog::set_level(level);
+  if (auto a = accounts.find(local, domain);
+      a && std::find(s.backup.domains.begin(), s.backup.domains.end(), a->domain) != s.backup.domains.end()) {
+    local = a->local;
+    domain = a->domain;
   }
   account = domain + "/" + local;
   return true;

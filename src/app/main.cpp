@@ -24,10 +24,14 @@
 #include "aliases/service.h"
 #include "aliases/sqlite_store.h"
 #include "app/privileges.h"
+#include "directory/runner.h"
+#include "spf/cares_txt.h"
+#include "spf/refresher.h"
 #include "app/index_cli.h"
 #include "app/spam_cli.h"
 #include "app/filter_cli.h"
 #include "app/users_cli.h"
+#include "app/accounts_cli.h"
 #include "archive/accounts.h"
 #include "archive/archive.h"
 #include "config/settings.h"
@@ -180,6 +184,22 @@ asio::awaitable<void> watch_accounts(mk::archive::AccountDirectory& accounts, st
   }
 }
 
+// The directory sync's figures for /metrics.
+std::vector<mk::metrics::Sample> directory_samples(const mk::directory::SyncCounters& c) {
+  return {
+      {"mailkeep_directory_last_success_timestamp_seconds", "gauge", "unix time of the last good directory sync (0: none)",
+       [&c] { return double(c.last_success.load()); }},
+      {"mailkeep_directory_last_error_timestamp_seconds", "gauge",
+       "unix time of the last failed or held directory sync (0: none)", [&c] { return double(c.last_error.load()); }},
+      {"mailkeep_directory_accounts", "gauge", "accounts in the current list", [&c] { return double(c.accounts.load()); }},
+      {"mailkeep_directory_syncs_total", "counter", "directory syncs run", [&c] { return double(c.syncs.load()); }},
+      {"mailkeep_directory_sync_failures_total", "counter", "directory syncs that failed (the last good list stayed)",
+       [&c] { return double(c.failures.load()); }},
+      {"mailkeep_directory_held_syncs_total", "counter", "directory syncs held for removing more than max_removal",
+       [&c] { return double(c.held.load()); }},
+  };
+}
+
 // The indexer's figures for /metrics (none without an index).
 std::vector<mk::metrics::Sample> index_samples(mk::index::Indexer* ix) {
   if (!ix) return {};
@@ -270,8 +290,10 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
 
   std::unique_ptr<mk::archive::AccountDirectory> accounts;
   if (!settings.backup.domains.empty()) {
-    accounts = std::make_unique<mk::archive::AccountDirectory>(settings.backup.accounts);
-    accounts->reload(/*force=*/true);
+    const bool synced = settings.directory.provider != "file";
+    accounts = std::make_unique<mk::archive::AccountDirectory>(mk::accounts_file(settings), /*until_loaded=*/synced);
+    // A synced list not written yet (the first start) is no error: the first sync writes it.
+    if (!synced || std::filesystem::exists(mk::accounts_file(settings))) accounts->reload(/*force=*/true);
   }
 
   // The alias store is opened before the privilege drop, so that its
@@ -313,7 +335,31 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
     if (standalone) spdlog::warn("standalone mode: mail for archived accounts is delivered into the archive, no upstream");
   }
 
-  mk::route::Router router(settings, accounts.get());
+  // spf: entries of relay_from: their networks are resolved on the refresher's thread.
+  std::unique_ptr<mk::spf::CaresTxt> spf_dns;
+  std::unique_ptr<mk::spf::Refresher> spf;
+  if (!settings.relay.relay_from_spf.empty() || !settings.backup.relay_from_spf.empty()) {
+    try {
+      spf_dns = std::make_unique<mk::spf::CaresTxt>(settings.dnsbl.resolver, int(settings.dnsbl.timeout_ms));
+    } catch (const std::exception& e) {
+      spdlog::critical("relay_from spf: {}", e.what());
+      return 1;
+    }
+    spf = std::make_unique<mk::spf::Refresher>(settings.relay.relay_from_spf, settings.backup.relay_from_spf,
+                                               [dns = spf_dns.get()](const std::string& n) { return dns->lookup(n); });
+  }
+  mk::route::Router router(settings, accounts.get(),
+                           mk::route::SpfNetworks{spf ? spf->relay() : nullptr, spf ? spf->backup() : nullptr});
+  // [directory] provider = google | microsoft: the account list is synced on its own thread.
+  std::unique_ptr<mk::directory::Runner> directory;
+  if (accounts && settings.directory.provider != "file") {
+    try {
+      directory = std::make_unique<mk::directory::Runner>(settings, *accounts);
+    } catch (const std::exception& e) {
+      spdlog::critical("[directory] {}", e.what());
+      return 1;
+    }
+  }
   mk::smtp::SessionEnvironment env;
   env.settings = &settings;
   env.router = &router;
@@ -420,8 +466,13 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
   std::unique_ptr<mk::metrics::Server> metrics;
   mk::index::Indexer* metrics_indexer = nullptr;
   if (!settings.metrics.listen.empty())
-    metrics = std::make_unique<mk::metrics::Server>(main_io, settings.metrics.listen, [&metrics_indexer] {
-      return mk::metrics::render(index_samples(metrics_indexer));
+    metrics = std::make_unique<mk::metrics::Server>(main_io, settings.metrics.listen, [&metrics_indexer, &directory] {
+      auto samples = index_samples(metrics_indexer);
+      if (directory) {
+        auto more = directory_samples(directory->counters());
+        samples.insert(samples.end(), more.begin(), more.end());
+      }
+      return mk::metrics::render(samples);
     });
   try {
     server.bind();
@@ -480,10 +531,22 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
         if (ctx) ctx->read_through(pem_reader.get());
     }
   }
+  if (directory) {
+    // The synced list is rewritten by the server after the drop.
+    auto dir = std::filesystem::path(settings.directory.cache).parent_path().string();
+    if (!dir.empty()) {
+      std::error_code ec;
+      std::filesystem::create_directories(dir, ec);
+      data_dirs.push_back(dir);
+    }
+    data_files.push_back(settings.directory.cache);
+  }
   if (auto err = mk::app::drop_privileges(settings.general.user, data_dirs, data_files); !err.empty()) {
     spdlog::critical("{}", err);
     return 1;
   }
+  if (spf) spf->start();
+  if (directory) directory->start();
   // The index follows the archive off the SMTP path: the archive's
   // "copy is in new/" hook only queues the file for the indexer's thread.
   std::unique_ptr<mk::index::Indexer> indexer;
@@ -898,6 +961,8 @@ int main(int argc, char** argv) {
 
   mk::app::UsersCommand users_cmd;
   mk::app::add_users_commands(app, config_path, users_cmd);
+  mk::app::AccountsCommand accounts_cmd;
+  mk::app::add_accounts_commands(app, config_path, accounts_cmd);
   mk::app::FilterCommand filter_cmd;
   mk::app::add_filter_commands(app, config_path, filter_cmd);
 
@@ -937,6 +1002,11 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*stats_cmd) return archive_stats(*settings);
+  if (mk::app::accounts_command_chosen(app)) {
+    for (auto* sub : app.get_subcommand("accounts")->get_subcommands()) accounts_cmd.action = sub->get_name();
+    mk::log::init(settings->general.log_level);  // the sync's log lines (refusals, its summary) on stderr
+    return mk::app::accounts_command(*settings, accounts_cmd);
+  }
   if (mk::app::users_command_chosen(app)) {
     for (auto* name : {"user", "dovecot-config", "backup"})
       if (app.get_subcommand(name)->parsed()) {

@@ -315,13 +315,18 @@ int backup_replay(const Settings& s, const UsersCommand& cmd) {
 
 std::optional<std::string> account_address(const Settings& s, const std::string& input) {
   auto address = to_lower(trim(input));
-  archive::AccountDirectory accounts(s.backup.accounts);
+  archive::AccountDirectory accounts(accounts_file(s));
   spdlog::set_level(spdlog::level::err);
   accounts.reload(/*force=*/true);
   route::Router router(s, &accounts);
+  if (auto owner = router.account_of_address(address); owner && owner->address() != address) {
+    std::cerr << "mailkeep: " << address << " is an address of the account " << owner->address()
+              << "; passwords belong to the account\n";
+    return std::nullopt;
+  }
   if (s.backup.domains.empty() || !router.is_account(address)) {
     std::cerr << "mailkeep: " << (address.empty() ? std::string("(empty)") : address)
-              << " is not an archived account: only listed local parts ([backup] accounts " << s.backup.accounts
+              << " is not an archived account: only listed accounts (" << accounts_file(s)
               << ") of [backup] domains may have a password\n";
     return std::nullopt;
   }

@@ -21,8 +21,76 @@ bool valid_account_name(std::string_view name) {
   return name.find("..") == std::string_view::npos;
 }
 
+bool valid_account_domain(std::string_view d) {
+  if (d.empty() || d.size() > 253 || d.front() == '.' || d.back() == '.' || d.front() == '-' ||
+      d.find("..") != std::string_view::npos)
+    return false;
+  for (unsigned char c : d)
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.')) return false;
+  return true;
+}
+
+namespace {
+
+// "" when `name` is "local" or "local@domain" with both parts valid.
+std::string check_name(std::string_view name) {
+  auto at = name.find('@');
+  auto local = name.substr(0, at);
+  if (!valid_account_name(local))
+    return "invalid local part (allowed: letters, digits, . _ + -, no leading dot, at most 64)";
+  if (at != std::string_view::npos && !valid_account_domain(name.substr(at + 1))) return "invalid domain";
+  return "";
+}
+
+}  // namespace
+
+std::string AccountList::add(AccountEntry e) {
+  if (auto err = check_name(e.name); !err.empty()) return "'" + printable_ascii(e.name, 80) + "': " + err;
+  std::vector<std::string> keys{e.name};
+  for (auto& a : e.aliases) {
+    if (auto err = check_name(a); !err.empty()) return "alias '" + printable_ascii(a, 80) + "': " + err;
+    keys.push_back(a);
+  }
+  for (size_t i = 0; i < keys.size(); ++i) {
+    auto& map = keys[i].find('@') == std::string::npos ? local_ : exact_;
+    if (map.count(keys[i])) return "'" + keys[i] + "' is listed twice";
+    for (size_t j = 0; j < i; ++j)
+      if (keys[j] == keys[i]) return "'" + keys[i] + "' is listed twice";
+  }
+  size_t index = entries_.size();
+  for (auto& k : keys) (k.find('@') == std::string::npos ? local_ : exact_)[k] = index;
+  entries_.push_back(std::move(e));
+  return "";
+}
+
+std::optional<Account> AccountList::account_of(size_t index, std::string_view domain) const {
+  auto& name = entries_[index].name;
+  auto at = name.find('@');
+  if (at == std::string::npos) return Account{name, std::string(domain), true};
+  return Account{name.substr(0, at), name.substr(at + 1), false};
+}
+
+std::optional<Account> AccountList::find(std::string_view local, std::string_view domain) const {
+  std::string address;
+  address.reserve(local.size() + 1 + domain.size());
+  address.append(local).append("@").append(domain);
+  if (auto it = exact_.find(address); it != exact_.end()) return account_of(it->second, domain);
+  if (auto it = local_.find(std::string(local)); it != local_.end()) return account_of(it->second, domain);
+  return std::nullopt;
+}
+
+std::string AccountList::format() const {
+  std::string out;
+  for (auto& e : entries_) {
+    out += e.name;
+    for (size_t i = 0; i < e.aliases.size(); ++i) out += (i ? ", " : ": ") + e.aliases[i];
+    out += "\n";
+  }
+  return out;
+}
+
 AccountsParse parse_accounts(std::string_view text, const std::string& name) {
-  auto set = std::make_shared<AccountSet>();
+  auto list = std::make_shared<AccountList>();
   int line_no = 0;
   while (!text.empty()) {
     ++line_no;
@@ -32,20 +100,25 @@ AccountsParse parse_accounts(std::string_view text, const std::string& name) {
     if (auto hash = line.find('#'); hash != std::string_view::npos) line = line.substr(0, hash);
     line = trim(line);
     if (line.empty()) continue;
-    auto lower = to_lower(line);
-    if (!valid_account_name(lower))
-      return {nullptr, name + ":" + std::to_string(line_no) +
-                           ": invalid local part (allowed: letters, digits, . _ + -, no leading dot, at most 64)"};
-    set->insert(std::move(lower));
+    AccountEntry e;
+    auto colon = line.find(':');
+    e.name = to_lower(trim(line.substr(0, colon)));
+    if (colon != std::string_view::npos) {
+      e.aliases = split_list(to_lower(line.substr(colon + 1)));
+    }
+    if (auto err = list->add(std::move(e)); !err.empty())
+      return {nullptr, name + ":" + std::to_string(line_no) + ": " + err};
   }
-  return {std::move(set), ""};
+  return {std::move(list), ""};
 }
 
-AccountDirectory::AccountDirectory(std::string path) : path_(std::move(path)) {
-  accounts_.store(std::make_shared<const AccountSet>());
+AccountDirectory::AccountDirectory(std::string path, bool until_loaded)
+    : until_loaded_(until_loaded), path_(std::move(path)) {
+  accounts_.store(std::make_shared<const AccountList>());
 }
 
 bool AccountDirectory::reload(bool force) {
+  std::lock_guard lock(reload_mutex_);
   struct stat st {};
   if (::stat(path_.c_str(), &st) != 0) {
     if (force || size_ != -2) spdlog::error("accounts file {}: cannot read ({}); keeping {} accounts", path_,
@@ -74,12 +147,21 @@ bool AccountDirectory::reload(bool force) {
   }
   spdlog::info("accounts file {}: {} accounts", path_, parsed.accounts->size());
   accounts_.store(std::move(parsed.accounts));
+  loaded_ = true;
   return true;
 }
 
-bool AccountDirectory::contains(std::string_view local_part) const {
-  auto set = snapshot();
-  return set->count(to_lower(local_part)) > 0;
+void AccountDirectory::replace(std::shared_ptr<const AccountList> list) {
+  std::lock_guard lock(reload_mutex_);
+  accounts_.store(std::move(list));
+  loaded_ = true;
+  // The file now holds this list: the next reload() need not read it again.
+  struct stat st {};
+  if (::stat(path_.c_str(), &st) == 0) {
+    inode_ = st.st_ino;
+    size_ = st.st_size;
+    mtime_ns_ = int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  }
 }
 
 }  // namespace mk::archive

@@ -196,6 +196,55 @@ Key networks_key(const char* sec, const char* name, const char* def, const char*
              }};
 }
 
+// Client networks, where `spf:NAME` entries name an SPF record whose ip4:
+// and ip6: mechanisms are resolved at run time (spf/networks.h).
+template <class Get, class GetSpf>
+Key relay_networks_key(const char* sec, const char* name, const char* def, const char* help, Get get, GetSpf get_spf) {
+  return Key{sec, name, def, help,
+             [=](Settings& s, std::string_view v) -> std::string {
+               std::vector<Cidr> out;
+               std::vector<std::string> spf;
+               for (auto& item : split_list(v)) {
+                 if (item.rfind("spf:", 0) == 0) {
+                   auto host = to_lower(item.substr(4));
+                   if (!host.empty() && host.back() == '.') host.pop_back();
+                   if (!valid_dns_name(host)) return "'" + item + "': expected spf:NAME with a DNS name";
+                   spf.push_back(host);
+                   continue;
+                 }
+                 std::string err;
+                 auto c = Cidr::parse(item, &err);
+                 if (!c) return "'" + item + "': " + err + " (or spf:NAME)";
+                 out.push_back(*c);
+               }
+               get(s) = std::move(out);
+               get_spf(s) = std::move(spf);
+               return "";
+             },
+             [=](const Settings& s) {
+               std::string out;
+               for (auto& c : get(const_cast<Settings&>(s))) out += (out.empty() ? "" : ", ") + c.to_string();
+               for (auto& n : get_spf(const_cast<Settings&>(s))) out += (out.empty() ? "spf:" : ", spf:") + n;
+               return out;
+             }};
+}
+
+template <class Get>
+Key percent_key(const char* sec, const char* name, const char* def, const char* help, Get get) {
+  return Key{sec, name, def, help,
+             [=](Settings& s, std::string_view v) -> std::string {
+               auto t = trim(v);
+               if (!t.empty() && t.back() == '%') t.remove_suffix(1);
+               uint32_t n = 0;
+               auto [p, ec] = std::from_chars(t.data(), t.data() + t.size(), n);
+               if (t.empty() || ec != std::errc() || p != t.data() + t.size() || n > 100)
+                 return "expected a percentage 0%..100%, got '" + std::string(v) + "'";
+               get(s) = n;
+               return "";
+             },
+             [=](const Settings& s) { return std::to_string(get(const_cast<Settings&>(s))) + "%"; }};
+}
+
 template <class Get>
 Key zones_key(const char* sec, const char* name, const char* def, const char* help, Get get) {
   return Key{sec, name, def, help,
@@ -288,20 +337,29 @@ const std::vector<Key>& key_table() {
 
       domains_key("relay", "domains", "", "recipient domains accepted from anyone",
                   [](Settings& s) -> auto& { return s.relay.domains; }),
-      networks_key("relay", "relay_from", "127.0.0.0/8", "client networks allowed to relay to any domain",
-                   [](Settings& s) -> auto& { return s.relay.relay_from; }),
+      relay_networks_key("relay", "relay_from", "127.0.0.0/8",
+                         "client networks allowed to relay to any domain; spf:NAME adds the ip4/ip6 networks of "
+                         "NAME's SPF record (include/redirect followed, refreshed at its TTL, at most hourly)",
+                         [](Settings& s) -> auto& { return s.relay.relay_from; },
+                         [](Settings& s) -> auto& { return s.relay.relay_from_spf; }),
 
       domains_key("backup", "domains", "", "domains whose mail is archived (inbound and outbound)",
                   [](Settings& s) -> auto& { return s.backup.domains; }),
-      string_key("backup", "accounts", "accounts.txt", "file of archived local parts, one per line; # comments",
+      string_key("backup", "accounts", "accounts.txt",
+                 "file of archived accounts, one per line: 'alice', 'alice: sales, info' (addresses of alice in "
+                 "every backup domain) or 'alice@example.org: sales@example.com'; # comments. "
+                 "Read with [directory] provider = file",
                  [](Settings& s) -> auto& { return s.backup.accounts; }),
       string_key("backup", "archive", "data/archive", "Maildir root: <archive>/<domain>/<localpart>/",
                  [](Settings& s) -> auto& { return s.backup.archive; }),
       endpoints_key("backup", "upstream", "", 25, false,
                     "the provider's inbound servers, tried in order; default: [delivery] smarthost",
                     [](Settings& s) -> auto& { return s.backup.upstream; }),
-      networks_key("backup", "relay_from", "", "the provider's outbound relays (their mail goes to the smarthost)",
-                   [](Settings& s) -> auto& { return s.backup.relay_from; }),
+      relay_networks_key("backup", "relay_from", "",
+                         "the provider's outbound relays (their mail goes to the smarthost); e.g. "
+                         "spf:_spf.google.com for the networks of the provider's SPF record",
+                         [](Settings& s) -> auto& { return s.backup.relay_from; },
+                         [](Settings& s) -> auto& { return s.backup.relay_from_spf; }),
       uint_key("backup", "reload_interval", "2", 1, 3600, "seconds between checks of the accounts file for changes",
                [](Settings& s) -> auto& { return s.backup.reload_interval; }),
       uint_key("backup", "dedupe_days", "30", 1, 3650, "days a Sent copy is remembered to drop its duplicates",
@@ -313,6 +371,50 @@ const std::vector<Key>& key_table() {
       string_key("backup", "replay", "data/replay",
                  "Maildir recording every message delivered while standalone (mailkeep backup replay)",
                  [](Settings& s) -> auto& { return s.backup.replay; }),
+
+      string_key("directory", "provider", "file",
+                 "where the accounts come from: file ([backup] accounts), google (Workspace Directory API) or "
+                 "microsoft (Graph); google and microsoft write the synced list to [directory] cache",
+                 [](Settings& s) -> auto& { return s.directory.provider; }, {"file", "google", "microsoft"}),
+      uint_key("directory", "interval", "3600", 1, 604800, "seconds between directory syncs",
+               [](Settings& s) -> auto& { return s.directory.interval; }),
+      string_key("directory", "credentials", "",
+                 "google: the service account's key file (JSON), with domain-wide delegation of the read-only "
+                 "directory scopes",
+                 [](Settings& s) -> auto& { return s.directory.credentials; }),
+      string_key("directory", "admin", "", "google: the administrator the service account acts for (JWT sub)",
+                 [](Settings& s) -> auto& { return s.directory.admin; }),
+      string_key("directory", "customer", "my_customer", "google: the customer whose users and groups are listed",
+                 [](Settings& s) -> auto& { return s.directory.customer; }),
+      string_key("directory", "tenant", "", "microsoft: the tenant (directory) id",
+                 [](Settings& s) -> auto& { return s.directory.tenant; }),
+      string_key("directory", "client_id", "", "microsoft: the application (client) id",
+                 [](Settings& s) -> auto& { return s.directory.client_id; }),
+      string_key("directory", "client_secret_file", "", "microsoft: file holding the client secret",
+                 [](Settings& s) -> auto& { return s.directory.client_secret_file; }),
+      string_key("directory", "token_url", "",
+                 "override of the OAuth token endpoint, for tests and private clouds (google default: the "
+                 "credentials' token_uri; microsoft: https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token)",
+                 [](Settings& s) -> auto& { return s.directory.token_url; }),
+      string_key("directory", "api_url", "",
+                 "override of the API base URL, for tests and private clouds (google default "
+                 "https://admin.googleapis.com; microsoft https://graph.microsoft.com)",
+                 [](Settings& s) -> auto& { return s.directory.api_url; }),
+      string_key("directory", "ca_file", "", "CA certificates for the directory's HTTPS; empty: the system store",
+                 [](Settings& s) -> auto& { return s.directory.ca_file; }),
+      percent_key("directory", "max_removal", "10%",
+                  "a sync that would remove more than this share of the accounts is held until "
+                  "mailkeep accounts sync --force",
+                  [](Settings& s) -> auto& { return s.directory.max_removal_percent; }),
+      string_key("directory", "cache", "data/directory/accounts",
+                 "the synced account list (accounts-file format), replaced atomically; read at start",
+                 [](Settings& s) -> auto& { return s.directory.cache; }),
+      uint_key("directory", "timeout", "30", 1, 600, "seconds each directory HTTPS request may take",
+               [](Settings& s) -> auto& { return s.directory.timeout; }),
+      uint_key("directory", "retries", "4", 0, 10,
+               "retries of a directory request on 429, 5xx and network errors (backoff 1 s, 2 s, 4 s ..., "
+               "or the server's Retry-After)",
+               [](Settings& s) -> auto& { return s.directory.retries; }),
 
       string_key("users", "passwd", "data/users.passwd",
                  "passwd-file of the archived accounts' passwords (mailkeep user passwd); Dovecot reads it as it is",
@@ -577,10 +679,31 @@ void parse_into(ParseState& st, std::string_view text) {
     st.result->errors.push_back(st.name + ":" + line_of(s.submission.listen.empty() ? "submission.tls_listen"
                                                                                    : "submission.listen") +
                                 ": [submission]: needs [backup] domains (the accounts that may log in)");
+  auto& d = s.directory;
+  auto need = [&](bool missing, const char* key, const char* what) {
+    if (missing)
+      st.result->errors.push_back(st.name + ":" + line_of("directory.provider") + ": [directory] " + key +
+                                  ": needed with provider = " + d.provider + " (" + what + ")");
+  };
+  if (d.provider == "google") {
+    need(d.credentials.empty(), "credentials", "the service account's key file");
+    need(d.admin.empty(), "admin", "the administrator to act for");
+  } else if (d.provider == "microsoft") {
+    need(d.tenant.empty(), "tenant", "the tenant id");
+    need(d.client_id.empty(), "client_id", "the application id");
+    need(d.client_secret_file.empty(), "client_secret_file", "the file with the client secret");
+  }
+  if (d.provider != "file" && s.backup.domains.empty())
+    st.result->errors.push_back(st.name + ":" + line_of("directory.provider") +
+                                ": [directory] provider: needs [backup] domains (the addresses kept)");
   finish(st.result->settings);
 }
 
 }  // namespace
+
+const std::string& accounts_file(const Settings& s) {
+  return s.directory.provider == "file" ? s.backup.accounts : s.directory.cache;
+}
 
 Settings default_settings() {
   Settings s;

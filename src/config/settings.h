@@ -51,6 +51,7 @@ struct Settings {
   struct Relay {
     std::vector<std::string> domains;  // lower-cased
     std::vector<Cidr> relay_from;
+    std::vector<std::string> relay_from_spf;  // `spf:NAME` entries: networks from NAME's SPF record
   } relay;
   struct Backup {
     std::vector<std::string> domains;  // lower-cased
@@ -58,11 +59,23 @@ struct Settings {
     std::string archive;               // Maildir root: <archive>/<domain>/<localpart>/
     std::vector<HostPort> upstream;    // the provider's inbound servers; empty = [delivery] smarthost
     std::vector<Cidr> relay_from;      // the provider's outbound relays
+    std::vector<std::string> relay_from_spf;  // `spf:_spf.google.com`: the relays from an SPF record
     uint32_t reload_interval = 0;      // seconds between checks of the accounts file
     uint32_t dedupe_days = 0;          // how long a Sent copy is remembered for deduplication
     bool standalone = false;           // deliver into the archive, no upstream (SIGHUP switches)
     std::string replay;                // Maildir of what arrived while standalone
   } backup;
+  struct Directory {
+    std::string provider;  // file | google | microsoft
+    uint32_t interval = 0;  // seconds between syncs
+    std::string credentials, admin, customer;            // google
+    std::string tenant, client_id, client_secret_file;   // microsoft
+    std::string token_url, api_url, ca_file;              // overrides (tests, private clouds)
+    uint32_t max_removal_percent = 0;  // a sync removing more than this share of accounts is held
+    std::string cache;                 // the synced list, in the accounts-file format
+    uint32_t timeout = 0;              // seconds per HTTP request
+    uint32_t retries = 0;              // on 429, 5xx and network errors
+  } directory;
   struct Users {
     std::string passwd;  // Dovecot passwd-file with the accounts' password hashes
     std::string group;   // may read it
@@ -130,6 +143,10 @@ struct ConfigResult {
   std::vector<std::string> errors;  // "FILE:LINE: [section] key: message"
   bool ok() const { return errors.empty(); }
 };
+
+// The file the account list is read from: [backup] accounts with
+// [directory] provider = file, else the synced list ([directory] cache).
+const std::string& accounts_file(const Settings& s);
 
 // The embedded defaults: what `mailkeep serve` runs without -c.
 Settings default_settings();

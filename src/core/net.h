@@ -3,10 +3,13 @@
 // "2001:db8::/32"). Parsing never throws; it returns an error text instead.
 #pragma once
 #include <array>
+#include <atomic>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace mk {
 
@@ -36,6 +39,31 @@ struct Cidr {
   bool contains(const IpAddress& a) const;
   std::string to_string() const;
   static std::optional<Cidr> parse(std::string_view s, std::string* error);
+  bool operator==(const Cidr&) const = default;
+};
+
+// Networks that another thread replaces while readers use them (the relay
+// networks of SPF records, spf/). Not ready() until every source has been
+// resolved once: a reader can tell "not one of them" from "not known yet".
+class SharedNetworks {
+ public:
+  bool contains(const IpAddress& a) const {
+    auto nets = nets_.load();
+    if (!nets) return false;
+    for (auto& n : *nets)
+      if (n.contains(a)) return true;
+    return false;
+  }
+  bool ready() const { return complete_.load(); }
+  void set(std::vector<Cidr> nets, bool complete) {
+    nets_.store(std::make_shared<const std::vector<Cidr>>(std::move(nets)));
+    complete_.store(complete);
+  }
+  std::shared_ptr<const std::vector<Cidr>> get() const { return nets_.load(); }
+
+ private:
+  std::atomic<std::shared_ptr<const std::vector<Cidr>>> nets_;
+  std::atomic<bool> complete_{false};
 };
 
 }  // namespace mk

@@ -27,6 +27,9 @@ std::string iso8601_utc(int64_t unix_seconds);
 // %XX escapes decoded; `plus_is_space` for form and query strings
 // (application/x-www-form-urlencoded), not for URL paths.
 std::string percent_decode(std::string_view s, bool plus_is_space);
+// A DNS name (lower-case expected): labels of letters, digits, '-' and '_'
+// (SPF and DKIM names start with '_'), 1..63 each, at most 253 in all.
+bool valid_dns_name(std::string_view name);
 // "2026-11-28" → unix seconds of that day's 00:00 UTC; nullopt when malformed.
 std::optional<int64_t> parse_date_utc(const std::string& date);
 

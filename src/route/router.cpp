@@ -31,22 +31,24 @@ const char* destination_name(Destination d) {
   return "?";
 }
 
-Router::Router(const Settings& s, const archive::AccountDirectory* accounts)
+Router::Router(const Settings& s, const archive::AccountDirectory* accounts, SpfNetworks spf)
     : relay_domains_(s.relay.domains),
       relay_from_(s.relay.relay_from),
       backup_domains_(s.backup.domains),
       alias_domains_(s.aliases.domains),
       backup_relay_from_(s.backup.relay_from),
       dnsbl_allow_(s.dnsbl.allow),
+      spf_(spf),
       archive_root_(s.backup.archive),
       accounts_(accounts) {}
 
 ClientInfo Router::classify_client(const IpAddress& ip) const {
   ClientInfo c;
   c.ip = ip;
-  c.relay_allowed = in_networks(relay_from_, ip);
-  c.backup_outbound = !backup_domains_.empty() && in_networks(backup_relay_from_, ip);
-  c.trusted = c.relay_allowed || in_networks(backup_relay_from_, ip) || in_networks(dnsbl_allow_, ip);
+  c.relay_allowed = in_networks(relay_from_, ip) || (spf_.relay && spf_.relay->contains(ip));
+  bool provider = in_networks(backup_relay_from_, ip) || (spf_.backup && spf_.backup->contains(ip));
+  c.backup_outbound = !backup_domains_.empty() && provider;
+  c.trusted = c.relay_allowed || provider || in_networks(dnsbl_allow_, ip);
   return c;
 }
 
@@ -58,25 +60,31 @@ bool Router::is_backup_domain(const std::string& domain_lower) const {
   return in_domains(backup_domains_, domain_lower);
 }
 
-std::optional<std::string> Router::account_of(const smtp::Mailbox& mb) const {
-  if (!accounts_ || mb.null || !is_backup_domain(mb.domain_lower)) return std::nullopt;
+std::optional<archive::Account> Router::account_of(std::string_view local, std::string_view domain) const {
+  if (!accounts_) return std::nullopt;
+  auto d = to_lower(domain);
+  if (!d.empty() && d.back() == '.') d.pop_back();
+  if (!is_backup_domain(d)) return std::nullopt;
   // Only a listed name — validated as a safe path component when the list
   // was loaded — ever becomes a directory; the client's spelling never does.
-  auto local = to_lower(mb.local_unquoted());
-  if (!accounts_->contains(local)) return std::nullopt;
-  return local;
+  auto account = accounts_->find(to_lower(local), d);
+  // An account outside the backup domains (a hand-written file's mistake) has no archive.
+  if (!account || !is_backup_domain(account->domain)) return std::nullopt;
+  return account;
 }
 
-archive::ArchiveTarget Router::target(const std::string& domain, const std::string& account,
-                                      const char* subfolder) const {
+std::optional<archive::Account> Router::account_of(const smtp::Mailbox& mb) const {
+  if (mb.null) return std::nullopt;
+  return account_of(mb.local_unquoted(), mb.domain_lower);
+}
+
+archive::ArchiveTarget Router::target(const archive::Account& a, const char* subfolder) const {
   archive::ArchiveTarget t;
-  auto d = domain;
-  if (!d.empty() && d.back() == '.') d.pop_back();
-  t.folder = archive_root_ + "/" + d + "/" + account;
-  t.label = d + "/" + account + "/INBOX";
+  t.folder = archive_root_ + "/" + a.domain + "/" + a.local;
+  t.label = a.domain + "/" + a.local + "/INBOX";
   if (subfolder) {
     t.folder += std::string("/.") + subfolder;
-    t.label = d + "/" + account + "/" + subfolder;
+    t.label = a.domain + "/" + a.local + "/" + subfolder;
   }
   return t;
 }
@@ -96,6 +104,13 @@ RouteDecision Router::route(const ClientInfo& client, const smtp::Mailbox& rcpt)
     return d;
   }
   if (is_backup_domain(rcpt.domain_lower)) {
+    if (accounts_ && accounts_->pending()) {
+      // The directory's first list has not arrived yet: nobody is unknown yet.
+      d.outcome = Outcome::TempFail;
+      d.reason = "account list not loaded yet (first directory sync)";
+      d.reply = smtp::Reply{451, "4.3.0", "<" + rcpt.address() + ">: Account list not loaded yet, try again later"};
+      return d;
+    }
     auto account = account_of(rcpt);
     if (!account) {
       d.outcome = Outcome::PermFail;
@@ -104,13 +119,21 @@ RouteDecision Router::route(const ClientInfo& client, const smtp::Mailbox& rcpt)
       return d;
     }
     d.destination = Destination::BackupInbound;
-    d.archive = target(rcpt.domain_lower, *account, nullptr);
-    d.archive->delivered_to = *account + "@" + rcpt.domain_lower;
+    d.archive = target(*account, nullptr);
+    d.archive->delivered_to = account->address();
     return d;
   }
   if (client.relay_allowed) return d;  // trusted networks may send anywhere
 
   auto deny = [&](std::string reason) {
+    if ((spf_.relay && !spf_.relay->ready()) || (spf_.backup && !spf_.backup->ready())) {
+      // The networks of an spf: entry are not known yet (its first lookup
+      // failed): this client may be one of them, so it is asked to retry.
+      d.outcome = Outcome::TempFail;
+      d.reason = reason + " (relay networks from SPF not resolved yet)";
+      d.reply = smtp::Reply{451, "4.4.3", "<" + rcpt.address() + ">: Relay networks not known yet, try again later"};
+      return d;
+    }
     d.outcome = Outcome::PermFail;
     d.reason = std::move(reason);
     d.reply = smtp::Reply{550, "5.7.1", "<" + rcpt.address() + ">: Relaying denied"};
@@ -124,24 +147,32 @@ RouteDecision Router::route(const ClientInfo& client, const smtp::Mailbox& rcpt)
   return d;
 }
 
-bool Router::is_account(std::string_view address) const {
+std::optional<archive::Account> Router::account_of_address(std::string_view address) const {
   auto at = address.rfind('@');
-  if (!accounts_ || at == std::string_view::npos) return false;
-  auto local = to_lower(address.substr(0, at));
-  return is_backup_domain(to_lower(address.substr(at + 1))) && valid_local(local) && accounts_->contains(local);
+  if (at == std::string_view::npos || !valid_local(to_lower(address.substr(0, at)))) return std::nullopt;
+  return account_of(address.substr(0, at), address.substr(at + 1));
+}
+
+bool Router::is_account(std::string_view address) const {
+  auto account = account_of_address(address);
+  return account && account->address() == to_lower(address);
 }
 
 bool Router::may_send_as(const std::string& user, const smtp::Mailbox& sender) const {
   auto account = account_of(sender);
-  return account && user.size() > account->size() && user.compare(0, account->size(), *account) == 0 &&
-         user[account->size()] == '@';
+  if (!account) return false;
+  if (account->address() == user) return true;
+  // A line without '@' ("alice") is one person in every backup domain.
+  auto own = account_of_address(user);
+  return account->every_domain && own && own->every_domain && own->local == account->local &&
+         own->address() == user;
 }
 
 std::optional<archive::ArchiveTarget> Router::sent_folder(const ClientInfo& client, const smtp::Mailbox& sender) const {
   if (!client.backup_outbound && client.user.empty()) return std::nullopt;
   auto account = account_of(sender);
   if (!account) return std::nullopt;
-  auto t = target(sender.domain_lower, *account, "Sent");
+  auto t = target(*account, "Sent");
   t.dedupe_dir = archive_root_ + "/.mailkeep/sent-seen/" + t.label;
   return t;
 }

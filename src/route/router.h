@@ -5,8 +5,9 @@
 //     outbound mail, to the smarthost (any recipient domain);
 //   - an alias domain: a temporary alias, expanded by the session (which
 //     reserves a use with the alias service and rewrites the recipient);
-//   - a backup domain: a listed account is archived into its INBOX and the
-//     mail goes to the provider's inbound servers; anyone else is 550 5.1.1;
+//   - a backup domain: a listed account (or an alias address of one) is
+//     archived into the account's INBOX and the mail goes to the provider's
+//     inbound servers; anyone else is 550 5.1.1;
 //   - a relay domain, a client in [relay] relay_from, or a user authenticated
 //     on submission: to the smarthost;
 //   - anything else: 550 5.7.1 relaying denied.
@@ -60,27 +61,37 @@ struct RouteDecision {
   bool is_alias = false;  // Destination::Alias: the local part is an alias id to expand
 };
 
+// The networks of `spf:NAME` entries of [relay] and [backup] relay_from,
+// resolved by spf/ on its own thread; null when there are none.
+struct SpfNetworks {
+  const SharedNetworks* relay = nullptr;
+  const SharedNetworks* backup = nullptr;
+};
+
 class Router {
  public:
   // `accounts` may be null when no backup domains are configured.
-  Router(const Settings& settings, const archive::AccountDirectory* accounts);
+  Router(const Settings& settings, const archive::AccountDirectory* accounts, SpfNetworks spf = {});
   ClientInfo classify_client(const IpAddress& ip) const;
   RouteDecision route(const ClientInfo& client, const smtp::Mailbox& recipient) const;
   // The Sent-folder copy for mail from `client` with envelope sender `sender`, if archived.
   std::optional<archive::ArchiveTarget> sent_folder(const ClientInfo& client, const smtp::Mailbox& sender) const;
-  // True if `address` (any case) is an archived account: a listed local part of a backup domain.
+  // True if `address` (any case) is an archived account's own address (not one of its aliases).
   bool is_account(std::string_view address) const;
+  // The account that receives mail for `address`: itself, or the owner of an alias address.
+  std::optional<archive::Account> account_of_address(std::string_view address) const;
   // True if the authenticated `user` may use `sender` as envelope sender: one of
-  // their addresses (their local part at any backup domain).
+  // their addresses (their own, or an alias of theirs).
   bool may_send_as(const std::string& user, const smtp::Mailbox& sender) const;
   bool is_relay_domain(const std::string& domain_lower) const;
   bool is_backup_domain(const std::string& domain_lower) const;
   bool is_alias_domain(const std::string& domain_lower) const;
 
  private:
-  // The archived account for an address of a backup domain, lower-cased; nullopt if unlisted.
-  std::optional<std::string> account_of(const smtp::Mailbox& mailbox) const;
-  archive::ArchiveTarget target(const std::string& domain, const std::string& account, const char* subfolder) const;
+  // The archived account for an address of a backup domain; nullopt if unlisted.
+  std::optional<archive::Account> account_of(const smtp::Mailbox& mailbox) const;
+  std::optional<archive::Account> account_of(std::string_view local, std::string_view domain) const;
+  archive::ArchiveTarget target(const archive::Account& account, const char* subfolder) const;
 
   std::vector<std::string> relay_domains_;
   std::vector<Cidr> relay_from_;
@@ -88,6 +99,7 @@ class Router {
   std::vector<std::string> alias_domains_;
   std::vector<Cidr> backup_relay_from_;
   std::vector<Cidr> dnsbl_allow_;
+  SpfNetworks spf_;
   std::string archive_root_;
   const archive::AccountDirectory* accounts_;
 };

@@ -134,7 +134,7 @@ TEST(Settings, SpamKeysAndTheAdminTokenNeverShown) {
   EXPECT_EQ(r.settings.spam.history_days, 30u);
   EXPECT_EQ(r.settings.http.admin_token, "0123456789abcdef-secret");
   auto shown = format_settings(r.settings);
-  EXPECT_EQ(shown.find("secret"), std::string::npos) << "check-config never prints the token";
+  EXPECT_EQ(shown.find("0123456789abcdef"), std::string::npos) << "check-config never prints the token";
   EXPECT_NE(shown.find("admin_token = \n"), std::string::npos);
 
   auto weak = load_settings_text("[http]\nadmin_token = short\n", "t.ini");

@@ -1,0 +1,116 @@
+// accounts_cli.cpp — see accounts_cli.h.
+#include "app/accounts_cli.h"
+
+#include <pwd.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <iostream>
+
+#include "archive/accounts.h"
+#include "core/log.h"
+#include "directory/sync.h"
+
+namespace mk::app {
+
+void add_accounts_commands(CLI::App& app, std::string& config_path, AccountsCommand& cmd) {
+  auto* top = app.add_subcommand("accounts", "The archived accounts: sync them from the directory, list them");
+  top->require_subcommand(1);
+  auto* sync = top->add_subcommand("sync", "Fetch the accounts from [directory] provider now and print what changed");
+  sync->add_option("-c,--config", config_path, "INI configuration file");
+  sync->add_flag("--dry-run", cmd.dry_run, "print what would change, write nothing");
+  sync->add_flag("--force", cmd.force, "apply a sync that removes more than [directory] max_removal");
+  auto* list = top->add_subcommand("list", "Every address and the account that receives its mail");
+  list->add_option("-c,--config", config_path, "INI configuration file");
+}
+
+bool accounts_command_chosen(const CLI::App& app) { return app.get_subcommand("accounts")->parsed(); }
+
+namespace {
+
+int list_accounts(const Settings& s) {
+  archive::AccountDirectory dir(accounts_file(s));
+  if (!dir.reload(/*force=*/true)) {
+    std::cerr << "mailkeep: cannot read the account list " << accounts_file(s) << "\n";
+    return 1;
+  }
+  std::vector<std::pair<std::string, std::string>> rows;
+  auto add = [&](const std::string& name, const std::string& domain_of_name, const std::vector<std::string>& aliases) {
+    auto account = name.find('@') == std::string::npos ? name + "@" + domain_of_name : name;
+    rows.emplace_back(account, account);
+    for (auto& a : aliases) {
+      if (a.find('@') != std::string::npos) rows.emplace_back(a, account);
+      else rows.emplace_back(a + "@" + domain_of_name, account);
+    }
+  };
+  for (auto& e : dir.snapshot()->entries()) {
+    if (e.name.find('@') != std::string::npos) {
+      std::vector<std::string> exact;
+      for (auto& a : e.aliases) {
+        if (a.find('@') != std::string::npos) exact.push_back(a);
+        else
+          for (auto& d : s.backup.domains) exact.push_back(a + "@" + d);
+      }
+      add(e.name, "", exact);
+    } else {
+      for (auto& d : s.backup.domains) add(e.name, d, e.aliases);
+    }
+  }
+  std::sort(rows.begin(), rows.end());
+  for (auto& [address, account] : rows) std::cout << address << " " << account << "\n";
+  return 0;
+}
+
+int sync_accounts(const Settings& s, const AccountsCommand& cmd) {
+  if (s.directory.provider == "file") {
+    std::cerr << "mailkeep: [directory] provider = file: the accounts come from " << s.backup.accounts
+              << "; set provider = google or microsoft to sync\n";
+    return 1;
+  }
+  archive::AccountDirectory current(s.directory.cache);
+  if (::access(s.directory.cache.c_str(), F_OK) == 0 && !current.reload(/*force=*/true)) {
+    std::cerr << "mailkeep: the synced list " << s.directory.cache << " is broken; fix or remove it\n";
+    return 1;
+  }
+  directory::SyncOptions opt;
+  opt.dry_run = cmd.dry_run;
+  opt.force = cmd.force;
+  if (::geteuid() == 0 && s.general.user != "root") {
+    // The server, running as [general] user, rewrites this file at its next sync.
+    if (auto* pw = ::getpwnam(s.general.user.c_str())) {
+      opt.owner_uid = pw->pw_uid;
+      opt.owner_gid = pw->pw_gid;
+    }
+  }
+  std::unique_ptr<directory::Syncer> syncer;
+  try {
+    syncer = std::make_unique<directory::Syncer>(s, directory::make_provider(s));
+  } catch (const std::exception& e) {
+    std::cerr << "mailkeep: " << e.what() << "\n";
+    return 1;
+  }
+  auto r = syncer->run(*current.snapshot(), opt);
+  if (!r.ok && !r.held) {
+    std::cerr << "mailkeep: directory sync failed: " << r.error << "; the account list is unchanged\n";
+    return 1;
+  }
+  for (auto& line : r.diff) std::cout << line << "\n";
+  std::cout << "accounts: " << r.accounts << ", added: " << r.added << ", removed: " << r.removed
+            << ", changed: " << r.changed << "\n";
+  if (r.held) {
+    std::cout << "held: this sync would remove " << r.removed << " accounts, more than [directory] max_removal "
+              << s.directory.max_removal_percent << "%; nothing written. Run mailkeep accounts sync --force to apply it\n";
+    return 3;
+  }
+  if (cmd.dry_run) std::cout << "dry run: nothing written\n";
+  return 0;
+}
+
+}  // namespace
+
+int accounts_command(const Settings& settings, const AccountsCommand& cmd) {
+  return cmd.action == "sync" ? sync_accounts(settings, cmd) : list_accounts(settings);
+}
+
+}  // namespace mk::app

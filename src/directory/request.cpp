@@ -1,0 +1,80 @@
+// request.cpp — see request.h.
+#include "directory/request.h"
+
+#include <boost/json/parse.hpp>
+#include <thread>
+
+#include "core/log.h"
+#include "core/strings.h"
+#include "directory/provider.h"
+
+namespace mk::directory {
+namespace json = boost::json;
+
+std::string json_string(const json::value& v, const char* key) {
+  auto* o = v.if_object();
+  if (!o) return "";
+  auto it = o->find(key);
+  if (it == o->end() || !it->value().is_string()) return "";
+  return std::string(it->value().as_string());
+}
+
+namespace {
+
+// The API's own explanation: Google's {"error":{"message":..}} or
+// {"error":"invalid_grant","error_description":..}; Graph's {"error":{"code","message"}}.
+std::string api_error(const std::string& body) {
+  json::error_code ec;
+  auto v = json::parse(body, ec);
+  if (ec || !v.is_object()) return "";
+  auto& o = v.as_object();
+  auto it = o.find("error");
+  if (it == o.end()) return "";
+  std::string out;
+  if (it->value().is_string()) {
+    out = std::string(it->value().as_string());
+    auto d = json_string(v, "error_description");
+    if (!d.empty()) out += ": " + d;
+  } else if (it->value().is_object()) {
+    auto code = json_string(it->value(), "code"), msg = json_string(it->value(), "message");
+    out = code.empty() ? msg : code + (msg.empty() ? "" : ": " + msg);
+  }
+  return printable_ascii(out, 300);
+}
+
+}  // namespace
+
+bool plain_sleep(std::chrono::seconds s) {
+  std::this_thread::sleep_for(s);
+  return true;
+}
+
+json::value fetch_json(HttpsClient& client, const JsonRequest& req, unsigned retries, size_t& requests,
+                       const Sleeper& sleep) {
+  for (unsigned attempt = 0;; ++attempt) {
+    std::string failure;
+    std::optional<unsigned> retry_after;
+    try {
+      ++requests;
+      auto res = client.request(req.method, req.url, req.headers, req.body, req.content_type);
+      if (res.status >= 200 && res.status < 300) {
+        json::error_code ec;
+        auto v = json::parse(res.body, ec);
+        if (ec) throw SyncError(req.what + ": malformed JSON (" + ec.message() + ")");
+        return v;
+      }
+      auto detail = api_error(res.body);
+      failure = req.what + ": HTTP " + std::to_string(res.status) + (detail.empty() ? "" : " " + detail);
+      if (res.status != 429 && res.status < 500) throw SyncError(failure);  // 400, 401, 403, 404: not transient
+      retry_after = res.retry_after;
+    } catch (const HttpsError& e) {
+      failure = req.what + ": " + e.what();
+    }
+    if (attempt >= retries) throw SyncError(failure + (retries ? " (after " + std::to_string(retries) + " retries)" : ""));
+    unsigned wait = retry_after ? std::min(*retry_after, 300u) : std::min(60u, 1u << std::min(attempt, 6u));
+    spdlog::warn("directory: {}; retry {} of {} in {} s", failure, attempt + 1, retries, wait);
+    if (!sleep(std::chrono::seconds(wait))) throw SyncError(failure + " (stopping)");
+  }
+}
+
+}  // namespace mk::directory
