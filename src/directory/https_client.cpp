@@ -54,6 +54,7 @@ std::optional<Url> parse_url(const std::string& url, std::string* error) {
   if (u.host.empty()) return fail("no host");
   if (u.port.empty() || u.port.size() > 5 || u.port.find_first_not_of("0123456789") != std::string::npos)
     return fail("bad port");
+  if (auto n = std::stoul(u.port); n == 0 || n > 65535) return fail("bad port");
   for (unsigned char c : u.target)
     if (c <= 32 || c >= 127) return fail("bad character in URL");
   return u;
