@@ -1,7 +1,9 @@
-"""A real DNS server on loopback for the DNSBL end-to-end tests (tests/e2e/test_dnsbl_*.py).
+"""A real DNS server on loopback for the DNSBL and SPF end-to-end tests (tests/e2e/test_dnsbl_*.py,
+tests/e2e/test_spf_relay.py).
 
 * DnsServer          -- python3-dnslib DNSServer on 127.0.0.1:<free port>, UDP and TCP, serving
-                        DNSBL zones from a dict that tests change while it runs; counts queries
+                        DNSBL zones (A records) and TXT records (SPF) from dicts that tests change
+                        while it runs; counts queries
 * Zone               -- one zone's behaviour: answer / NXDOMAIN (+SOA) / blackhole / SERVFAIL / REFUSED
 * query_name(ip, z)  -- the DNSBL query name (reversed IPv4 octets, IPv6 nibbles) + zone
 * dns_server         -- pytest fixture: a started DnsServer, stopped at teardown
@@ -11,12 +13,19 @@
 * read_stats()       -- `mailkeep stats -c FILE` parsed into a dict
 
 Zone behaviour (per zone, changeable any time):
-    mode "answer"    names in zone.records get their A records; any other name NXDOMAIN
-                     (with an SOA in the authority section unless soa=False)
+    mode "answer"    names in zone.records get their A records, names in zone.texts their TXT
+                     records (zone.txt(...), each RRset with its own TTL, zone.set_ttl(...) changes
+                     it); a name that has only the other type answers NODATA (NOERROR, no answer,
+                     + SOA); any other name NXDOMAIN (with an SOA in the authority section unless
+                     soa=False). ANY gets both types.
     mode "blackhole" every query is read, counted and never answered (UDP and TCP)
     mode "servfail" / "refused": that rcode
     delay            seconds to sleep before answering (each query has its own thread)
 Names outside every zone are answered REFUSED (and counted, under their name).
+Over UDP an answer longer than the client's limit (512 octets, or the payload size of its EDNS
+OPT record) is sent truncated: TC set, the question kept, no records -- the client retries
+over TCP, as with a real server (counted in DnsServer.truncated). The A answers of the DNSBL
+tests are far below that limit.
 
 Only the standard library, python3-dnslib and tests/e2e/harness.py are used.
 """
@@ -35,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from dnslib import A, DNSError, DNSRecord, QTYPE, RCODE, RR, SOA
+from dnslib import A, DNSError, DNSRecord, EDNS0, QTYPE, RCODE, RR, SOA, TXT
 from dnslib.server import DNSHandler, DNSLogger, DNSServer
 
 from harness import MAILKEEP_BIN, RawSMTP, Reply, ConnectionClosed, free_port
@@ -55,6 +64,19 @@ def _norm(name: str) -> str:
     return str(name).rstrip(".").lower()
 
 
+def _txt_strings(record: str | bytes | tuple | list) -> tuple[bytes, ...]:
+    """One TXT record's character-strings: a str/bytes is cut into 255-octet strings (as zone
+    file tools do with long SPF records); a tuple/list is sent as exactly those strings."""
+    if isinstance(record, (tuple, list)):
+        parts = tuple(p.encode() if isinstance(p, str) else bytes(p) for p in record)
+        too_long = [p for p in parts if len(p) > 255]
+        if too_long:
+            raise ValueError(f"TXT character-string longer than 255 octets: {too_long[0][:40]!r}...")
+        return parts
+    data = record.encode() if isinstance(record, str) else bytes(record)
+    return tuple(data[i:i + 255] for i in range(0, len(data), 255)) or (b"",)
+
+
 @dataclass
 class Zone:
     name: str
@@ -64,6 +86,8 @@ class Zone:
     soa_ttl: int = 300
     soa_minimum: int = 300
     delay: float = 0.0
+    # name -> (TXT records, each a tuple of character-strings; TTL of the RRset)
+    texts: dict[str, tuple[tuple[tuple[bytes, ...], ...], int]] = field(default_factory=dict)
 
     def list(self, ip: str, *answers: str, ttl: int = 300) -> str:
         """Lists `ip` with the given A answers (default 127.0.0.2); returns the query name."""
@@ -74,22 +98,83 @@ class Zone:
     def unlist(self, ip: str) -> None:
         self.records.pop(query_name(ip, self.name), None)
 
+    def _own(self, name: str) -> str:
+        n = _norm(name)
+        if n != self.name and not n.endswith("." + self.name):
+            raise ValueError(f"{name!r} is not in zone {self.name!r} (names are absolute)")
+        return n
+
+    def txt(self, name: str, *records: str | bytes | tuple | list, ttl: int = 300) -> str:
+        """Replaces the TXT RRset of `name` (an absolute name inside this zone) with `records`,
+        all with `ttl`; each record is a string (cut into 255-octet strings when longer) or a
+        tuple of strings sent as separate character-strings. No records: the name has no TXT
+        (NXDOMAIN unless it has A records). Returns the normalised name."""
+        n = self._own(name)
+        if records:
+            self.texts[n] = (tuple(_txt_strings(r) for r in records), int(ttl))
+        else:
+            self.texts.pop(n, None)
+        return n
+
+    def set_ttl(self, name: str, ttl: int) -> None:
+        """Changes the TTL of `name`'s TXT RRset (and of its A records, if it has any)."""
+        n = self._own(name)
+        found = False
+        if n in self.texts:
+            self.texts[n] = (self.texts[n][0], int(ttl))
+            found = True
+        if n in self.records:
+            self.records[n] = (self.records[n][0], int(ttl))
+            found = True
+        if not found:
+            raise KeyError(f"{name!r} has no records in zone {self.name!r}")
+
+    def get_txt(self, name: str) -> list[str]:
+        """The TXT records of `name` as a resolver joins them (character-strings concatenated)."""
+        recs, _ = self.texts.get(self._own(name), ((), 0))
+        return [b"".join(r).decode() for r in recs]
+
 
 class _Drop(DNSError):
     """Raised by the resolver to send no answer at all (DNSHandler swallows DNSError)."""
 
 
+UDP_LIMIT_NO_EDNS = 512                        # RFC 1035 4.2.1
+
+
+def _udp_limit(request: DNSRecord) -> int:
+    """The largest UDP answer the client takes: its EDNS payload size (RFC 6891 6.2.3, at
+    least 512), or 512 without an OPT record."""
+    for rr in request.ar:
+        if rr.rtype == QTYPE.OPT:
+            return max(UDP_LIMIT_NO_EDNS, int(rr.rclass))
+    return UDP_LIMIT_NO_EDNS
+
+
 class _Handler(DNSHandler):
     """DNSHandler that, for a blackholed query over TCP, keeps the connection open and silent
-    (until the server stops, at most 60 s) instead of closing it at once."""
+    (until the server stops, at most 60 s) instead of closing it at once; and truncates a UDP
+    answer longer than the client takes (TC, question kept, no records)."""
 
     def get_reply(self, data):
+        server = self.server.resolver.server
         try:
-            return super().get_reply(data)
+            request = DNSRecord.parse(data)
+            reply = self.server.resolver.resolve(request, self)
         except _Drop:
             if self.protocol == "tcp":
-                self.server.resolver.server._stopped.wait(60)
+                server._stopped.wait(60)
             raise
+        rdata = reply.pack()
+        if self.protocol == "udp" and len(rdata) > _udp_limit(request):
+            short = request.reply()
+            short.header.aa = reply.header.aa
+            short.header.rcode = reply.header.rcode
+            short.header.tc = 1
+            with server.lock:
+                server.truncated[_norm(request.q.qname)] += 1
+            rdata = short.pack()
+        return rdata
 
 
 class _Resolver:
@@ -108,6 +193,7 @@ class DnsServer:
         self.zones: dict[str, Zone] = {}
         self.lock = threading.Condition()
         self.counts: Counter[str] = Counter()       # query name -> queries received (UDP + TCP)
+        self.truncated: Counter[str] = Counter()    # query name -> UDP answers sent truncated (TC)
         self.log: list[tuple[float, str, str, str]] = []   # (monotonic, name, qtype, protocol)
         self._quiet = DNSLogger(log="-recv,-send,-request,-reply,-truncated,-error,-data", prefix=False,
                                 logf=lambda s: None)
@@ -134,9 +220,15 @@ class DnsServer:
         return best
 
     # ---- counting ----------------------------------------------------------------
-    def count(self, name: str) -> int:
+    def count(self, name: str, qtype: str | None = None, protocol: str | None = None) -> int:
+        """Queries received for `name` (of `qtype`, e.g. "TXT", and over `protocol`, "udp" or
+        "tcp", when given)."""
         with self.lock:
-            return self.counts[_norm(name)]
+            if qtype is None and protocol is None:
+                return self.counts[_norm(name)]
+            n = _norm(name)
+            return sum(1 for _, qn, qt, proto in self.log
+                       if qn == n and (qtype is None or qt == qtype) and (protocol is None or proto == protocol))
 
     def count_ip(self, ip: str, zone: str) -> int:
         return self.count(query_name(ip, zone))
@@ -163,6 +255,7 @@ class DnsServer:
     def reset_counts(self) -> None:
         with self.lock:
             self.counts.clear()
+            self.truncated.clear()
             self.log.clear()
 
     # ---- the resolver --------------------------------------------------------------
@@ -179,6 +272,7 @@ class DnsServer:
                 mode, delay, soa = zone.mode, zone.delay, zone.soa
                 soa_ttl, soa_min = zone.soa_ttl, zone.soa_minimum
                 rec = zone.records.get(qname)
+                txt = zone.texts.get(qname)
                 zname = zone.name
         if zone is None:
             reply = request.reply()
@@ -196,15 +290,23 @@ class DnsServer:
         if mode == "refused":
             reply.header.rcode = RCODE.REFUSED
             return reply
-        if rec is not None:
+        qt = request.q.qtype
+        answered = False
+        if txt is not None and qt in (QTYPE.TXT, QTYPE.ANY):
+            strings, ttl = txt
+            for parts in strings:
+                reply.add_answer(RR(request.q.qname, QTYPE.TXT, ttl=ttl, rdata=TXT(list(parts))))
+            answered = True
+        if rec is not None and qt in (QTYPE.A, QTYPE.ANY):
             values, ttl = rec
-            if request.q.qtype in (QTYPE.A, QTYPE.ANY):
-                for v in values:
-                    reply.add_answer(RR(request.q.qname, QTYPE.A, ttl=ttl, rdata=A(v)))
-                return reply
-            # the name exists, but has no records of this type: NODATA
-        else:
+            for v in values:
+                reply.add_answer(RR(request.q.qname, QTYPE.A, ttl=ttl, rdata=A(v)))
+            answered = True
+        if answered:
+            return reply
+        if rec is None and txt is None:
             reply.header.rcode = RCODE.NXDOMAIN
+        # else the name exists, but has no records of this type: NODATA
         if soa:
             reply.add_auth(RR(zname + ".", QTYPE.SOA, ttl=soa_ttl,
                               rdata=SOA(f"ns.{zname}.", f"hostmaster.{zname}.",
@@ -244,9 +346,13 @@ class DnsServer:
     def address(self) -> str:
         return f"{self.host}:{self.port}" if ":" not in self.host else f"[{self.host}]:{self.port}"
 
-    def query(self, name: str, qtype: str = "A", tcp: bool = False, timeout: float = 2.0) -> DNSRecord:
-        """Asks the server directly (for the helper's own tests); raises socket.timeout on no answer."""
+    def query(self, name: str, qtype: str = "A", tcp: bool = False, timeout: float = 2.0,
+              edns: int | None = None) -> DNSRecord:
+        """Asks the server directly (for the helper's own tests); raises socket.timeout on no answer.
+        edns: add an OPT record with this UDP payload size."""
         q = DNSRecord.question(name, qtype)
+        if edns is not None:
+            q.add_ar(EDNS0(udp_len=edns))
         return DNSRecord.parse(q.send(self.host, self.port, tcp=tcp, timeout=timeout))
 
 
