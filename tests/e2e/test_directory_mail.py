@@ -78,6 +78,7 @@ def dir_gateway(backup_gateway, upstreams, fake_directory):
     yield start
     leaks = []
     for dg in made:
+        dg.gw.mk.stop()       # before its directory goes (backup_gateway's teardown, later, prints the log)
         cache = Path(dg.setup.section["cache"])
         for where, text in (("the server's log", dg.log), ("the cache", cache.read_text() if cache.exists() else "")):
             leaks += [f"{label} in {where}" for label in find_leaks(text, fake_directory.secrets())]
