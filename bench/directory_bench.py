@@ -13,10 +13,11 @@ microsoft` serves the same directory as Graph (the page sizes stay as given; $to
   steady  the cache from the previous run is there and nothing changed (the hourly case)
 
 Each run is one process started by this script; its wall time runs from the start of the process
-to its exit, and its peak RSS is the ru_maxrss that os.wait4() returns for exactly that child
-(kB on Linux; what GNU time's %M reports, as time gets it the same way). RUSAGE_CHILDREN is not
-used: it is the maximum over every child reaped so far, so a run could only ever report the
-largest earlier one. Each run must exit 0 with the summary line `accounts: N, added: ...` that its
+to its exit. Its peak RSS is GNU time's %M (Debian package `time`): time forks mailkeep from its own
+small process and reports that child's ru_maxrss. ru_maxrss of a child of this script itself would
+be wrong: Linux folds the pre-exec high-water mark (a copy of this large Python process, which holds
+the fake directory) into the child's, and every run would read ~110 MiB.
+Each run must exit 0 with the summary line `accounts: N, added: ...` that its
 mode implies, one token request and every page fetched once; the first cold run's cache must equal
 the directory (the spec's model, directory_support.expected_accounts).
 
@@ -42,6 +43,7 @@ import re
 import shutil
 import signal
 import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -88,13 +90,21 @@ class Run:
                 "summary": self.summary, "note": self.note}
 
 
+TIME = shutil.which("time", path="/usr/bin:/bin") or "/usr/bin/time"   # GNU time (Debian package time)
+
+
 def run_sync(binary: Path, ini: Path, workdir: Path, timeout: float, name: str) -> tuple[int, float, int, str, str]:
     """(exit code, wall seconds, peak RSS kB of that process, stdout, stderr)."""
     out_path, err_path = workdir / f"{name}.stdout", workdir / f"{name}.stderr"
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         t0 = time.monotonic()
-        proc = subprocess.Popen([str(binary), "accounts", "sync", "-c", str(ini)], stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=err, cwd=workdir)
+        rss_path = workdir / f"{name}.rss"
+        # GNU time forks mailkeep from its own small process and reports that child's
+        # ru_maxrss. Measured from here, a child of this (large) Python process would carry
+        # the pre-exec copy of our own RSS in its ru_maxrss (Linux folds the old mm's
+        # high-water mark into it at exec), and every run would read ~110 MiB.
+        proc = subprocess.Popen([TIME, "-f", "%M", "-o", str(rss_path), str(binary), "accounts", "sync", "-c", str(ini)],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=workdir)
         killer = threading.Timer(timeout, proc.kill)
         killer.start()
         try:
@@ -103,7 +113,10 @@ def run_sync(binary: Path, ini: Path, workdir: Path, timeout: float, name: str) 
             killer.cancel()
         seconds = time.monotonic() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)     # reaped here: Popen must not wait again
-    return (proc.returncode, seconds, usage.ru_maxrss, out_path.read_text(errors="replace"),
+    # time writes "Command exited with non-zero status N" before the figure when it failed.
+    rss_lines = rss_path.read_text().split() if rss_path.exists() else []
+    rss = int(rss_lines[-1]) if rss_lines and rss_lines[-1].isdigit() else 0
+    return (proc.returncode, seconds, rss, out_path.read_text(errors="replace"),
             err_path.read_text(errors="replace"))
 
 

@@ -36,25 +36,25 @@ int list_accounts(const Settings& s) {
     return 1;
   }
   std::vector<std::pair<std::string, std::string>> rows;
-  auto add = [&](const std::string& name, const std::string& domain_of_name, const std::vector<std::string>& aliases) {
-    auto account = name.find('@') == std::string::npos ? name + "@" + domain_of_name : name;
-    rows.emplace_back(account, account);
-    for (auto& a : aliases) {
-      if (a.find('@') != std::string::npos) rows.emplace_back(a, account);
-      else rows.emplace_back(a + "@" + domain_of_name, account);
-    }
-  };
-  for (auto& e : dir.snapshot()->entries()) {
-    if (e.name.find('@') != std::string::npos) {
-      std::vector<std::string> exact;
-      for (auto& a : e.aliases) {
-        if (a.find('@') != std::string::npos) exact.push_back(a);
-        else
-          for (auto& d : s.backup.domains) exact.push_back(a + "@" + d);
+  auto list = dir.snapshot();
+  for (size_t i = 0; i < list->size(); ++i) {
+    auto e = list->at(i);
+    // A name without '@' is that account in every backup domain; so is a short alias.
+    std::vector<std::string> domains;
+    if (e.name.find('@') == std::string_view::npos) domains = s.backup.domains;
+    else domains = {""};
+    for (auto& d : domains) {
+      auto account = d.empty() ? std::string(e.name) : std::string(e.name) + "@" + d;
+      rows.emplace_back(account, account);
+      for (auto a : e.aliases) {
+        if (a.find('@') != std::string_view::npos) {
+          rows.emplace_back(std::string(a), account);
+        } else if (!d.empty()) {
+          rows.emplace_back(std::string(a) + "@" + d, account);
+        } else {
+          for (auto& other : s.backup.domains) rows.emplace_back(std::string(a) + "@" + other, account);
+        }
       }
-      add(e.name, "", exact);
-    } else {
-      for (auto& d : s.backup.domains) add(e.name, d, e.aliases);
     }
   }
   std::sort(rows.begin(), rows.end());

@@ -3,9 +3,9 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
-#include <sstream>
 
 #include "core/log.h"
 #include "core/strings.h"
@@ -44,30 +44,71 @@ std::string check_name(std::string_view name) {
 
 }  // namespace
 
-std::string AccountList::add(AccountEntry e) {
+std::string_view AccountList::intern(std::string_view s) {
+  if (chunk_used_ + s.size() > chunk_size_) {
+    chunk_size_ = std::max<size_t>(64 * 1024, s.size());
+    chunks_.push_back(std::make_unique<char[]>(chunk_size_));
+    chunk_used_ = 0;
+  }
+  char* p = chunks_.back().get() + chunk_used_;
+  std::copy(s.begin(), s.end(), p);
+  chunk_used_ += s.size();
+  return {p, s.size()};
+}
+
+void AccountList::reserve(size_t accounts, size_t addresses) {
+  entries_.reserve(accounts);
+  aliases_.reserve(addresses > accounts ? addresses - accounts : 0);
+  exact_.reserve(addresses);
+}
+
+std::string AccountList::add(const AccountEntry& e) {
   if (auto err = check_name(e.name); !err.empty()) return "'" + printable_ascii(e.name, 80) + "': " + err;
-  std::vector<std::string> keys{e.name};
-  for (auto& a : e.aliases) {
+  for (auto& a : e.aliases)
     if (auto err = check_name(a); !err.empty()) return "alias '" + printable_ascii(a, 80) + "': " + err;
-    keys.push_back(a);
+  auto taken = [&](const std::string& key, size_t upto) {
+    auto& map = key.find('@') == std::string::npos ? local_ : exact_;
+    if (map.count(key)) return true;
+    for (size_t j = 0; j < upto; ++j)
+      if (e.aliases[j] == key) return true;
+    return false;
+  };
+  if (taken(e.name, 0)) return "'" + e.name + "' is listed twice";
+  for (size_t i = 0; i < e.aliases.size(); ++i)
+    if (taken(e.aliases[i], i) || e.aliases[i] == e.name) return "'" + e.aliases[i] + "' is listed twice";
+  auto index = uint32_t(entries_.size());
+  auto key = [&](std::string_view k) { (k.find('@') == std::string_view::npos ? local_ : exact_)[k] = index; };
+  Stored stored{intern(e.name), uint32_t(aliases_.size()), uint32_t(e.aliases.size())};
+  key(stored.name);
+  for (auto& a : e.aliases) {
+    aliases_.push_back(intern(a));
+    key(aliases_.back());
   }
-  for (size_t i = 0; i < keys.size(); ++i) {
-    auto& map = keys[i].find('@') == std::string::npos ? local_ : exact_;
-    if (map.count(keys[i])) return "'" + keys[i] + "' is listed twice";
-    for (size_t j = 0; j < i; ++j)
-      if (keys[j] == keys[i]) return "'" + keys[i] + "' is listed twice";
-  }
-  size_t index = entries_.size();
-  for (auto& k : keys) (k.find('@') == std::string::npos ? local_ : exact_)[k] = index;
-  entries_.push_back(std::move(e));
+  entries_.push_back(stored);
   return "";
 }
 
+std::optional<EntryView> AccountList::entry(std::string_view name) const {
+  auto& map = name.find('@') == std::string_view::npos ? local_ : exact_;
+  auto it = map.find(name);
+  if (it == map.end() || entries_[it->second].name != name) return std::nullopt;
+  return at(it->second);
+}
+
+std::vector<AccountEntry> AccountList::to_entries() const {
+  std::vector<AccountEntry> out;
+  for (size_t i = 0; i < size(); ++i) {
+    auto v = at(i);
+    out.push_back({std::string(v.name), {v.aliases.begin(), v.aliases.end()}});
+  }
+  return out;
+}
+
 std::optional<Account> AccountList::account_of(size_t index, std::string_view domain) const {
-  auto& name = entries_[index].name;
+  auto name = entries_[index].name;
   auto at = name.find('@');
-  if (at == std::string::npos) return Account{name, std::string(domain), true};
-  return Account{name.substr(0, at), name.substr(at + 1), false};
+  if (at == std::string_view::npos) return Account{std::string(name), std::string(domain), true};
+  return Account{std::string(name.substr(0, at)), std::string(name.substr(at + 1)), false};
 }
 
 std::optional<Account> AccountList::find(std::string_view local, std::string_view domain) const {
@@ -75,15 +116,16 @@ std::optional<Account> AccountList::find(std::string_view local, std::string_vie
   address.reserve(local.size() + 1 + domain.size());
   address.append(local).append("@").append(domain);
   if (auto it = exact_.find(address); it != exact_.end()) return account_of(it->second, domain);
-  if (auto it = local_.find(std::string(local)); it != local_.end()) return account_of(it->second, domain);
+  if (auto it = local_.find(local); it != local_.end()) return account_of(it->second, domain);
   return std::nullopt;
 }
 
 std::string AccountList::format() const {
   std::string out;
-  for (auto& e : entries_) {
+  for (size_t i = 0; i < size(); ++i) {
+    auto e = at(i);
     out += e.name;
-    for (size_t i = 0; i < e.aliases.size(); ++i) out += (i ? ", " : ": ") + e.aliases[i];
+    for (size_t j = 0; j < e.aliases.size(); ++j) out.append(j ? ", " : ": ").append(e.aliases[j]);
     out += "\n";
   }
   return out;
@@ -106,7 +148,7 @@ AccountsParse parse_accounts(std::string_view text, const std::string& name) {
     if (colon != std::string_view::npos) {
       e.aliases = split_list(to_lower(line.substr(colon + 1)));
     }
-    if (auto err = list->add(std::move(e)); !err.empty())
+    if (auto err = list->add(e); !err.empty())
       return {nullptr, name + ":" + std::to_string(line_no) + ": " + err};
   }
   return {std::move(list), ""};
@@ -133,13 +175,13 @@ bool AccountDirectory::reload(bool force) {
   mtime_ns_ = mtime_ns;
 
   std::ifstream in(path_, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  if (!in) {
+  std::string text(size_t(std::max<off_t>(st.st_size, 0)), '\0');  // read once, not copied again
+  in.read(text.data(), std::streamsize(text.size()));
+  if (!in || in.gcount() != std::streamsize(text.size())) {
     spdlog::error("accounts file {}: cannot read; keeping {} accounts", path_, snapshot()->size());
     return false;
   }
-  auto parsed = parse_accounts(text.str(), path_);
+  auto parsed = parse_accounts(text, path_);
   if (!parsed.accounts) {
     spdlog::error("accounts file broken: {}; keeping the last good list ({} accounts)", parsed.error,
                   snapshot()->size());

@@ -23,6 +23,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -52,25 +53,54 @@ struct AccountEntry {
   bool operator==(const AccountEntry&) const = default;
 };
 
+// An entry as the list holds it: views into the list's own storage, valid
+// while the list lives (lists are not changed once built and shared).
+struct EntryView {
+  std::string_view name;
+  std::span<const std::string_view> aliases;
+};
+
 class AccountList {
  public:
   // Adds an entry; "" or why not (an invalid name, an address already taken).
   // A refused entry leaves the list unchanged.
-  std::string add(AccountEntry entry);
+  std::string add(const AccountEntry& entry);
+  // Room for this many accounts and addresses (a directory sync knows them).
+  void reserve(size_t accounts, size_t addresses);
   // The account receiving mail for local@domain (both lower-case, domain one
   // of the backup domains: the caller checks). Exact addresses win over
   // domain-wide local parts.
   std::optional<Account> find(std::string_view local, std::string_view domain) const;
+  // True if `address` (exact, "local@domain") is a name or alias already.
+  bool find_address(std::string_view address) const { return exact_.count(address) > 0; }
+  // The entry whose name is exactly `name` ("alice" or "alice@example.org").
+  std::optional<EntryView> entry(std::string_view name) const;
   size_t size() const { return entries_.size(); }
-  const std::vector<AccountEntry>& entries() const { return entries_; }
+  EntryView at(size_t i) const {
+    auto& e = entries_[i];
+    return {e.name, std::span<const std::string_view>(aliases_.data() + e.first, e.count)};
+  }
+  // Copies of every entry, in the order added (tests, small lists).
+  std::vector<AccountEntry> to_entries() const;
   // The list in the file format, one line per account, in the order added.
   std::string format() const;
 
  private:
   std::optional<Account> account_of(size_t index, std::string_view domain) const;
-  std::vector<AccountEntry> entries_;
-  std::unordered_map<std::string, size_t> exact_;  // "local@domain" → entry
-  std::unordered_map<std::string, size_t> local_;  // "local" (every backup domain) → entry
+  std::string_view intern(std::string_view s);
+  // Every name lives once, in 64 KB chunks that never move; the entries and
+  // maps view them. A directory of 50,000 accounts costs ~90 bytes an address
+  // (a std::string and a map node each would cost ~130).
+  std::vector<std::unique_ptr<char[]>> chunks_;
+  size_t chunk_used_ = 0, chunk_size_ = 0;
+  struct Stored {
+    std::string_view name;
+    uint32_t first = 0, count = 0;  // its aliases in aliases_
+  };
+  std::vector<Stored> entries_;
+  std::vector<std::string_view> aliases_;
+  std::unordered_map<std::string_view, uint32_t> exact_;  // "local@domain" → entry
+  std::unordered_map<std::string_view, uint32_t> local_;  // "local" (every backup domain) → entry
 };
 
 struct AccountsParse {

@@ -120,7 +120,8 @@ struct HttpsClient::Impl {
       long v = SSL_get_verify_result(ssl);
       if (v != X509_V_OK)
         throw HttpsError("https://" + url.host + ":" + url.port + ": certificate refused: " +
-                         X509_verify_cert_error_string(v));
+                             X509_verify_cert_error_string(v),
+                         /*permanent=*/true);
       throw;
     }
 
@@ -171,7 +172,7 @@ HttpsResponse HttpsClient::request(const std::string& method, const std::string&
                                    const std::string& body, const std::string& content_type) {
   std::string err;
   auto url = parse_url(url_text, &err);
-  if (!url) throw HttpsError(err);
+  if (!url) throw HttpsError(err, /*permanent=*/true);
   auto verb = http::string_to_verb(method);
   asio::io_context io;
   std::optional<HttpsResponse> result;

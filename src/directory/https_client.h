@@ -34,9 +34,12 @@ struct HttpsResponse {
   std::optional<unsigned> retry_after;  // seconds, from Retry-After (delta or HTTP date)
 };
 
-// A network, TLS or protocol failure (no HTTP status).
+// A network, TLS or protocol failure (no HTTP status). `permanent`: retrying
+// cannot help (a refused certificate, a malformed URL).
 struct HttpsError : std::runtime_error {
-  using std::runtime_error::runtime_error;
+  explicit HttpsError(const std::string& what, bool permanent = false)
+      : std::runtime_error(what), permanent(permanent) {}
+  bool permanent;
 };
 
 class HttpsClient {

@@ -74,9 +74,22 @@ class Microsoft final : public Provider {
       if (page > 100000) throw SyncError(kind + ": more than 100000 pages");
       JsonRequest req;
       req.url = url;
-      req.headers = {{"Authorization", "Bearer " + token(r)}};
       req.what = kind + " page " + std::to_string(page);
-      auto v = fetch_json(client_, req, retries_, r.requests, sleep_);
+      boost::json::value v;
+      req.headers = {{"Authorization", "Bearer " + token(r)}};
+      bool fresh = false;
+      try {
+        v = fetch_json(client_, req, retries_, r.requests, sleep_);
+      } catch (const SyncError& e) {
+        // The API refused a cached token (revoked before it expired): take a new one, once.
+        if (e.status != 401) throw;
+        fresh = true;
+      }
+      if (fresh) {
+        token_.clear();
+        req.headers = {{"Authorization", "Bearer " + token(r)}};
+        v = fetch_json(client_, req, retries_, r.requests, sleep_);
+      }
       ++r.pages;
       auto* o = v.if_object();
       if (!o) throw SyncError(req.what + ": not a JSON object");

@@ -15,7 +15,8 @@
 namespace mk::directory {
 
 struct SyncError : std::runtime_error {
-  using std::runtime_error::runtime_error;
+  explicit SyncError(const std::string& what, unsigned status = 0) : std::runtime_error(what), status(status) {}
+  unsigned status;  // the HTTP status when the API refused (401: the token may be revoked)
 };
 
 // One user or group as the provider lists it, addresses lower-cased, not yet

@@ -65,10 +65,11 @@ json::value fetch_json(HttpsClient& client, const JsonRequest& req, unsigned ret
       }
       auto detail = api_error(res.body);
       failure = req.what + ": HTTP " + std::to_string(res.status) + (detail.empty() ? "" : " " + detail);
-      if (res.status != 429 && res.status < 500) throw SyncError(failure);  // 400, 401, 403, 404: not transient
+      if (res.status != 429 && res.status < 500) throw SyncError(failure, res.status);  // 400, 401, 403: not transient
       retry_after = res.retry_after;
     } catch (const HttpsError& e) {
       failure = req.what + ": " + e.what();
+      if (e.permanent) throw SyncError(failure);
     }
     if (attempt >= retries) throw SyncError(failure + (retries ? " (after " + std::to_string(retries) + " retries)" : ""));
     unsigned wait = retry_after ? std::min(*retry_after, 300u) : std::min(60u, 1u << std::min(attempt, 6u));

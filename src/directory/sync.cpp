@@ -9,8 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
-#include <map>
-#include <set>
+#include <unordered_set>
 
 #include "core/log.h"
 #include "core/strings.h"
@@ -35,16 +34,20 @@ std::string now_text() { return iso8601_utc(int64_t(::time(nullptr))); }
 
 }  // namespace
 
-std::shared_ptr<const archive::AccountList> build_list(const std::vector<DirectoryEntry>& entries,
+std::shared_ptr<const archive::AccountList> build_list(std::vector<DirectoryEntry>&& entries,
                                                        const std::vector<std::string>& domains, size_t& refused) {
   // Sorted by primary address: the file and the diff come out stable.
-  std::vector<const DirectoryEntry*> order;
+  std::sort(entries.begin(), entries.end(), [](auto& a, auto& b) { return a.primary < b.primary; });
+  std::vector<DirectoryEntry*> order;
   order.reserve(entries.size());
   for (auto& e : entries) order.push_back(&e);
-  std::sort(order.begin(), order.end(), [](auto* a, auto* b) { return a->primary < b->primary; });
   auto list = std::make_shared<archive::AccountList>();
-  std::set<std::string> taken;
-  for (auto& e : order) taken.insert(e->primary);
+  size_t addresses = 0;
+  for (auto& e : entries) addresses += 1 + e.aliases.size();
+  list->reserve(entries.size(), addresses);
+  // Every primary address, so that an alias cannot claim another account's.
+  std::unordered_set<std::string_view> primaries;
+  for (auto& e : entries) primaries.insert(e.primary);
   for (auto* e : order) {
     if (auto why = refusal(e->primary, domains); !why.empty()) {
       spdlog::warn("directory: refused address \"{}\" ({}): {}; the account is left out", shown(e->primary),
@@ -54,11 +57,11 @@ std::shared_ptr<const archive::AccountList> build_list(const std::vector<Directo
     }
     archive::AccountEntry a;
     a.name = e->primary;
-    std::set<std::string> mine;
     for (auto& alias : e->aliases) {
-      if (alias == e->primary || mine.count(alias)) continue;
+      if (alias == e->primary || std::find(a.aliases.begin(), a.aliases.end(), alias) != a.aliases.end()) continue;
       auto why = refusal(alias, domains);
-      if (why.empty() && taken.count(alias)) why = "already an address of another account";
+      if (why.empty() && (primaries.count(alias) || list->find_address(alias)))
+        why = "already an address of another account";
       if (!why.empty()) {
         // Another domain's aliases are common (a secondary domain not backed up): not worth a warning each.
         if (why == "not in [backup] domains")
@@ -68,11 +71,9 @@ std::shared_ptr<const archive::AccountList> build_list(const std::vector<Directo
         ++refused;
         continue;
       }
-      mine.insert(alias);
-      a.aliases.push_back(alias);
+      a.aliases.push_back(std::move(alias));
     }
-    for (auto& m : mine) taken.insert(m);
-    if (auto err = list->add(std::move(a)); !err.empty()) {
+    if (auto err = list->add(a); !err.empty()) {
       spdlog::warn("directory: refused account \"{}\": {}", shown(e->primary), err);
       ++refused;
     }
@@ -97,20 +98,28 @@ void write_list(const std::string& path, const archive::AccountList& list, const
   auto tmp = path + ".tmp." + std::to_string(::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) throw SyncError("cannot write " + tmp + ": " + std::strerror(errno));
-  auto text = header + list.format();
-  const char* p = text.data();
-  size_t left = text.size();
+  // Written in 64 KB pieces rather than as one string of the whole list.
+  std::string text = header;
   bool ok = true;
-  while (left > 0) {
-    ssize_t n = ::write(fd, p, left);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      ok = false;
-      break;
+  auto flush = [&]() {
+    const char* p = text.data();
+    size_t left = text.size();
+    while (ok && left > 0) {
+      ssize_t n = ::write(fd, p, left);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) ok = false;
+      else p += n, left -= size_t(n);
     }
-    p += n;
-    left -= size_t(n);
+    text.clear();
+  };
+  for (size_t i = 0; i < list.size(); ++i) {
+    auto e = list.at(i);
+    text += e.name;
+    for (size_t i = 0; i < e.aliases.size(); ++i) text.append(i ? ", " : ": ").append(e.aliases[i]);
+    text += '\n';
+    if (text.size() > 65536) flush();
   }
+  flush();
   int saved = errno;
   if (ok && uid != uid_t(-1) && ::geteuid() == 0 && ::fchown(fd, uid, gid) != 0) { /* readable anyway: 0644 */ }
   if (ok && ::fsync(fd) != 0) ok = false, saved = errno;
@@ -156,56 +165,64 @@ SyncReport Syncer::run(const archive::AccountList& current, const SyncOptions& o
   }
   r.pages = fetched.pages;
   r.requests = fetched.requests;
-  auto list = build_list(fetched.entries, domains_, r.refused);
+  auto list = build_list(std::move(fetched.entries), domains_, r.refused);
+  fetched.entries = {};
   if (list->size() == 0 && current.size() > 0) return fail("the directory listed no account we keep");
 
-  // The diff, by account address. A name without '@' (a hand-written list's
-  // form) stands for the account in each backup domain.
-  std::map<std::string, std::vector<std::string>> before, after;
-  for (auto& e : current.entries()) {
-    if (e.name.find('@') != std::string::npos) {
-      before[e.name] = e.aliases;
-    } else {
-      for (auto& d : domains_) before[e.name + "@" + d] = e.aliases;
-    }
-  }
-  for (auto& e : list->entries()) {
-    after[e.name] = e.aliases;
+  // The diff, by account address, looked up in the two lists themselves (a
+  // directory of 50,000 accounts is not copied again for it). A name without
+  // '@' (a hand-written list's form) stands for the account in each backup domain.
+  auto before_aliases = [&](std::string_view address) -> std::optional<archive::EntryView> {
+    if (auto e = current.entry(address)) return e;
+    return current.entry(address.substr(0, address.find('@')));
+  };
+  auto same = [](std::span<const std::string_view> a, std::span<const std::string_view> b) {
+    return std::equal(a.begin(), a.end(), b.begin(), b.end());
+  };
+  size_t before_count = 0;
+  for (size_t i = 0; i < list->size(); ++i) {
+    auto e = list->at(i);
     r.addresses += 1 + e.aliases.size();
-  }
-  for (auto& [name, aliases] : after) {
-    auto it = before.find(name);
-    if (it == before.end()) {
-      r.diff.push_back("+ " + name);
+    auto old = before_aliases(e.name);
+    if (!old) {
+      r.diff.push_back("+ " + std::string(e.name));
       ++r.added;
-    } else if (it->second != aliases) {
-      r.diff.push_back("~ " + name);
+    } else if (!same(old->aliases, e.aliases)) {
+      r.diff.push_back("~ " + std::string(e.name));
       ++r.changed;
     }
   }
-  for (auto& [name, aliases] : before)
-    if (!after.count(name)) {
-      r.diff.push_back("- " + name);
-      ++r.removed;
-    }
-  std::sort(r.diff.begin(), r.diff.end(), [](auto& a, auto& b) { return a.substr(2) < b.substr(2); });
+  auto removed = [&](const std::string& address) {
+    ++before_count;
+    if (list->entry(address)) return;
+    r.diff.push_back("- " + address);
+    ++r.removed;
+  };
+  for (size_t i = 0; i < current.size(); ++i) {
+    auto e = current.at(i);
+    if (e.name.find('@') != std::string_view::npos) removed(std::string(e.name));
+    else
+      for (auto& d : domains_) removed(std::string(e.name) + "@" + d);
+  }
+  std::sort(r.diff.begin(), r.diff.end(),
+            [](auto& a, auto& b) { return std::string_view(a).substr(2) < std::string_view(b).substr(2); });
   r.accounts = list->size();
-  counters_.accounts = before.size();
+  counters_.accounts = before_count;
 
   auto line = [&](const char* what) {
     spdlog::info("directory sync{}: provider={} accounts={} addresses={} added={} removed={} changed={} refused={} "
-                 "pages={} requests={} duration={:.2f}s",
-                 what, provider_name_, r.accounts, r.addresses, r.added, r.removed, r.changed, r.refused, r.pages,
-                 r.requests, elapsed());
+                 "duration={:.2f}s pages={} requests={}",
+                 what, provider_name_, r.accounts, r.addresses, r.added, r.removed, r.changed, r.refused, elapsed(),
+                 r.pages, r.requests);
   };
-  if (!before.empty() && r.removed * 100 > before.size() * max_removal_percent_ && !options.force) {
+  if (before_count && r.removed * 100 > before_count * max_removal_percent_ && !options.force) {
     r.held = true;
     r.seconds = elapsed();
     ++counters_.held;
     counters_.last_error = int64_t(::time(nullptr));
     spdlog::warn("directory sync held: would remove {} of {} accounts (more than max_removal {}%); the list stays "
                  "until mailkeep accounts sync --force",
-                 r.removed, before.size(), max_removal_percent_);
+                 r.removed, before_count, max_removal_percent_);
     return r;
   }
   if (!options.dry_run && (r.added || r.removed || r.changed || current.size() == 0)) {

@@ -49,7 +49,8 @@ struct SyncCounters {
 };
 
 // The account list from a provider's entries (refusals logged and counted).
-std::shared_ptr<const archive::AccountList> build_list(const std::vector<DirectoryEntry>& entries,
+// Consumes `entries` (their strings move into the list).
+std::shared_ptr<const archive::AccountList> build_list(std::vector<DirectoryEntry>&& entries,
                                                        const std::vector<std::string>& domains, size_t& refused);
 
 // Writes `list` to `path` atomically: a temporary file, fsync, rename, fsync

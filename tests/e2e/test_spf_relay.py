@@ -475,6 +475,9 @@ def test_spf_changed_record_is_picked_up(start_mailkeep, capture, dns_server):
     assert not failed_re("_spf.change.test").search(log), log
 
 
+# Mostly waiting (backoff, TTLs, sync intervals): not repeated in the ASan pass, whose
+# C++ paths the other tests of this file reach (conftest.py, release_only).
+@pytest.mark.release_only
 def test_spf_refresh_follows_the_ttl(start_mailkeep, capture, dns_server):
     """TTL 0 is refreshed once a second at most (the 1 s floor); raised to 300 while mailkeep runs,
     the refreshes stop. Rates need a time window, hence the sleeps."""
@@ -503,6 +506,9 @@ def test_spf_refresh_follows_the_ttl(start_mailkeep, capture, dns_server):
 KEEP_MODES = ["stopped", "servfail", "sub-servfail", "sub-blackhole"]
 
 
+# Mostly waiting (backoff, TTLs, sync intervals): not repeated in the ASan pass, whose
+# C++ paths the other tests of this file reach (conftest.py, release_only).
+@pytest.mark.release_only
 @pytest.mark.parametrize("mode", KEEP_MODES)
 def test_spf_failed_refresh_keeps_last_good_set(start_mailkeep, capture, dns_server, mode):
     root = dns_server.zone("keep.test")
@@ -542,6 +548,9 @@ def test_spf_failed_refresh_keeps_last_good_set(start_mailkeep, capture, dns_ser
     check_relay(mk, {"127.0.0.36": ALLOWED, "127.0.0.39": ALLOWED, "127.0.0.37": DENIED})
 
 
+# Mostly waiting (backoff, TTLs, sync intervals): not repeated in the ASan pass, whose
+# C++ paths the other tests of this file reach (conftest.py, release_only).
+@pytest.mark.release_only
 @pytest.mark.parametrize("mode", ["servfail", "blackhole"])
 def test_spf_unresolved_at_start_defers_then_resolves(start_mailkeep, capture, dns_server, mode):
     """DNS fails when mailkeep starts: it starts anyway, defers (451) what it would deny, and once the

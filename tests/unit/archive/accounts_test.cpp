@@ -28,7 +28,7 @@ TEST(Accounts, NameValidationTable) {
 TEST(Accounts, ParsesCommentsBlanksAndCase) {
   auto r = parse_accounts("# users\nalice\n  Bob  # the boss\n\nsales\n", "acc");
   ASSERT_TRUE(r.accounts) << r.error;
-  EXPECT_EQ(r.accounts->entries(),
+  EXPECT_EQ(r.accounts->to_entries(),
             (std::vector<AccountEntry>{{"alice", {}}, {"bob", {}}, {"sales", {}}}));
   auto bad = parse_accounts("alice\n../../etc\n", "acc");
   EXPECT_FALSE(bad.accounts);
@@ -80,7 +80,7 @@ TEST(Accounts, AliasesAndExactAddresses) {
   // What format() writes parses back to the same list.
   auto again = parse_accounts(l.format(), "again");
   ASSERT_TRUE(again.accounts) << again.error;
-  EXPECT_EQ(again.accounts->entries(), l.entries());
+  EXPECT_EQ(again.accounts->to_entries(), l.to_entries());
 }
 
 TEST(Accounts, RefusesDoubledAndUnsafeNames) {

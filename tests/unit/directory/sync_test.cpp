@@ -79,7 +79,7 @@ TEST_F(Fixture, EntriesBecomeAccountsAndHostileAddressesAreRefused) {
   // The cache holds the list in the accounts-file format.
   auto parsed = archive::parse_accounts(cache(), "cache");
   ASSERT_TRUE(parsed.accounts) << parsed.error;
-  EXPECT_EQ(parsed.accounts->entries(), l.entries());
+  EXPECT_EQ(parsed.accounts->to_entries(), l.to_entries());
   EXPECT_EQ(syncer->counters().last_success.load() > 0, true);
 }
 
