@@ -40,12 +40,10 @@ struct KeyDeleter {
   void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
 };
 
-class Google final : public Provider {
+class Google final : public Provider, BearerSession {
  public:
   Google(const Settings& s, Sleeper sleep)
-      : client_(s.directory.ca_file, std::chrono::seconds(s.directory.timeout)),
-        retries_(s.directory.retries),
-        sleep_(std::move(sleep)),
+      : BearerSession(s, std::move(sleep)),
         admin_(s.directory.admin),
         customer_(s.directory.customer) {
     std::ifstream in(s.directory.credentials, std::ios::binary);
@@ -99,25 +97,13 @@ class Google final : public Provider {
     return input + "." + base64url(sig);
   }
 
-  // An access token, reused until a minute before it expires.
-  const std::string& token(FetchResult& r) {
-    auto now = std::chrono::steady_clock::now();
-    if (!token_.empty() && now < token_expiry_) return token_;
+  JsonRequest token_request() const override {
     JsonRequest req;
     req.method = "POST";
     req.url = token_url_;
     req.content_type = "application/x-www-form-urlencoded";
     req.body = "grant_type=" + url_encode("urn:ietf:params:oauth:grant-type:jwt-bearer") + "&assertion=" + jwt();
-    req.what = "token request";
-    auto v = fetch_json(client_, req, retries_, r.requests, sleep_);
-    auto t = json_string(v, "access_token");
-    if (t.empty()) throw SyncError("token request: no access_token in the answer");
-    int64_t expires = 3600;
-    if (auto* o = v.if_object(); o && o->contains("expires_in") && o->at("expires_in").is_number())
-      expires = o->at("expires_in").to_number<int64_t>();
-    token_ = std::move(t);
-    token_expiry_ = now + std::chrono::seconds(std::max<int64_t>(0, expires - 60));
-    return token_;
+    return req;
   }
 
   void list(FetchResult& r, const std::string& kind, int page_size, const char* fields, const char* primary_key,
@@ -130,31 +116,18 @@ class Google final : public Provider {
                 "&maxResults=" + std::to_string(page_size) + "&fields=" + url_encode(fields);
       if (!page_token.empty()) req.url += "&pageToken=" + url_encode(page_token);
       req.what = kind + " page " + std::to_string(page);
-      boost::json::value v;
-      req.headers = {{"Authorization", "Bearer " + token(r)}};
-      bool fresh = false;
-      try {
-        v = fetch_json(client_, req, retries_, r.requests, sleep_);
-      } catch (const SyncError& e) {
-        // The API refused a cached token (revoked before it expired): take a new one, once.
-        if (e.status != 401) throw;
-        fresh = true;
-      }
-      if (fresh) {
-        token_.clear();
-        req.headers = {{"Authorization", "Bearer " + token(r)}};
-        v = fetch_json(client_, req, retries_, r.requests, sleep_);
-      }
+      auto v = get(std::move(req), r.requests);
       ++r.pages;
       auto* o = v.if_object();
-      if (!o) throw SyncError(req.what + ": not a JSON object");
+      auto what = kind + " page " + std::to_string(page);
+      if (!o) throw SyncError(what + ": not a JSON object");
       if (auto it = o->find(kind); it != o->end()) {
-        if (!it->value().is_array()) throw SyncError(req.what + ": '" + kind + "' is not a list");
+        if (!it->value().is_array()) throw SyncError(what + ": '" + kind + "' is not a list");
         for (auto& item : it->value().as_array()) {
           DirectoryEntry e;
           e.group = group;
           e.primary = to_lower(json_string(item, primary_key));
-          if (e.primary.empty()) throw SyncError(req.what + ": an entry without " + primary_key);
+          if (e.primary.empty()) throw SyncError(what + ": an entry without " + primary_key);
           for (auto* list_key : {"aliases", "nonEditableAliases"}) {
             auto* io = item.if_object();
             if (!io) continue;
@@ -171,13 +144,8 @@ class Google final : public Provider {
     }
   }
 
-  HttpsClient client_;
-  unsigned retries_;
-  Sleeper sleep_;
   std::string admin_, customer_, email_, key_id_, token_url_, api_;
   std::unique_ptr<EVP_PKEY, KeyDeleter> key_;
-  std::string token_;
-  std::chrono::steady_clock::time_point token_expiry_{};
 };
 
 }  // namespace

@@ -17,13 +17,9 @@ namespace mk::directory {
 namespace json = boost::json;
 namespace {
 
-class Microsoft final : public Provider {
+class Microsoft final : public Provider, BearerSession {
  public:
-  Microsoft(const Settings& s, Sleeper sleep)
-      : client_(s.directory.ca_file, std::chrono::seconds(s.directory.timeout)),
-        retries_(s.directory.retries),
-        sleep_(std::move(sleep)),
-        client_id_(s.directory.client_id) {
+  Microsoft(const Settings& s, Sleeper sleep) : BearerSession(s, std::move(sleep)), client_id_(s.directory.client_id) {
     std::ifstream in(s.directory.client_secret_file, std::ios::binary);
     std::stringstream text;
     text << in.rdbuf();
@@ -48,25 +44,14 @@ class Microsoft final : public Provider {
   }
 
  private:
-  const std::string& token(FetchResult& r) {
-    auto now = std::chrono::steady_clock::now();
-    if (!token_.empty() && now < token_expiry_) return token_;
+  JsonRequest token_request() const override {
     JsonRequest req;
     req.method = "POST";
     req.url = token_url_;
     req.content_type = "application/x-www-form-urlencoded";
     req.body = "client_id=" + url_encode(client_id_) + "&client_secret=" + url_encode(secret_) +
                "&scope=" + url_encode("https://graph.microsoft.com/.default") + "&grant_type=client_credentials";
-    req.what = "token request";
-    auto v = fetch_json(client_, req, retries_, r.requests, sleep_);
-    auto t = json_string(v, "access_token");
-    if (t.empty()) throw SyncError("token request: no access_token in the answer");
-    int64_t expires = 3600;
-    if (auto* o = v.if_object(); o && o->contains("expires_in") && o->at("expires_in").is_number())
-      expires = o->at("expires_in").to_number<int64_t>();
-    token_ = std::move(t);
-    token_expiry_ = now + std::chrono::seconds(std::max<int64_t>(0, expires - 60));
-    return token_;
+    return req;
   }
 
   void list(FetchResult& r, const std::string& kind, std::string url, bool group) {
@@ -75,26 +60,13 @@ class Microsoft final : public Provider {
       JsonRequest req;
       req.url = url;
       req.what = kind + " page " + std::to_string(page);
-      boost::json::value v;
-      req.headers = {{"Authorization", "Bearer " + token(r)}};
-      bool fresh = false;
-      try {
-        v = fetch_json(client_, req, retries_, r.requests, sleep_);
-      } catch (const SyncError& e) {
-        // The API refused a cached token (revoked before it expired): take a new one, once.
-        if (e.status != 401) throw;
-        fresh = true;
-      }
-      if (fresh) {
-        token_.clear();
-        req.headers = {{"Authorization", "Bearer " + token(r)}};
-        v = fetch_json(client_, req, retries_, r.requests, sleep_);
-      }
+      auto what = req.what;
+      auto v = get(std::move(req), r.requests);
       ++r.pages;
       auto* o = v.if_object();
-      if (!o) throw SyncError(req.what + ": not a JSON object");
+      if (!o) throw SyncError(what + ": not a JSON object");
       auto it = o->find("value");
-      if (it == o->end() || !it->value().is_array()) throw SyncError(req.what + ": no 'value' list");
+      if (it == o->end() || !it->value().is_array()) throw SyncError(what + ": no 'value' list");
       for (auto& item : it->value().as_array()) {
         DirectoryEntry e;
         e.group = group;
@@ -121,16 +93,11 @@ class Microsoft final : public Provider {
       url = json_string(v, "@odata.nextLink");
       // The next page must be on the same API host: a link elsewhere would carry our token away.
       if (!url.empty() && url.rfind(api_ + "/", 0) != 0)
-        throw SyncError(req.what + ": @odata.nextLink points outside " + api_);
+        throw SyncError(what + ": @odata.nextLink points outside " + api_);
     }
   }
 
-  HttpsClient client_;
-  unsigned retries_;
-  Sleeper sleep_;
   std::string client_id_, secret_, token_url_, api_;
-  std::string token_;
-  std::chrono::steady_clock::time_point token_expiry_{};
 };
 
 }  // namespace

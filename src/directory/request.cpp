@@ -78,4 +78,37 @@ json::value fetch_json(HttpsClient& client, const JsonRequest& req, unsigned ret
   }
 }
 
+BearerSession::BearerSession(const Settings& s, Sleeper sleep)
+    : client_(s.directory.ca_file, std::chrono::seconds(s.directory.timeout)),
+      retries_(s.directory.retries),
+      sleep_(std::move(sleep)) {}
+
+const std::string& BearerSession::token(size_t& requests) {
+  auto now = std::chrono::steady_clock::now();
+  if (!token_.empty() && now < token_expiry_) return token_;
+  auto req = token_request();
+  req.what = "token request";
+  auto v = fetch_json(client_, req, retries_, requests, sleep_);
+  auto t = json_string(v, "access_token");
+  if (t.empty()) throw SyncError("token request: no access_token in the answer");
+  int64_t expires = 3600;
+  if (auto* o = v.if_object(); o && o->contains("expires_in") && o->at("expires_in").is_number())
+    expires = o->at("expires_in").to_number<int64_t>();
+  token_ = std::move(t);
+  token_expiry_ = now + std::chrono::seconds(std::max<int64_t>(0, expires - 60));
+  return token_;
+}
+
+json::value BearerSession::get(JsonRequest req, size_t& requests) {
+  req.headers.emplace_back("Authorization", "Bearer " + token(requests));
+  try {
+    return fetch_json(client_, req, retries_, requests, sleep_);
+  } catch (const SyncError& e) {
+    if (e.status != 401) throw;
+  }
+  token_.clear();
+  req.headers.back().second = "Bearer " + token(requests);
+  return fetch_json(client_, req, retries_, requests, sleep_);
+}
+
 }  // namespace mk::directory

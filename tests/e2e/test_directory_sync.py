@@ -319,6 +319,20 @@ def test_token_cached_across_syncs_of_a_running_server(make_site, provider):
     assert site.cached() == expected
 
 
+def test_revoked_token_replaced_once(make_site, provider):
+    """A token revoked before it expires (an administrator reset the key): the API's 401 makes the
+    running server take a new token once, and the sync succeeds, instead of failing until expiry."""
+    site = make_site(provider)
+    mk = site.serve()
+    assert wait_until(lambda: len(summaries(mk.log(), provider)) >= 1, timeout=30), mk.log()[-3000:]
+    assert site.fake.token_requests(provider) == 1
+    site.fake.revoke_tokens()
+    before = len(summaries(mk.log(), provider))
+    assert wait_until(lambda: len(summaries(mk.log(), provider)) >= before + 2, timeout=40), mk.log()[-3000:]
+    assert site.fake.token_requests(provider) == 2, "one new token after the revocation, then reused"
+    assert "directory sync failed" not in mk.log(), mk.log()[-3000:]
+
+
 # Mostly waiting (backoff, TTLs, sync intervals): not repeated in the ASan pass, whose
 # C++ paths the other tests of this file reach (conftest.py, release_only).
 @pytest.mark.release_only
