@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -244,6 +245,64 @@ TEST_F(IndexTest, DatesFallBackToArrivalWhenMissingOrAbsurd) {
   auto base = put("INBOX", "Message-ID: <d@x>\r\nDate: not a date\r\n");
   sync();
   EXPECT_EQ(db_->stored(*db_->find(base)).date, 1600000000 + seq_);
+}
+
+// Search looks for the newest page in widening date windows (search.cpp):
+// the pages must be those of a plain sort of every match, for conversations
+// spread over years, with gaps, at any offset.
+TEST_F(IndexTest, WindowedNewestFirstPagesEqualTheFullSort) {
+  const int64_t now = 1599000000;  // before the files arrive (put() names them 1600000000+): a later Date is absurd
+  // 3,600 messages (above the size below which search sorts at once): most of them years
+  // old, a few in the newest weeks, some in threads whose newest reply is recent.
+  for (int i = 0; i < 3600; ++i) {
+    int64_t age = i < 40 ? int64_t(i) * 3600 * 7 : int64_t(i) * 86400 + 40 * 86400;
+    int64_t date = now - age;
+    char buf[64];
+    std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S +0000", [&] {
+      static struct tm tm;
+      time_t t = date;
+      gmtime_r(&t, &tm);
+      return &tm;
+    }());
+    std::string mid = "<m" + std::to_string(i) + "@test>";
+    std::string headers = "From: a@example.org\r\nTo: b@example.org\r\nSubject: s" + std::to_string(i) +
+                          "\r\nMessage-ID: " + mid + "\r\nDate: " + buf + "\r\n";
+    // Every 10th old message is a reply to a recent one: its conversation's newest is the recent one.
+    if (i >= 40 && i % 10 == 0) headers += "In-Reply-To: <m" + std::to_string(i % 40) + "@test>\r\n";
+    put("INBOX", headers);
+  }
+  sync();
+  auto page = [&](size_t offset, size_t limit, bool messages) {
+    SearchRequest r{"in:inbox", offset, limit, messages, now};
+    auto res = search(*db_, r);
+    EXPECT_TRUE(res.ok()) << res.error_text;
+    std::vector<std::string> out;
+    if (messages)
+      for (auto& m : res.messages) out.push_back(m.id);
+    else
+      for (auto& c : res.conversations) out.push_back(c.id);
+    return out;
+  };
+  // The reference: one page holding everything (sorted at once, no window can hold it).
+  auto all_messages = page(0, 100000, true);
+  auto all_conversations = page(0, 100000, false);
+  ASSERT_EQ(all_messages.size(), 3600u);
+  ASSERT_LT(all_conversations.size(), 3600u);
+  for (size_t offset : {0, 10, 35, 50, 200, 3000}) {
+    for (bool messages : {true, false}) {
+      auto& all = messages ? all_messages : all_conversations;
+      auto got = page(offset, 50, messages);
+      std::vector<std::string> want(all.begin() + std::min(offset, all.size()),
+                                    all.begin() + std::min(offset + 50, all.size()));
+      EXPECT_EQ(got, want) << "offset " << offset << (messages ? " messages" : " conversations");
+    }
+  }
+  SearchRequest r{"in:inbox", 0, 50, false, now};
+  auto res = search(*db_, r);
+  EXPECT_GT(res.total, 50u);
+  ASSERT_FALSE(res.conversations.empty());
+  EXPECT_EQ(res.conversations.front().date, now) << "the dates are the Date headers'";
+  EXPECT_FALSE(res.total_exact) << "a windowed page counts by estimate";
 }
 
 TEST(MessageFileTest, FlagLettersAndPaths) {
