@@ -7,6 +7,7 @@
 //   alice                                   alice@ every backup domain
 //   alice: sales, info                      sales@D and info@D are alice@D, for each backup domain D
 //   alice@example.org: sales@example.com    exact addresses (what a directory sync writes)
+//   alice@example.org: sales                sales@ of every backup domain is alice@example.org
 // An alias never has a Maildir of its own: its mail lands in its account's.
 // The file is re-read when it changes (checked every [backup] reload_interval),
 // without restart and without disturbing sessions: readers get an immutable
