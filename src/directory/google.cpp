@@ -151,17 +151,7 @@ class Google final : public Provider, BearerSession {
 }  // namespace
 
 std::unique_ptr<Provider> make_google(const Settings& s, Sleeper sleep) {
-  try {
-    return std::make_unique<Google>(s, std::move(sleep));
-  } catch (const HttpsError& e) {
-    throw SyncError(e.what());
-  }
-}
-
-std::unique_ptr<Provider> make_provider(const Settings& s, Sleeper sleep) {
-  if (s.directory.provider == "google") return make_google(s, std::move(sleep));
-  if (s.directory.provider == "microsoft") return make_microsoft(s, std::move(sleep));
-  throw SyncError("[directory] provider = " + s.directory.provider + " has nothing to sync");
+  return std::make_unique<Google>(s, std::move(sleep));
 }
 
 }  // namespace mk::directory

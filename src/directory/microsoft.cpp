@@ -103,11 +103,7 @@ class Microsoft final : public Provider, BearerSession {
 }  // namespace
 
 std::unique_ptr<Provider> make_microsoft(const Settings& s, Sleeper sleep) {
-  try {
-    return std::make_unique<Microsoft>(s, std::move(sleep));
-  } catch (const HttpsError& e) {
-    throw SyncError(e.what());
-  }
+  return std::make_unique<Microsoft>(s, std::move(sleep));
 }
 
 }  // namespace mk::directory

@@ -45,7 +45,9 @@ using Sleeper = std::function<bool(std::chrono::seconds)>;
 bool plain_sleep(std::chrono::seconds s);
 
 // For [directory] provider = google | microsoft. Throws SyncError when the
-// credentials cannot be read (the message names the file, never the key).
+// credentials or the CA file cannot be read (the message names the file,
+// never the key). make_google and make_microsoft may also throw HttpsError;
+// make_provider turns that into SyncError.
 std::unique_ptr<Provider> make_google(const Settings& s, Sleeper sleep);
 std::unique_ptr<Provider> make_microsoft(const Settings& s, Sleeper sleep);
 std::unique_ptr<Provider> make_provider(const Settings& s, Sleeper sleep = plain_sleep);

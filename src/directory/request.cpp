@@ -44,6 +44,16 @@ std::string api_error(const std::string& body) {
 
 }  // namespace
 
+std::unique_ptr<Provider> make_provider(const Settings& s, Sleeper sleep) {
+  try {
+    if (s.directory.provider == "google") return make_google(s, std::move(sleep));
+    if (s.directory.provider == "microsoft") return make_microsoft(s, std::move(sleep));
+  } catch (const HttpsError& e) {  // the CA file
+    throw SyncError(e.what());
+  }
+  throw SyncError("[directory] provider = " + s.directory.provider + " has nothing to sync");
+}
+
 bool plain_sleep(std::chrono::seconds s) {
   std::this_thread::sleep_for(s);
   return true;

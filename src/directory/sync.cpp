@@ -11,6 +11,7 @@
 #include <ctime>
 #include <unordered_set>
 
+#include "core/fd_io.h"
 #include "core/log.h"
 #include "core/strings.h"
 
@@ -38,43 +39,42 @@ std::shared_ptr<const archive::AccountList> build_list(std::vector<DirectoryEntr
                                                        const std::vector<std::string>& domains, size_t& refused) {
   // Sorted by primary address: the file and the diff come out stable.
   std::sort(entries.begin(), entries.end(), [](auto& a, auto& b) { return a.primary < b.primary; });
-  std::vector<DirectoryEntry*> order;
-  order.reserve(entries.size());
-  for (auto& e : entries) order.push_back(&e);
   auto list = std::make_shared<archive::AccountList>();
-  size_t addresses = 0;
-  for (auto& e : entries) addresses += 1 + e.aliases.size();
-  list->reserve(entries.size(), addresses);
   // Every primary address, so that an alias cannot claim another account's.
   std::unordered_set<std::string_view> primaries;
-  for (auto& e : entries) primaries.insert(e.primary);
-  for (auto* e : order) {
-    if (auto why = refusal(e->primary, domains); !why.empty()) {
-      spdlog::warn("directory: refused address \"{}\" ({}): {}; the account is left out", shown(e->primary),
-                   e->group ? "group" : "user", why);
+  size_t addresses = 0;
+  for (auto& e : entries) {
+    primaries.insert(e.primary);
+    addresses += 1 + e.aliases.size();
+  }
+  list->reserve(entries.size(), addresses);
+  for (auto& e : entries) {
+    if (auto why = refusal(e.primary, domains); !why.empty()) {
+      spdlog::warn("directory: refused address \"{}\" ({}): {}; the account is left out", shown(e.primary),
+                   e.group ? "group" : "user", why);
       ++refused;
       continue;
     }
     archive::AccountEntry a;
-    a.name = e->primary;
-    for (auto& alias : e->aliases) {
-      if (alias == e->primary || std::find(a.aliases.begin(), a.aliases.end(), alias) != a.aliases.end()) continue;
+    a.name = e.primary;
+    for (auto& alias : e.aliases) {
+      if (alias == e.primary || std::find(a.aliases.begin(), a.aliases.end(), alias) != a.aliases.end()) continue;
       auto why = refusal(alias, domains);
       if (why.empty() && (primaries.count(alias) || list->find_address(alias)))
         why = "already an address of another account";
       if (!why.empty()) {
         // Another domain's aliases are common (a secondary domain not backed up): not worth a warning each.
         if (why == "not in [backup] domains")
-          spdlog::debug("directory: refused address \"{}\" (account {}): {}", shown(alias), e->primary, why);
+          spdlog::debug("directory: refused address \"{}\" (account {}): {}", shown(alias), e.primary, why);
         else
-          spdlog::warn("directory: refused address \"{}\" (account {}): {}", shown(alias), e->primary, why);
+          spdlog::warn("directory: refused address \"{}\" (account {}): {}", shown(alias), e.primary, why);
         ++refused;
         continue;
       }
       a.aliases.push_back(std::move(alias));
     }
     if (auto err = list->add(a); !err.empty()) {
-      spdlog::warn("directory: refused account \"{}\": {}", shown(e->primary), err);
+      spdlog::warn("directory: refused account \"{}\": {}", shown(e.primary), err);
       ++refused;
     }
   }
@@ -102,20 +102,13 @@ void write_list(const std::string& path, const archive::AccountList& list, const
   std::string text = header;
   bool ok = true;
   auto flush = [&]() {
-    const char* p = text.data();
-    size_t left = text.size();
-    while (ok && left > 0) {
-      ssize_t n = ::write(fd, p, left);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) ok = false;
-      else p += n, left -= size_t(n);
-    }
+    ok = ok && write_fully(fd, text.data(), text.size());
     text.clear();
   };
   for (size_t i = 0; i < list.size(); ++i) {
     auto e = list.at(i);
     text += e.name;
-    for (size_t i = 0; i < e.aliases.size(); ++i) text.append(i ? ", " : ": ").append(e.aliases[i]);
+    for (size_t j = 0; j < e.aliases.size(); ++j) text.append(j ? ", " : ": ").append(e.aliases[j]);
     text += '\n';
     if (text.size() > 65536) flush();
   }
@@ -129,11 +122,7 @@ void write_list(const std::string& path, const archive::AccountList& list, const
     ::unlink(tmp.c_str());
     throw SyncError("cannot write " + path + ": " + std::strerror(saved));
   }
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  fsync_dir(dir);
 }
 
 Syncer::Syncer(const Settings& s, std::unique_ptr<Provider> provider)

@@ -260,25 +260,32 @@ SearchResult search(const Database& db, const SearchRequest& req) {
   // bounds the window only reads the date, it does not sort).
   static constexpr int64_t kWindowDays[] = {7, 31, 92, 366, 3 * 366, 10 * 366};
   static constexpr size_t kWindowMinMatches = 3000;
-  // Anchored at the archive's newest date (an archive whose mail stopped years
-  // ago still starts with its newest week), or now if that lies ahead.
-  const int64_t now = req.now > 0 ? req.now : static_cast<int64_t>(::time(nullptr));
-  const auto upper = x.db.get_value_upper_bound(prefix::kDateSlot);
-  const int64_t newest = upper.empty() ? now : std::min(now, static_cast<int64_t>(Xapian::sortable_unserialise(upper)));
   Xapian::MSet mset;
   std::optional<Xapian::ValueCountMatchSpy> spy;
   bool windowed = false;
-  // Xapian's estimate of the matches. Few matches are sorted at once: windows would only add passes. A
-  // count alone (limit 0) needs no page either.
-  Xapian::Enquire estimate(x.db);
-  estimate.set_query(q);
-  estimate.set_weighting_scheme(Xapian::BoolWeight());
-  // From the terms' statistics, without a match run (a phrase's estimate is
-  // rough; looking at 2,000 matches to refine it cost a fifth of the searches'
-  // throughput in bench/web_bench.py).
-  const auto estimated = estimate.get_mset(0, 0, Xapian::doccount(0)).get_matches_estimated();
-  const bool few = estimated <= std::max<size_t>(kWindowMinMatches, 20 * (req.offset + req.limit));
-  for (size_t w = req.limit == 0 || few ? std::size(kWindowDays) : 0;; ++w) {
+  // Few matches are sorted at once: windows would only add passes. A count
+  // alone (limit 0, the mailbox counts) needs no page, nor this estimate.
+  size_t first_window = std::size(kWindowDays);  // none
+  Xapian::doccount estimated = 0;
+  int64_t newest = 0;
+  if (req.limit > 0) {
+    // Xapian's estimate from the terms' statistics, without a match run (a
+    // phrase's estimate is rough; looking at 2,000 matches to refine it cost a
+    // fifth of the searches' throughput in bench/web_bench.py).
+    Xapian::Enquire estimate(x.db);
+    estimate.set_query(q);
+    estimate.set_weighting_scheme(Xapian::BoolWeight());
+    estimated = estimate.get_mset(0, 0, Xapian::doccount(0)).get_matches_estimated();
+    if (estimated > std::max<size_t>(kWindowMinMatches, 20 * (req.offset + req.limit))) {
+      first_window = 0;
+      // Anchored at the archive's newest date (an archive whose mail stopped
+      // years ago still starts with its newest week), or now if that lies ahead.
+      const int64_t now = req.now > 0 ? req.now : static_cast<int64_t>(::time(nullptr));
+      const auto upper = x.db.get_value_upper_bound(prefix::kDateSlot);
+      newest = upper.empty() ? now : std::min(now, static_cast<int64_t>(Xapian::sortable_unserialise(upper)));
+    }
+  }
+  for (size_t w = first_window;; ++w) {
     const bool last = w == std::size(kWindowDays);
     Query wq = q;
     if (!last) {
@@ -297,7 +304,6 @@ SearchResult search(const Database& db, const SearchRequest& req) {
       break;
     }
   }
-  enq.set_query(q);
 
   if (req.messages) {
     if (windowed) {
