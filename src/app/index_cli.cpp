@@ -19,6 +19,7 @@
 #include "core/log.h"
 #include "archive/archive.h"
 #include "core/strings.h"
+#include "route/router.h"
 #include "index/indexer.h"
 #include "index/search.h"
 #include "index/sync.h"
@@ -57,8 +58,7 @@ bool account_of(const Settings& s, const std::string& addr, std::string& account
   spdlog::set_level(spdlog::level::off);
   accounts.reload(/*force=*/true);
   spdlog::set_level(level);
-  if (auto a = accounts.find(local, domain);
-      a && std::find(s.backup.domains.begin(), s.backup.domains.end(), a->domain) != s.backup.domains.end()) {
+  if (auto a = route::Router(s, &accounts).account_of_address(local + "@" + domain)) {
     local = a->local;
     domain = a->domain;
   }
