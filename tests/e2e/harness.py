@@ -80,6 +80,16 @@ def free_port(host: str = "127.0.0.1") -> int:
 _next_port: int | None = None
 
 
+def ipv6_loopback_available() -> bool:
+    """True if this machine can bind ::1 (tests of IPv6 clients skip, visibly, without it)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
 def wait_port(host: str, port: int, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
     """Wait until host:port accepts TCP connections (or raise)."""
     deadline = time.monotonic() + timeout

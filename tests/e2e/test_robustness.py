@@ -7,7 +7,7 @@ import time
 import pytest
 
 from harness import (RawSMTP, ScriptedUpstream, Mailkeep, default_config, free_port,
-                     split_received)
+                     ipv6_loopback_available, split_received)
 
 MSG = (b"From: a@client.test\r\nTo: user@example.org\r\nSubject: robustness\r\n\r\n"
        b".starts with a dot\r\nline\r\n\r\n.\r\n..\r\nend\r\n")
@@ -157,15 +157,6 @@ def test_garbage_bytes_in_commands(mailkeep):
         assert r.code == 421 or 500 <= r.code < 600, str(r)
         if r.code != 421:
             assert c.cmd("NOOP").code == 250
-
-
-def ipv6_loopback_available() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 @pytest.mark.skipif(not ipv6_loopback_available(), reason="no IPv6 loopback")

@@ -31,7 +31,8 @@ from dnslib import QTYPE, RCODE
 
 from backup_support import DOMAIN, backup_gateway, make_message, upstreams  # noqa: F401  (fixtures)
 from dns_support import DnsServer, dns_server, dnsbl_overrides  # noqa: F401  (dns_server is a fixture)
-from harness import RawSMTP, Reply, default_config, free_port, render_ini, run_mailkeep, wait_port
+from harness import (RawSMTP, Reply, default_config, free_port, ipv6_loopback_available, render_ini, run_mailkeep,
+                     wait_port)
 
 OUTSIDE = "someone@outside.test"        # neither a relay domain nor a backup domain: needs relay rights
 RELAY_DOMAIN_RCPT = "user@example.org"  # a [relay] domain of default_config: anyone may send to it
@@ -234,15 +235,6 @@ def changes(text: str) -> tuple[set, set]:
 
 def nets(*items: str) -> set:
     return {ipaddress.ip_network(i) for i in items}
-
-
-def ipv6_loopback_available() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 # --------------------------------------------------------------------------- 1. networks from includes
