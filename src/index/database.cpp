@@ -413,6 +413,13 @@ bool DocumentBuilder::build(const std::string& maildir, const MessageFile& file,
   out.doc = std::make_unique<PreparedMessage::Doc>();
   Xapian::Document& doc = out.doc->doc;
   tg.set_document(doc);
+  // The generator holds a handle on the document, and Xapian's handles
+  // count references without atomics: let go of it before the document
+  // leaves for the inserting thread (sync.cpp), or both threads touch the count.
+  struct Release {
+    Xapian::TermGenerator& tg;
+    ~Release() { tg.set_document(Xapian::Document()); }
+  } release{tg};
   // Positions only where phrases are asked for: the subject and the body.
   // Header words are found through their prefixes (a bare word searches
   // them too, search.cpp), so they are stored once.
