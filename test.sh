@@ -16,7 +16,7 @@ results=build/test-results
 # The real peers the tests (and the benchmarks) meet; setup.sh installs none of them.
 TEST_PACKAGES=(postfix swaks python3-aiosmtpd python3-dnslib python3-pytest dovecot-imapd dovecot-lmtpd
   wrk bogofilter procps chromium openssl clang-14 libclang-rt-14-dev notmuch maildir-utils xapian-tools
-  libnet-ssleay-perl strace mandoc prometheus lintian dpkg-dev python3-cryptography python3-jwt time)
+  libnet-ssleay-perl strace mandoc prometheus lintian dpkg-dev python3-cryptography python3-jwt time postsrsd)
 # npm fetches the test corpus and playwright-core; a machine may have Node.js from elsewhere.
 command -v npm >/dev/null 2>&1 || TEST_PACKAGES+=(npm)
 . cmake/apt-ensure.sh

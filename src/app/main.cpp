@@ -32,6 +32,7 @@
 #include "app/filter_cli.h"
 #include "app/users_cli.h"
 #include "app/accounts_cli.h"
+#include "app/srs_cli.h"
 #include "archive/accounts.h"
 #include "archive/archive.h"
 #include "config/settings.h"
@@ -348,8 +349,18 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
     spf = std::make_unique<mk::spf::Refresher>(settings.relay.relay_from_spf, settings.backup.relay_from_spf,
                                                [dns = spf_dns.get()](const std::string& n) { return dns->lookup(n); });
   }
+  // [aliases] srs_domain: the secrets are read now, before the privilege drop (the file may be root's).
+  std::unique_ptr<mk::srs::Rewriter> srs;
+  try {
+    srs = mk::app::load_srs(settings);
+  } catch (const std::exception& e) {
+    spdlog::critical("[aliases] srs_secret_file: {}", e.what());
+    return 1;
+  }
+  if (srs) spdlog::info("SRS: forwarded alias mail gets senders at {}", srs->domain());
   mk::route::Router router(settings, accounts.get(),
-                           mk::route::SpfNetworks{spf ? spf->relay() : nullptr, spf ? spf->backup() : nullptr});
+                           mk::route::SpfNetworks{spf ? spf->relay() : nullptr, spf ? spf->backup() : nullptr},
+                           srs.get());
   // [directory] provider = google | microsoft: the account list is synced on its own thread.
   std::unique_ptr<mk::directory::Runner> directory;
   if (accounts && settings.directory.provider != "file") {
@@ -965,6 +976,8 @@ int main(int argc, char** argv) {
   mk::app::add_accounts_commands(app, config_path, accounts_cmd);
   mk::app::FilterCommand filter_cmd;
   mk::app::add_filter_commands(app, config_path, filter_cmd);
+  mk::app::SrsCommand srs_cmd;
+  mk::app::add_srs_commands(app, config_path, srs_cmd);
 
   int man_section = 0;
   std::string man_output;
@@ -1006,6 +1019,10 @@ int main(int argc, char** argv) {
     for (auto* sub : app.get_subcommand("accounts")->get_subcommands()) accounts_cmd.action = sub->get_name();
     mk::log::init(settings->general.log_level);  // the sync's log lines (refusals, its summary) on stderr
     return mk::app::accounts_command(*settings, accounts_cmd);
+  }
+  if (mk::app::srs_command_chosen(app)) {
+    for (auto* sub : app.get_subcommand("srs")->get_subcommands()) srs_cmd.action = sub->get_name();
+    return mk::app::srs_command(*settings, srs_cmd);
   }
   if (mk::app::users_command_chosen(app)) {
     for (auto* name : {"user", "dovecot-config", "backup"})

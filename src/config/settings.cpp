@@ -461,6 +461,15 @@ const std::vector<Key>& key_table() {
                [](Settings& s) -> auto& { return s.aliases.create_interval; }),
       uint_key("aliases", "purge_interval", "3600", 60, 86400, "seconds between removals of expired and used-up aliases",
                [](Settings& s) -> auto& { return s.aliases.purge_interval; }),
+      string_key("aliases", "srs_domain", "",
+                 "domain of the SRS envelope senders of forwarded alias mail (SRS0=…@srs_domain), and of the "
+                 "bounces that come back to them; empty: senders are not rewritten",
+                 [](Settings& s) -> auto& { return s.aliases.srs_domain; }),
+      string_key("aliases", "srs_secret_file", "",
+                 "file of SRS secrets, one per line (postsrsd's format): the first signs, every one verifies",
+                 [](Settings& s) -> auto& { return s.aliases.srs_secret_file; }),
+      uint_key("aliases", "srs_max_age", "21", 1, 1023, "days an SRS address stays valid for bounces",
+               [](Settings& s) -> auto& { return s.aliases.srs_max_age; }),
 
       zones_key("dnsbl", "smtp_zones", "", "DNSBL zones checked at SMTP connect: zone[=127.0.0.[2..11]], ...",
                 [](Settings& s) -> auto& { return s.dnsbl.smtp_zones; }),
@@ -679,6 +688,15 @@ void parse_into(ParseState& st, std::string_view text) {
     st.result->errors.push_back(st.name + ":" + line_of(s.submission.listen.empty() ? "submission.tls_listen"
                                                                                    : "submission.listen") +
                                 ": [submission]: needs [backup] domains (the accounts that may log in)");
+  if (!s.aliases.srs_domain.empty()) {
+    s.aliases.srs_domain = to_lower(s.aliases.srs_domain);
+    if (!valid_dns_name(s.aliases.srs_domain))
+      st.result->errors.push_back(st.name + ":" + line_of("aliases.srs_domain") + ": [aliases] srs_domain: '" +
+                                  s.aliases.srs_domain + "' is not a domain name");
+    if (s.aliases.srs_secret_file.empty())
+      st.result->errors.push_back(st.name + ":" + line_of("aliases.srs_domain") +
+                                  ": [aliases] srs_secret_file: needed with srs_domain (the SRS secrets)");
+  }
   auto& d = s.directory;
   auto need = [&](bool missing, const char* key, const char* what) {
     if (missing)

@@ -103,6 +103,10 @@ struct Settings {
     uint32_t max_usage = 0;        // cap on a requested max_usage
     uint32_t create_interval = 0;  // seconds between creations per client IP; 0 = off
     uint32_t purge_interval = 0;   // seconds between purges of dead aliases
+    // SRS for forwarded alias mail (srs/srs.h); empty domain: senders are not rewritten.
+    std::string srs_domain;       // lower-cased
+    std::string srs_secret_file;  // one secret per line; the first signs
+    uint32_t srs_max_age = 0;     // days a bounce address stays valid
   } aliases;
   struct Dnsbl {
     std::vector<policy::DnsblZone> smtp_zones;

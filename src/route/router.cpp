@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include <ctime>
+
 #include "core/strings.h"
 
 namespace mk::route {
@@ -13,6 +15,24 @@ bool in_networks(const std::vector<Cidr>& nets, const IpAddress& ip) {
 }
 
 bool valid_local(std::string_view s) { return archive::valid_account_name(s); }
+
+// The mailbox local@domain, the local part quoted when it is not a dot-atom
+// (an SRS field keeps the original's spelling); nullopt when it is no address.
+std::optional<smtp::Mailbox> mailbox_of(std::string_view local, std::string_view domain) {
+  auto parse = [&](const std::string& l) -> std::optional<smtp::Mailbox> {
+    auto p = smtp::parse_path_argument("TO:<" + l + "@" + std::string(domain) + ">", "TO", false);
+    if (!p.ok() || !p.params.empty()) return std::nullopt;
+    return p.mailbox;
+  };
+  if (local.empty() || domain.empty() || local.size() > 512 || domain.size() > 255) return std::nullopt;
+  if (auto m = parse(std::string(local))) return m;
+  std::string quoted = "\"";
+  for (char c : local) {
+    if (c == '"' || c == '\\') quoted += '\\';
+    quoted += c;
+  }
+  return parse(quoted + "\"");
+}
 
 bool in_domains(const std::vector<std::string>& domains, std::string_view d) {
   if (!d.empty() && d.back() == '.') d.remove_suffix(1);
@@ -31,7 +51,8 @@ const char* destination_name(Destination d) {
   return "?";
 }
 
-Router::Router(const Settings& s, const archive::AccountDirectory* accounts, SpfNetworks spf)
+Router::Router(const Settings& s, const archive::AccountDirectory* accounts, SpfNetworks spf,
+               const srs::Rewriter* srs)
     : relay_domains_(s.relay.domains),
       relay_from_(s.relay.relay_from),
       backup_domains_(s.backup.domains),
@@ -40,7 +61,8 @@ Router::Router(const Settings& s, const archive::AccountDirectory* accounts, Spf
       dnsbl_allow_(s.dnsbl.allow),
       spf_(spf),
       archive_root_(s.backup.archive),
-      accounts_(accounts) {}
+      accounts_(accounts),
+      srs_(srs) {}
 
 ClientInfo Router::classify_client(const IpAddress& ip) const {
   ClientInfo c;
@@ -92,6 +114,25 @@ archive::ArchiveTarget Router::target(const archive::Account& a, const char* sub
 RouteDecision Router::route(const ClientInfo& client, const smtp::Mailbox& rcpt) const {
   RouteDecision d;
   d.recipient = rcpt;
+  if (srs_ && !rcpt.null && rcpt.domain_lower == srs_->domain() &&
+      (srs::Rewriter::looks_like_srs(rcpt.local_unquoted()) || !is_alias_domain(rcpt.domain_lower))) {
+    // A bounce (or a reply) to the SRS sender of mail we forwarded: back to
+    // the original sender. Only an address we signed, and not too old.
+    auto back = srs_->reverse(rcpt.local_unquoted(), std::time(nullptr));
+    std::optional<smtp::Mailbox> to;
+    if (back.error == srs::Error::None) to = mailbox_of(back.local, back.domain);
+    if (!to) {
+      d.outcome = Outcome::PermFail;
+      d.reason = std::string("SRS: ") + srs::error_text(back.error == srs::Error::None ? srs::Error::Malformed
+                                                                                      : back.error);
+      d.reply = smtp::Reply{550, "5.1.1", "<" + rcpt.address() + ">: Recipient address rejected: invalid SRS address"};
+      return d;
+    }
+    d.recipient = *to;
+    d.destination = Destination::Alias;  // out to the world, as alias mail goes
+    d.forwarded = true;
+    return d;
+  }
   if (client.backup_outbound) {
     d.destination = Destination::Outbound;  // the provider's outgoing mail, to anywhere
     return d;
@@ -101,6 +142,7 @@ RouteDecision Router::route(const ClientInfo& client, const smtp::Mailbox& rcpt)
     // it up and answers 550 5.1.1 (unknown) or 550 5.2.1 (expired, used up, disabled).
     d.destination = Destination::Alias;
     d.is_alias = true;
+    d.forwarded = true;
     return d;
   }
   if (is_backup_domain(rcpt.domain_lower)) {
@@ -151,6 +193,14 @@ std::optional<archive::Account> Router::account_of_address(std::string_view addr
   auto at = address.rfind('@');
   if (at == std::string_view::npos || !valid_local(to_lower(address.substr(0, at)))) return std::nullopt;
   return account_of(address.substr(0, at), address.substr(at + 1));
+}
+
+smtp::Mailbox Router::forwarding_sender(const smtp::Mailbox& sender, int64_t now) const {
+  if (!srs_ || sender.null) return sender;
+  auto local = srs_->forward(sender.local_unquoted(), sender.domain_lower, now);
+  if (!local) return sender;
+  auto m = mailbox_of(*local, srs_->domain());
+  return m ? *m : sender;
 }
 
 bool Router::is_account(std::string_view address) const {

@@ -3,6 +3,9 @@
 // route() is THE place a recipient is classified:
 //   - the client is one of the provider's outbound relays ([backup] relay_from):
 //     outbound mail, to the smarthost (any recipient domain);
+//   - the SRS domain ([aliases] srs_domain): a bounce to the rewritten
+//     sender of forwarded mail, decoded (srs/srs.h) and sent on to the
+//     original sender; a forged or expired one is 550 5.1.1;
 //   - an alias domain: a temporary alias, expanded by the session (which
 //     reserves a use with the alias service and rewrites the recipient);
 //   - a backup domain: a listed account (or an alias address of one) is
@@ -31,6 +34,7 @@
 #include "core/net.h"
 #include "smtp/command.h"
 #include "smtp/reply.h"
+#include "srs/srs.h"
 
 namespace mk::route {
 
@@ -59,6 +63,9 @@ struct RouteDecision {
   smtp::Mailbox recipient;  // the address to relay to (rewritten by later routes)
   std::optional<archive::ArchiveTarget> archive;  // the recipient's INBOX copy
   bool is_alias = false;  // Destination::Alias: the local part is an alias id to expand
+  // Mail forwarded to someone outside (an alias's target, an SRS bounce's
+  // original sender): upstream, its envelope sender is forwarding_sender().
+  bool forwarded = false;
 };
 
 // The networks of `spf:NAME` entries of [relay] and [backup] relay_from,
@@ -71,11 +78,17 @@ struct SpfNetworks {
 class Router {
  public:
   // `accounts` may be null when no backup domains are configured.
-  Router(const Settings& settings, const archive::AccountDirectory* accounts, SpfNetworks spf = {});
+  // `srs` (may be null: no [aliases] srs_domain) outlives the router.
+  Router(const Settings& settings, const archive::AccountDirectory* accounts, SpfNetworks spf = {},
+         const srs::Rewriter* srs = nullptr);
   ClientInfo classify_client(const IpAddress& ip) const;
   RouteDecision route(const ClientInfo& client, const smtp::Mailbox& recipient) const;
   // The Sent-folder copy for mail from `client` with envelope sender `sender`, if archived.
   std::optional<archive::ArchiveTarget> sent_folder(const ClientInfo& client, const smtp::Mailbox& sender) const;
+  // The envelope sender of forwarded mail from `sender` at Unix time `now`:
+  // its SRS address, or `sender` itself without SRS, for <> and for senders
+  // already in the SRS domain.
+  smtp::Mailbox forwarding_sender(const smtp::Mailbox& sender, int64_t now) const;
   // True if `address` (any case) is an archived account's own address (not one of its aliases).
   bool is_account(std::string_view address) const;
   // The account that receives mail for `address`: itself, or the owner of an alias address.
@@ -102,6 +115,7 @@ class Router {
   SpfNetworks spf_;
   std::string archive_root_;
   const archive::AccountDirectory* accounts_;
+  const srs::Rewriter* srs_;
 };
 
 }  // namespace mk::route

@@ -346,6 +346,12 @@ awaitable<void> Session::handle_rcpt(std::string_view arg) {
     reply(Reply{452, "4.5.3", "Error: recipient uses another upstream; send it in a separate transaction"});
     co_return;
   }
+  // Forwarded mail goes upstream with its SRS sender; a transaction has one sender upstream.
+  Mailbox sender = route.forwarded ? env_.router->forwarding_sender(tx_.sender, std::time(nullptr)) : tx_.sender;
+  if (tx_.upstream_mail_reply && sender.address() != tx_.upstream_sender.address()) {
+    reply(Reply{452, "4.5.3", "Error: recipient needs another envelope sender; send it in a separate transaction"});
+    co_return;
+  }
 
   // Open the upstream for this destination (or reuse the session's).
   if (!upstream_ || upstream_factory_ != factory) {
@@ -354,14 +360,15 @@ awaitable<void> Session::handle_rcpt(std::string_view arg) {
     upstream_factory_ = factory;
   }
   if (!tx_.upstream_mail_reply) {
-    tx_.upstream_mail_reply = co_await upstream_->mail(tx_.sender, tx_.params);
+    tx_.upstream_sender = sender;
+    tx_.upstream_mail_reply = co_await upstream_->mail(sender, tx_.params);
     const Reply& mr = *tx_.upstream_mail_reply;
     if (!mr.positive() && !mr.log_detail.empty())  // it failed (connect, TLS, AUTH …) rather than refused
-      spdlog::warn("{}: {}; MAIL FROM:<{}> answered {} {}", id_, mr.log_detail, printable(tx_.sender.address()),
+      spdlog::warn("{}: {}; MAIL FROM:<{}> answered {} {}", id_, mr.log_detail, printable(sender.address()),
                    mr.code, mr.status);
     else if (!mr.positive())
       spdlog::warn("{}: upstream {} refused MAIL FROM:<{}>: {}", id_, upstream_->peer_name(),
-                   printable(tx_.sender.address()), mr.summary());
+                   printable(sender.address()), mr.summary());
   }
   Reply r = *tx_.upstream_mail_reply;
   if (r.positive()) r = co_await upstream_->rcpt(route.recipient);
@@ -788,8 +795,11 @@ void Session::log_transaction(const Reply& final_reply, uint64_t size, size_t ar
   for (auto& r : tx_.recipients) to += (to.empty() ? "<" : ",<") + printable(r.address(), 512) + ">";
   auto elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - tx_started_).count();
   const char* status = final_reply.positive() ? "sent" : final_reply.code < 500 ? "deferred" : "bounced";
-  spdlog::info("{}.{}: client=[{}]:{}, from=<{}>, to={}, size={}, relay={}, archived={}, status={} ({}), duration={:.3f}s",
-               id_, transactions_, client_address_, client_port_, printable(tx_.sender.address(), 512), to, size,
+  std::string srs;  // the envelope sender upstream, when SRS rewrote it
+  if (tx_.upstream_mail_reply && tx_.upstream_sender.address() != tx_.sender.address())
+    srs = ", srs=<" + printable(tx_.upstream_sender.address(), 512) + ">";
+  spdlog::info("{}.{}: client=[{}]:{}, from=<{}>{}, to={}, size={}, relay={}, archived={}, status={} ({}), duration={:.3f}s",
+               id_, transactions_, client_address_, client_port_, printable(tx_.sender.address(), 512), srs, to, size,
                upstream_ ? upstream_->peer_name() : "none", archive_copies, status,
                printable(final_reply.summary(), 512), elapsed);
 }

@@ -92,6 +92,7 @@ class Session : public std::enable_shared_from_this<Session> {
     std::vector<archive::ArchiveTarget> archive;    // INBOX copies of archived recipients
     std::vector<std::string> alias_uses;            // aliases with a use reserved for this message
     std::optional<Reply> upstream_mail_reply;  // set once MAIL went upstream
+    Mailbox upstream_sender;                   // what that MAIL named (an SRS sender for forwarded mail)
     uint32_t recipients_over_limit = 0;        // RCPTs answered 452 for max_recipients
   };
 

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <ctime>
 #include <fstream>
 
 namespace mk::route {
@@ -126,6 +127,56 @@ TEST(Router, SubmissionAccountsSendersAndSent) {
   auto sent = router.sent_folder(client, rcpt("alice@example.org"));
   ASSERT_TRUE(sent);
   EXPECT_EQ(sent->folder, "/srv/archive/example.org/alice/.Sent");
+}
+
+TEST(Router, SrsBouncesGoBackAndForwardedSendersAreRewritten) {
+  auto r = load_settings_text("[relay]\ndomains = example.org\n[aliases]\ndomains = alias.example\n", "t");
+  ASSERT_TRUE(r.ok());
+  srs::Rewriter srs("fwd.example.org", {"k"});
+  Router router(r.settings, nullptr, {}, &srs);
+  auto outsider = router.classify_client(*IpAddress::parse("127.0.0.1"));
+  int64_t now = std::time(nullptr);
+
+  // A plain sender: SRS0 at our domain; the null sender and our own stay.
+  auto fwd = router.forwarding_sender(rcpt("bob@Shop.Example"), now);
+  EXPECT_EQ(fwd.domain_lower, "fwd.example.org");
+  EXPECT_EQ(fwd.local.rfind("SRS0=", 0), 0u) << fwd.local;
+  smtp::Mailbox null_sender;
+  null_sender.null = true;
+  EXPECT_TRUE(router.forwarding_sender(null_sender, now).null);
+  EXPECT_EQ(router.forwarding_sender(rcpt("x@fwd.example.org"), now).address(), "x@fwd.example.org");
+
+  // Its bounce routes back to the sender, as forwarded mail.
+  auto back = router.route(outsider, rcpt(fwd.address()));
+  ASSERT_EQ(back.outcome, Outcome::Ok) << back.reason;
+  EXPECT_EQ(back.recipient.address(), "bob@shop.example");
+  EXPECT_TRUE(back.forwarded);
+  EXPECT_FALSE(back.is_alias);
+  EXPECT_EQ(back.destination, Destination::Alias);
+
+  // A quoted original local part comes back quoted, as the same mailbox.
+  auto quoted = router.forwarding_sender(rcpt("\"john smith\"@shop.example"), now);
+  EXPECT_TRUE(quoted.quoted) << quoted.local;
+  auto qback = router.route(outsider, quoted);
+  ASSERT_EQ(qback.outcome, Outcome::Ok) << qback.reason;
+  EXPECT_EQ(qback.recipient.local_unquoted(), "john smith");
+  EXPECT_TRUE(qback.recipient.quoted);
+
+  // Forged, foreign and unknown names at the SRS domain: 550 5.1.1, not "relaying denied".
+  for (const char* bad : {"SRS0=zzzz=AA=shop.example=bob@fwd.example.org", "postmaster@fwd.example.org",
+                          "SRS0=@fwd.example.org"}) {
+    auto d = router.route(outsider, rcpt(bad));
+    EXPECT_EQ(d.outcome, Outcome::PermFail) << bad;
+    EXPECT_EQ(d.reply.code, 550) << bad;
+    EXPECT_EQ(d.reply.status, "5.1.1") << bad;
+    EXPECT_EQ(d.reason.rfind("SRS: ", 0), 0u) << d.reason;
+  }
+  // Aliases are forwarded mail too; relayed mail is not.
+  EXPECT_TRUE(router.route(outsider, rcpt("abc@alias.example")).forwarded);
+  EXPECT_FALSE(router.route(outsider, rcpt("a@example.org")).forwarded);
+  // Without SRS, senders stay as they are.
+  Router plain(r.settings, nullptr);
+  EXPECT_EQ(plain.forwarding_sender(rcpt("bob@shop.example"), now).address(), "bob@shop.example");
 }
 
 }  // namespace
