@@ -16,7 +16,8 @@ results=build/test-results
 # The real peers the tests (and the benchmarks) meet; setup.sh installs none of them.
 TEST_PACKAGES=(postfix swaks python3-aiosmtpd python3-dnslib python3-pytest dovecot-imapd dovecot-lmtpd
   wrk bogofilter procps chromium openssl clang-14 libclang-rt-14-dev notmuch maildir-utils xapian-tools
-  libnet-ssleay-perl strace mandoc prometheus lintian dpkg-dev python3-cryptography python3-jwt time postsrsd)
+  libnet-ssleay-perl strace mandoc prometheus lintian dpkg-dev python3-cryptography python3-jwt time postsrsd
+  opendkim python3-milter python3-dkim)
 # npm fetches the test corpus and playwright-core; a machine may have Node.js from elsewhere.
 command -v npm >/dev/null 2>&1 || TEST_PACKAGES+=(npm)
 . cmake/apt-ensure.sh
@@ -54,7 +55,7 @@ if [ "${MAILKEEP_QUICK:-0}" != 1 ]; then
        -DMAILKEEP_FUZZ=ON -DMAILKEEP_TESTS=OFF >/dev/null && cmake --build build-fuzz -j 2; then
     {
       echo '<testsuite name="fuzz">'
-      for target in smtp_command data_reader ini http_api tokenizer sasl query message; do
+      for target in smtp_command data_reader ini http_api tokenizer sasl query message milter; do
         work=$(mktemp -d)
         if build-fuzz/tests/fuzz/fuzz_$target -max_total_time=30 -max_len=4096 -artifact_prefix="$work/" \
              "$work" "tests/fuzz/corpus/$target" > "$work/log" 2>&1; then

@@ -33,6 +33,7 @@
 #include "app/users_cli.h"
 #include "app/accounts_cli.h"
 #include "app/srs_cli.h"
+#include "milter/chain.h"
 #include "archive/accounts.h"
 #include "archive/archive.h"
 #include "config/settings.h"
@@ -386,6 +387,12 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
   env.dnsbl = dnsbl.get();
   env.message_limiter = message_limiter.enabled() ? &message_limiter : nullptr;
   env.tls = tls.get();
+  // [milter] smtp: each session gets its milter chain (milter/chain.h); sub_env below shares it.
+  const mk::smtp::SessionChecksFactory milters = mk::milter::make_factory(settings);
+  env.checks = &milters;
+  if (!settings.milter.smtp.empty())
+    spdlog::info("milters: {} (default_action = {}, outbound = {})", settings.milter.smtp.size(),
+                 settings.milter.default_action, settings.milter.outbound);
   // The spam classifier: the model is loaded now and re-read when `mailkeep spam train` rewrites it.
   std::unique_ptr<mk::spam::Classifier> spam;
   if (settings.spam.enabled) {

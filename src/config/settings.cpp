@@ -105,6 +105,64 @@ Key bool_key(const char* sec, const char* name, const char* def, const char* hel
              [=](const Settings& s) { return std::string(get(const_cast<Settings&>(s)) ? "true" : "false"); }};
 }
 
+// [milter] smtp: "inet:HOST:PORT" (an IPv6 literal in brackets) or "unix:/PATH", comma-separated.
+template <class Get>
+Key milters_key(const char* sec, const char* name, const char* help, Get get) {
+  return Key{sec, name, "", help,
+             [=](Settings& s, std::string_view v) -> std::string {
+               std::vector<Settings::MilterEndpoint> out;
+               for (auto& item : split_list(v)) {
+                 Settings::MilterEndpoint e;
+                 e.spec = item;
+                 if (item.rfind("unix:", 0) == 0) {
+                   e.path = item.substr(5);
+                   if (e.path.empty() || e.path[0] != '/' || e.path.size() > 100)
+                     return "'" + item + "': unix: needs an absolute socket path (at most 100 characters)";
+                 } else if (item.rfind("inet:", 0) == 0 || item.rfind("inet6:", 0) == 0) {
+                   std::string rest = item.substr(item.find(':') + 1);
+                   auto colon = rest.rfind(':');
+                   if (colon == std::string::npos || colon == 0) return "'" + item + "': expected inet:HOST:PORT";
+                   e.host = rest.substr(0, colon);
+                   if (e.host.size() > 2 && e.host.front() == '[' && e.host.back() == ']')
+                     e.host = e.host.substr(1, e.host.size() - 2);
+                   auto port = rest.substr(colon + 1);
+                   unsigned n = 0;
+                   auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), n);
+                   if (ec != std::errc() || p != port.data() + port.size() || n == 0 || n > 65535)
+                     return "'" + item + "': bad port '" + port + "'";
+                   e.port = static_cast<uint16_t>(n);
+                   if (!IpAddress::parse(e.host) && !valid_hostname(e.host))
+                     return "'" + item + "': bad host '" + e.host + "'";
+                 } else {
+                   return "'" + item + "': expected inet:HOST:PORT or unix:/PATH";
+                 }
+                 out.push_back(std::move(e));
+               }
+               get(s) = std::move(out);
+               return "";
+             },
+             [=](const Settings& s) {
+               std::string text;
+               for (auto& e : get(const_cast<Settings&>(s))) text += (text.empty() ? "" : ", ") + e.spec;
+               return text;
+             }};
+}
+
+// A comma-separated list of words.
+template <class Get>
+Key words_key(const char* sec, const char* name, const char* def, const char* help, Get get) {
+  return Key{sec, name, def, help,
+             [=](Settings& s, std::string_view v) -> std::string {
+               get(s) = split_list(v);
+               return "";
+             },
+             [=](const Settings& s) {
+               std::string text;
+               for (auto& w : get(const_cast<Settings&>(s))) text += (text.empty() ? "" : ", ") + w;
+               return text;
+             }};
+}
+
 template <class Get>
 Key score_key(const char* sec, const char* name, const char* def, const char* help, Get get) {
   return Key{sec, name, def, help,
@@ -470,6 +528,36 @@ const std::vector<Key>& key_table() {
                  [](Settings& s) -> auto& { return s.aliases.srs_secret_file; }),
       uint_key("aliases", "srs_max_age", "21", 1, 1023, "days an SRS address stays valid for bounces",
                [](Settings& s) -> auto& { return s.aliases.srs_max_age; }),
+
+      milters_key("milter", "smtp",
+                  "milters every SMTP message passes, in order: inet:HOST:PORT or unix:/PATH, comma-separated "
+                  "(rspamd, OpenDKIM, OpenDMARC, spamass-milter …); empty: none",
+                  [](Settings& s) -> auto& { return s.milter.smtp; }),
+      string_key("milter", "default_action", "tempfail",
+                 "what a milter that is down, times out or breaks the protocol means: tempfail (451/421) | "
+                 "accept (skip it) | reject (550)",
+                 [](Settings& s) -> auto& { return s.milter.default_action; }, {"tempfail", "accept", "reject"}),
+      uint_key("milter", "connect_timeout", "30", 1, 3600, "seconds to connect to a milter and negotiate",
+               [](Settings& s) -> auto& { return s.milter.connect_timeout; }),
+      uint_key("milter", "command_timeout", "30", 1, 3600, "seconds a milter may take to answer a command",
+               [](Settings& s) -> auto& { return s.milter.command_timeout; }),
+      uint_key("milter", "content_timeout", "300", 1, 3600,
+               "seconds a milter may take for the message content (headers, body, end of message)",
+               [](Settings& s) -> auto& { return s.milter.content_timeout; }),
+      words_key("milter", "macros",
+                "j, {daemon_name}, {daemon_addr}, v, _, {tls_version}, {cipher}, {cipher_bits}, {cert_subject}, "
+                "{cert_issuer}, i, {auth_type}, {auth_authen}, {auth_author}, {mail_addr}, {mail_host}, "
+                "{mail_mailer}, {rcpt_addr}, {rcpt_host}, {rcpt_mailer}",
+                "macros sent to milters, each at its stage (Postfix's default set); a milter's own request "
+                "(SMFIF_SETSYMLIST) wins",
+                [](Settings& s) -> auto& { return s.milter.macros; }),
+      bool_key("milter", "outbound", "false",
+               "milters also see (and judge) mail from [relay]/[backup] relay_from and submission clients "
+               "(OpenDKIM signing)",
+               [](Settings& s) -> auto& { return s.milter.outbound; }),
+      string_key("milter", "quarantine", "data/quarantine",
+                 "Maildir for mail a milter quarantines that has no archive copy (archived mail goes to .Junk)",
+                 [](Settings& s) -> auto& { return s.milter.quarantine; }),
 
       zones_key("dnsbl", "smtp_zones", "", "DNSBL zones checked at SMTP connect: zone[=127.0.0.[2..11]], ...",
                 [](Settings& s) -> auto& { return s.dnsbl.smtp_zones; }),

@@ -120,6 +120,22 @@ struct Settings {
     uint32_t smtp_connections_per_ip = 0;          // simultaneous; 0 = off
     uint32_t smtp_messages_per_ip_per_minute = 0;  // 0 = off
   } limits;
+  // Milters ([milter] smtp): the pre-acceptance stage beside DNSBL and spam (milter/chain.h).
+  struct MilterEndpoint {
+    std::string spec;   // as configured: "inet:127.0.0.1:11332", "unix:/run/opendkim/opendkim.sock"
+    std::string host;   // inet: a name or an address
+    uint16_t port = 0;  // inet
+    std::string path;   // unix
+    bool operator==(const MilterEndpoint&) const = default;
+  };
+  struct Milter {
+    std::vector<MilterEndpoint> smtp;  // run in order; empty: no milters
+    std::string default_action;        // tempfail | accept | reject: a milter down or timing out
+    uint32_t connect_timeout = 0, command_timeout = 0, content_timeout = 0;  // seconds
+    std::vector<std::string> macros;   // names sent at their Postfix stage ("j", "{daemon_name}", …)
+    bool outbound = false;             // also for relay_from and submission clients
+    std::string quarantine;            // Maildir for quarantined mail that has no archive copy
+  } milter;
   struct Spam {
     bool enabled = false;
     std::string model;        // model file

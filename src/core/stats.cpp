@@ -94,6 +94,9 @@ bool write_file(const std::string& path, int64_t started) {
     out << "started " << started << "\n";
     out << "updated " << static_cast<int64_t>(std::time(nullptr)) << "\n";
     for (auto& [name, v] : snapshot()) out << name << " " << v << "\n";
+    // Per-milter verdicts: "milter{milter="inet:127.0.0.1:11332",verdict="reject"} 3".
+    auto labeled = labeled_snapshot();  // kept: the loop below walks one of its maps
+    for (auto& [labels, v] : labeled["milter_verdicts"]) out << "milter{" << labels << "} " << v << "\n";
     if (!out) return false;
   }
   return std::rename(tmp.c_str(), path.c_str()) == 0;

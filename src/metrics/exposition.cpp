@@ -106,6 +106,11 @@ std::string render(const std::vector<Sample>& extra) {
          "DNSBL zone lookups by zone and result (unanswered: another zone listed first, or the deadline)");
   for (auto& [labels, v] : labeled["dnsbl_lookups"]) out += fmt::format("mailkeep_dnsbl_lookups_total{{{}}} {}\n", labels, v);
 
+  family(out, "mailkeep_milter_verdicts_total", "counter",
+         "milter verdicts by milter and verdict (accept, reject, tempfail, discard, quarantine, shutdown, error)");
+  for (auto& [labels, v] : labeled["milter_verdicts"])
+    out += fmt::format("mailkeep_milter_verdicts_total{{{}}} {}\n", labels, v);
+
   for (auto& e : extra) {
     family(out, e.name, e.type, e.help);
     out += fmt::format("{} {}\n", e.name, e.value ? e.value() : 0.0);

@@ -88,6 +88,7 @@ awaitable<void> Session::run() {
   spdlog::debug("{}: connect from [{}]:{}", id_, client_address_, client_port_);
   // (co_await stays out of conditions: GCC 12 miscompiles some of those forms.)
   auto refusal = co_await check_dnsbl();
+  if (!refusal) refusal = co_await check_connect();  // the milters' connect stage
   if (refusal) {
     // RFC 5321 3.1: a server may refuse service with a 554 (or 421) greeting.
     reply(*refusal);
@@ -155,6 +156,7 @@ awaitable<void> Session::run() {
   }
   co_await flush();
   co_await finish_alias_uses(false);  // a disconnect spends nothing
+  if (checks_) co_await checks_->close();
   if (upstream_) co_await upstream_->quit();
   client_->close();
   spdlog::debug("{}: disconnect from [{}]:{}", id_, client_address_, client_port_);
@@ -203,6 +205,11 @@ awaitable<void> Session::handle_helo(std::string_view arg) {
   co_await reset_transaction();
   helo_ = printable(arg);
   esmtp_ = false;
+  bool allowed = co_await check_stage(Verb::Helo, nullptr, {});
+  if (!allowed) {
+    helo_.clear();
+    co_return;
+  }
   reply(Reply{250, "", settings_.smtp.hostname});
 }
 
@@ -214,6 +221,11 @@ awaitable<void> Session::handle_ehlo(std::string_view arg) {
   co_await reset_transaction();
   helo_ = printable(arg);
   esmtp_ = true;
+  bool allowed = co_await check_stage(Verb::Ehlo, nullptr, {});
+  if (!allowed) {
+    helo_.clear();
+    co_return;
+  }
   Reply r{250, "", settings_.smtp.hostname};
   r.lines.push_back("PIPELINING");
   r.lines.push_back("SIZE " + std::to_string(settings_.smtp.max_message_size));
@@ -268,6 +280,8 @@ awaitable<void> Session::handle_mail(std::string_view arg) {
     reply_error(*refusal);
     co_return;
   }
+  bool allowed = co_await check_stage(Verb::Mail, &path.mailbox, path.params);
+  if (!allowed) co_return;
   tx_ = Transaction{};
   tx_.active = true;
   tx_.sender = std::move(path.mailbox);
@@ -330,6 +344,8 @@ awaitable<void> Session::handle_rcpt(std::string_view arg) {
       if (service && !id->empty()) service->release(*id);
     }
   } release_guard{env_.aliases, &reserved_alias};
+  bool allowed = co_await check_stage(Verb::Rcpt, &path.mailbox, {});
+  if (!allowed) co_return;
   // The same final recipient twice in one transaction (say, two aliases of one
   // target) is relayed once: a second RCPT upstream could mean a second copy.
   auto same = [&](const Mailbox& m) {
@@ -409,6 +425,11 @@ awaitable<void> Session::handle_data(std::string_view arg) {
     co_await reset_transaction();
     reply(r);
     quit_ = true;
+    co_return;
+  }
+  bool allowed = co_await check_stage(Verb::Data, nullptr, {});
+  if (!allowed) {
+    co_await reset_transaction();
     co_return;
   }
   reply(Reply{354, "", "End data with <CR><LF>.<CR><LF>"});
@@ -494,6 +515,16 @@ awaitable<void> Session::handle_data(std::string_view arg) {
       reply(result);
       co_return;
     }
+    // The milters judge (and may change) the message: session_checks.cpp.
+    std::unique_ptr<ContentSource> changed;
+    auto decided = co_await check_message(body, spool, changed);
+    if (decided) {
+      if (spam_score) record_verdict(signature, *spam_score, tokenizer->finish(), tokenizer->subject(), *decided);
+      count_transaction(*decided);
+      co_await reset_transaction();
+      reply(*decided);
+      co_return;
+    }
     // The acknowledgement order: archive copies fsynced in tmp/ → upstream
     // 250 → copies renamed into new/ and the directories fsynced → our 250.
     auto targets = tx_.archive;
@@ -502,7 +533,7 @@ awaitable<void> Session::handle_data(std::string_view arg) {
     bool archived = true;
     if (!targets.empty()) {
       auto prepared = co_await run_blocking(env_.blocking, [&] {
-        return copies.prepare(targets, tx_.sender.address(), body.prefix, spool);
+        return copies.prepare(targets, tx_.sender.address(), body.prefix, *body.content);
       });
       if (prepared.outcome != Outcome::Ok) {
         // Nothing goes upstream without its archive copies.
@@ -643,6 +674,7 @@ awaitable<void> Session::reset_transaction() {
   bool upstream_in_transaction = tx_.upstream_mail_reply && tx_.upstream_mail_reply->positive() && upstream_;
   co_await finish_alias_uses(false);
   tx_ = Transaction{};
+  if (checks_) co_await checks_->abort();
   if (upstream_in_transaction) {
     bool usable = co_await upstream_->reset();
     if (!usable) upstream_.reset();

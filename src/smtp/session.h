@@ -29,6 +29,7 @@
 #include "config/settings.h"
 #include "delivery/upstream.h"
 #include "route/router.h"
+#include "smtp/checks.h"
 #include "smtp/command.h"
 #include "smtp/data_reader.h"
 #include "smtp/reply.h"
@@ -59,6 +60,8 @@ struct SessionEnvironment {
   bool implicit_tls = false;      // TLS before the greeting (RFC 8314, port 465)
   std::vector<HostPort> listen;   // empty: [smtp] listen
   std::string label;              // names the listener in logs: "" (SMTP), "submission"
+  // The pre-acceptance stage beside DNSBL and spam ([milter] smtp); null or empty: none.
+  const SessionChecksFactory* checks = nullptr;
 };
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -94,6 +97,7 @@ class Session : public std::enable_shared_from_this<Session> {
     std::optional<Reply> upstream_mail_reply;  // set once MAIL went upstream
     Mailbox upstream_sender;                   // what that MAIL named (an SRS sender for forwarded mail)
     uint32_t recipients_over_limit = 0;        // RCPTs answered 452 for max_recipients
+    std::optional<CheckResult> checks_verdict;  // a discard or quarantine decided before the message
   };
 
   awaitable<void> handle_helo(std::string_view arg);
@@ -128,6 +132,15 @@ class Session : public std::enable_shared_from_this<Session> {
                   std::string_view recipient = {}, const Mailbox* sender = nullptr);
   // The DNSBL check at connect: the rejecting greeting, or nullopt to go on.
   awaitable<std::optional<Reply>> check_dnsbl();
+  // The pre-acceptance stage (session_checks.cpp): the greeting's refusal at
+  // connect; false when the stage answered this command (already replied);
+  // at the end of the message, the final reply when the stage decided it
+  // (rejected, discarded, quarantined), else nullopt with `body` pointing at
+  // the stage's version of the message (kept in `changed`).
+  awaitable<std::optional<Reply>> check_connect();
+  awaitable<bool> check_stage(Verb verb, const Mailbox* mailbox, std::string_view arg);
+  awaitable<std::optional<Reply>> check_message(delivery::MessageBody& body, const Spool& spool,
+                                                std::unique_ptr<ContentSource>& changed);
 
   // Transaction helpers.
   awaitable<void> reset_transaction();
@@ -174,6 +187,7 @@ class Session : public std::enable_shared_from_this<Session> {
   Transaction tx_;
   std::chrono::steady_clock::time_point tx_started_;
   std::unique_ptr<delivery::Upstream> upstream_;
+  std::unique_ptr<SessionChecks> checks_;  // null: no milters for this session
   delivery::UpstreamFactory* upstream_factory_ = nullptr;  // what upstream_ was made by
 };
 

@@ -104,6 +104,8 @@ def stats_to_samples(name: str) -> str | None:
         return f'mailkeep_http_rejections_total{{reason="{name[12:]}"}}'
     if name.startswith("reject."):
         return f'mailkeep_rejections_total{{reason="{name[7:]}"}}'
+    if name.startswith("milter{"):   # per milter and verdict: milter{milter="inet:…",verdict="reject"}
+        return "mailkeep_milter_verdicts_total" + name[6:]
     return None
 
 

@@ -1,0 +1,158 @@
+#!/usr/bin/python3
+"""Milter benchmark (loopback only): relay throughput with one real milter, OpenDKIM verifying.
+
+Postfix's smtp-source sends 5 KB messages, each signed with DKIM (so OpenDKIM verifies a real
+signature against a key in a dnslib zone), at concurrency 10 and 50, to:
+
+  mailkeep+milter  mailkeep -> smtp-sink, [milter] smtp = OpenDKIM
+  mailkeep         the same mailkeep without the milter
+  postfix+milter   a private Postfix with the same OpenDKIM as smtpd_milters -> smtp-sink
+
+Time runs from smtp-source start until the sink has counted every message (a queueing Postfix
+may still be delivering after smtp-source exits). The figures to quote: mailkeep+milter against
+postfix+milter (target: >= 3x), and mailkeep+milter against mailkeep (the milter's cost).
+
+Usage: bench/milter_bench.py [--messages N] [--concurrency 10,50] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "e2e"))
+sys.path.insert(0, str(REPO / "bench"))
+
+from harness import MAILKEEP_BIN, Mailkeep, PostfixInstance, default_config, free_port, wait_port  # noqa: E402
+from dns_support import DnsServer  # noqa: E402
+from sink import Sink, smtp_source  # noqa: E402
+
+SENDER = "bench@sender.test"
+RCPT = "user@example.org"
+
+
+def signed_message(size: int) -> tuple[bytes, str]:
+    """A DKIM-signed message of about `size` bytes and the TXT record of its key."""
+    import dkim
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                            serialization.NoEncryption())
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    line = b"The quick brown fox jumps over the lazy dog, benchmark text line.\r\n"
+    body = line * max(1, size // len(line))
+    msg = (b"From: <" + SENDER.encode() + b">\r\nTo: <" + RCPT.encode() + b">\r\nSubject: milter bench\r\n"
+           b"Message-ID: <bench@sender.test>\r\n\r\n" + body)
+    sig = dkim.sign(msg, b"sel", b"sender.test", pem, include_headers=[b"from", b"to", b"subject"])
+    return sig + msg, "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode()
+
+
+def start_opendkim(workdir: Path, dns: DnsServer) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    unbound = workdir / "unbound.conf"
+    unbound.write_text("server:\n  do-not-query-localhost: no\n  module-config: \"iterator\"\n  local-zone: \"test.\" nodefault\n"
+                       f"forward-zone:\n  name: \".\"\n  forward-addr: {dns.host}@{dns.port}\n")
+    conf = workdir / "opendkim.conf"
+    conf.write_text(f"Socket inet:{port}@127.0.0.1\nSyslog no\nBackground no\nMode v\nInternalHosts 192.0.2.1\n"
+                    f"ResolverConfiguration {unbound}\nPidFile {workdir / 'opendkim.pid'}\n")
+    proc = subprocess.Popen([shutil.which("opendkim") or "/usr/sbin/opendkim", "-f", "-x", str(conf)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port("127.0.0.1", port, proc=proc)
+    from test_milter_opendkim import warm_up  # OpenDKIM's resolver set-up, alone (see there)
+    warm_up(port)
+    return proc, port
+
+
+def measure(name: str, port: int, sink: Sink, sessions: int, messages: int, message_file: Path,
+            timeout: float) -> float | None:
+    before = sink.count()
+    t0 = time.monotonic()
+    rc, out = smtp_source(port, sessions=sessions, messages=messages, sender=SENDER, rcpt=RCPT, timeout=timeout,
+                          message_file=message_file)
+    grace = 5.0 if rc != 0 else max(5.0, timeout - (time.monotonic() - t0))
+    complete = sink.wait_count(before + messages, timeout=grace)
+    elapsed = time.monotonic() - t0
+    if rc != 0 or not complete:
+        print(f"  {name:16s} s={sessions:<3d} FAILED rc={rc} sink got {sink.count() - before}/{messages}: "
+              f"{out[-300:]}", flush=True)
+        return None
+    rate = messages / elapsed
+    print(f"  {name:16s} s={sessions:<3d} {messages} msgs in {elapsed:6.2f}s = {rate:8.1f} msg/s", flush=True)
+    return rate
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--messages", type=int, default=3000)
+    ap.add_argument("--concurrency", default="10,50")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--size", type=int, default=5000)
+    ap.add_argument("--timeout", type=float, default=300)
+    args = ap.parse_args()
+    concurrency = [int(c) for c in args.concurrency.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="mailkeep-milter-bench-"))
+    work.chmod(0o755)
+    dns = DnsServer().start()
+    msg, record = signed_message(args.size)
+    dns.zone("sender.test").txt("sel._domainkey.sender.test", record)
+    message_file = work / "message.eml"
+    message_file.write_bytes(msg)
+    sink = Sink(work)
+    opendkim, milter_port = start_opendkim(work, dns)
+    milter = f"inet:127.0.0.1:{milter_port}"
+    procs: list = []
+    try:
+        smtp = {"max_connections": 10000, "timeout": 300, "shutdown_timeout": 5}
+        targets: dict[str, int] = {}
+        for name, sections in (("mailkeep+milter", {"milter": {"smtp": milter}}), ("mailkeep", {})):
+            config = default_config(free_port(), sink.address, smtp=smtp, general={"log_level": "warning"},
+                                    **sections)
+            mk = Mailkeep(work / name.replace("+", "-"), config).start()
+            procs.append(mk)
+            targets[name] = mk.port
+        pf = PostfixInstance(relayhost=sink.address,
+                             extra={"smtpd_milters": f"inet:127.0.0.1:{milter_port}", "milter_default_action": "tempfail",
+                                    "mynetworks": "127.0.0.0/8", "relay_domains": "example.org"}).start()
+        procs.append(pf)
+        targets["postfix+milter"] = pf.port
+        for name, port in targets.items():      # warm-up, not measured
+            measure(f"warmup:{name}", port, sink, 5, 50, message_file, 60)
+        results: dict[tuple[str, int], float | None] = {}
+        for c in concurrency:
+            print(f"concurrency {c}:", flush=True)
+            for name, port in targets.items():
+                rates = [measure(name, port, sink, c, args.messages, message_file, args.timeout)
+                         for _ in range(args.repeat)]
+                ok = sorted(r for r in rates if r is not None)
+                results[(name, c)] = ok[len(ok) // 2] if len(ok) == len(rates) else None
+        print()
+        print(f"Throughput with OpenDKIM verifying, {len(msg)}-byte DKIM-signed messages, {args.messages} per run, "
+              f"median of {args.repeat} (msg/s):")
+        header = (f"{'sessions':>8} | {'mk+milter':>9} | {'mailkeep':>9} | {'pf+milter':>9} | "
+                  f"{'mk+m/pf+m':>9} | {'mk+m/mk':>8}")
+        print(header)
+        print("-" * len(header))
+        for c in concurrency:
+            a, b, p = (results.get((n, c)) for n in ("mailkeep+milter", "mailkeep", "postfix+milter"))
+            f = lambda v: f"{v:9.1f}" if v else f"{'-':>9}"  # noqa: E731
+            r = lambda x, y: f"{x / y:.2f}" if x and y else "-"  # noqa: E731
+            print(f"{c:>8} | {f(a)} | {f(b)} | {f(p)} | {r(a, p):>9} | {r(a, b):>8}")
+        return 0
+    finally:
+        for p in procs:
+            (p.cleanup if isinstance(p, PostfixInstance) else p.stop)()
+        opendkim.terminate()
+        sink.stop()
+        dns.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
