@@ -34,7 +34,7 @@ from harness import MAILKEEP_BIN, Mailkeep, PostfixInstance, default_config, fre
 from dns_support import DnsServer  # noqa: E402
 from sink import Sink, smtp_source  # noqa: E402
 
-SENDER = "bench@sender.test"
+SENDER = "bench@bench.example.com"   # not .test: libunbound answers .test itself
 RCPT = "user@example.org"
 
 
@@ -50,25 +50,36 @@ def signed_message(size: int) -> tuple[bytes, str]:
     line = b"The quick brown fox jumps over the lazy dog, benchmark text line.\r\n"
     body = line * max(1, size // len(line))
     msg = (b"From: <" + SENDER.encode() + b">\r\nTo: <" + RCPT.encode() + b">\r\nSubject: milter bench\r\n"
-           b"Message-ID: <bench@sender.test>\r\n\r\n" + body)
-    sig = dkim.sign(msg, b"sel", b"sender.test", pem, include_headers=[b"from", b"to", b"subject"])
+           b"Message-ID: <bench@bench.example.com>\r\n\r\n" + body)
+    sig = dkim.sign(msg, b"sel", b"bench.example.com", pem, include_headers=[b"from", b"to", b"subject"])
     return sig + msg, "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode()
 
 
 def start_opendkim(workdir: Path, dns: DnsServer) -> tuple[subprocess.Popen, int]:
+    """OpenDKIM verifying, resolving through `dns` (on port 53: `Nameservers` takes addresses
+    only; its ResolverConfiguration file is parsed by every new connection's thread at once under
+    load, and libunbound's parser is not thread-safe, so the bench does not use it)."""
     port = free_port()
-    unbound = workdir / "unbound.conf"
-    unbound.write_text("server:\n  do-not-query-localhost: no\n  module-config: \"iterator\"\n  local-zone: \"test.\" nodefault\n"
-                       f"forward-zone:\n  name: \".\"\n  forward-addr: {dns.host}@{dns.port}\n")
     conf = workdir / "opendkim.conf"
     conf.write_text(f"Socket inet:{port}@127.0.0.1\nSyslog no\nBackground no\nMode v\nInternalHosts 192.0.2.1\n"
-                    f"ResolverConfiguration {unbound}\nPidFile {workdir / 'opendkim.pid'}\n")
+                    f"Nameservers {dns.host}\nPidFile {workdir / 'opendkim.pid'}\n")
+    log = open(workdir / "opendkim.log", "w")
     proc = subprocess.Popen([shutil.which("opendkim") or "/usr/sbin/opendkim", "-f", "-x", str(conf)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=log, stderr=log)
     wait_port("127.0.0.1", port, proc=proc)
     from test_milter_opendkim import warm_up  # OpenDKIM's resolver set-up, alone (see there)
     warm_up(port)
     return proc, port
+
+
+def dns_on_port_53(host: str) -> DnsServer:
+    import dns_support
+    saved = dns_support.free_port
+    dns_support.free_port = lambda h="127.0.0.1": 53
+    try:
+        return DnsServer(host=host).start()
+    finally:
+        dns_support.free_port = saved
 
 
 def measure(name: str, port: int, sink: Sink, sessions: int, messages: int, message_file: Path,
@@ -99,12 +110,13 @@ def main() -> int:
     args = ap.parse_args()
     concurrency = [int(c) for c in args.concurrency.split(",")]
     work = Path(tempfile.mkdtemp(prefix="mailkeep-milter-bench-"))
+    print(f"work directory {work}", flush=True)
     work.chmod(0o755)
-    dns = DnsServer().start()
+    dns = dns_on_port_53("127.0.0.153")
     msg, record = signed_message(args.size)
-    dns.zone("sender.test").txt("sel._domainkey.sender.test", record)
+    dns.zone("example.com").txt("sel._domainkey.bench.example.com", record)
     message_file = work / "message.eml"
-    message_file.write_bytes(msg)
+    message_file.write_bytes(msg.replace(b"\r\n", b"\n"))  # smtp-source -F adds the CRs
     sink = Sink(work)
     opendkim, milter_port = start_opendkim(work, dns)
     milter = f"inet:127.0.0.1:{milter_port}"
@@ -113,7 +125,7 @@ def main() -> int:
         smtp = {"max_connections": 10000, "timeout": 300, "shutdown_timeout": 5}
         targets: dict[str, int] = {}
         for name, sections in (("mailkeep+milter", {"milter": {"smtp": milter}}), ("mailkeep", {})):
-            config = default_config(free_port(), sink.address, smtp=smtp, general={"log_level": "warning"},
+            config = default_config(free_port(), sink.address, smtp=smtp, general={"log_level": "warn"},
                                     **sections)
             mk = Mailkeep(work / name.replace("+", "-"), config).start()
             procs.append(mk)
