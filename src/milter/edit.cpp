@@ -72,12 +72,19 @@ MessageEditor::MessageEditor(std::string_view top, size_t top_fields, const Cont
 
   // The client's header section: at most kMaxHeaderBytes of it is parsed;
   // what follows an over-long section counts as body.
-  std::string head(std::min<uint64_t>(content.size(), kMaxHeaderBytes), '\0');
+  // Read in steps until the empty line: a big message costs its header section, not the bound.
+  std::string head;
+  const size_t limit = static_cast<size_t>(std::min<uint64_t>(content.size(), kMaxHeaderBytes));
   size_t got = 0;
-  while (got < head.size()) {
+  while (got < limit) {
+    head.resize(std::min(limit, got + 16384));
     size_t n = content.read_at(got, head.data() + got, head.size() - got);
     if (n == 0) break;
+    size_t from = got >= 3 ? got - 3 : 0;
     got += n;
+    if (head.compare(0, 2, "\r\n") == 0 ||
+        std::string_view(head.data() + from, got - from).find("\r\n\r\n") != std::string_view::npos)
+      break;
   }
   head.resize(got);
   const bool whole = got == content.size();
