@@ -291,6 +291,7 @@ def mailkeep_srs(config: Path, action: str, addresses: list[str]) -> list[str]:
     return lines
 
 
+@pytest.mark.release_only  # a CLI cross-check; the SRS code runs under ASan in tests/unit/srs and above
 @pytest.mark.skipif(not POSTSRSD.exists(), reason="postsrsd is not installed (test.sh installs it)")
 def test_encoding_and_decoding_agree_with_postsrsd_on_1000_addresses(tmp_path):
     key = tmp_path / "srs.key"
