@@ -23,16 +23,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 sys.path.insert(0, str(REPO / "bench"))
 
-from harness import MAILKEEP_BIN, Mailkeep, PostfixInstance, default_config, free_port, wait_port  # noqa: E402
+from harness import Mailkeep, PostfixInstance, default_config, free_port, wait_port  # noqa: E402
 from dns_support import DnsServer  # noqa: E402
-from sink import Sink, smtp_source  # noqa: E402
+from relay_bench import measure  # noqa: E402  (one timing for every relay bench)
+from sink import Sink  # noqa: E402
 
 SENDER = "bench@bench.example.com"   # not .test: libunbound answers .test itself
 RCPT = "user@example.org"
@@ -82,24 +82,6 @@ def dns_on_port_53(host: str) -> DnsServer:
         dns_support.free_port = saved
 
 
-def measure(name: str, port: int, sink: Sink, sessions: int, messages: int, message_file: Path,
-            timeout: float) -> float | None:
-    before = sink.count()
-    t0 = time.monotonic()
-    rc, out = smtp_source(port, sessions=sessions, messages=messages, sender=SENDER, rcpt=RCPT, timeout=timeout,
-                          message_file=message_file)
-    grace = 5.0 if rc != 0 else max(5.0, timeout - (time.monotonic() - t0))
-    complete = sink.wait_count(before + messages, timeout=grace)
-    elapsed = time.monotonic() - t0
-    if rc != 0 or not complete:
-        print(f"  {name:16s} s={sessions:<3d} FAILED rc={rc} sink got {sink.count() - before}/{messages}: "
-              f"{out[-300:]}", flush=True)
-        return None
-    rate = messages / elapsed
-    print(f"  {name:16s} s={sessions:<3d} {messages} msgs in {elapsed:6.2f}s = {rate:8.1f} msg/s", flush=True)
-    return rate
-
-
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=3000)
@@ -136,12 +118,12 @@ def main() -> int:
         procs.append(pf)
         targets["postfix+milter"] = pf.port
         for name, port in targets.items():      # warm-up, not measured
-            measure(f"warmup:{name}", port, sink, 5, 50, message_file, 60)
+            measure(f"warmup:{name}", port, sink, 5, 50, None, 60, message_file, SENDER, RCPT)
         results: dict[tuple[str, int], float | None] = {}
         for c in concurrency:
             print(f"concurrency {c}:", flush=True)
             for name, port in targets.items():
-                rates = [measure(name, port, sink, c, args.messages, message_file, args.timeout)
+                rates = [measure(name, port, sink, c, args.messages, None, args.timeout, message_file, SENDER, RCPT)
                          for _ in range(args.repeat)]
                 ok = sorted(r for r in rates if r is not None)
                 results[(name, c)] = ok[len(ok) // 2] if len(ok) == len(rates) else None

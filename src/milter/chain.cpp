@@ -154,10 +154,9 @@ class Chain final : public smtp::SessionChecks {
     co_return co_await each(Command::Data, packet, false);
   }
 
-  awaitable<smtp::MessageChanges> message(std::string_view top, size_t top_lines,
-                                          const ContentSource& content) override {
+  awaitable<smtp::MessageChanges> message(std::string_view top, const ContentSource& content) override {
     smtp::MessageChanges out;
-    MessageEditor ed(top, top_lines, content, s_.smtp.spool_dir, s_.smtp.max_message_size);
+    MessageEditor ed(top, content, s_.smtp.spool_dir, s_.smtp.max_message_size);
     // RFC 8601 section 5: results that claim to be ours but come from outside are forged.
     if (!outbound_) {
       auto removed = ed.remove_foreign_authentication_results(s_.smtp.hostname);

@@ -62,12 +62,11 @@ class Edited final : public ContentSource {
 
 std::string_view MessageEditor::Field::name() const { return name_of(raw); }
 
-MessageEditor::MessageEditor(std::string_view top, size_t top_fields, const ContentSource& content,
-                             std::string spool_dir, uint64_t max_body)
+MessageEditor::MessageEditor(std::string_view top, const ContentSource& content, std::string spool_dir,
+                             uint64_t max_body)
     : content_(content), spool_dir_(std::move(spool_dir)), max_body_(max_body) {
   std::vector<std::string> ours;
   split_fields(top, ours);
-  (void)top_fields;  // every line of `top` is ours, however many fields it makes
   for (auto& f : ours) fields_.push_back(Field{std::move(f), true});
 
   // The client's header section: at most kMaxHeaderBytes of it is parsed;

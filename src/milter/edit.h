@@ -35,11 +35,9 @@ constexpr size_t kMaxHeaderBytes = 1 << 20;
 
 class MessageEditor {
  public:
-  // `top`: our own fields (`top_fields` of them, CRLF lines); `content`:
-  // the message as the client sent it, which must outlive the editor and
-  // every result().
-  MessageEditor(std::string_view top, size_t top_fields, const ContentSource& content, std::string spool_dir,
-                uint64_t max_body);
+  // `top`: our own fields (CRLF lines); `content`: the message as the client
+  // sent it, which must outlive the editor and every result().
+  MessageEditor(std::string_view top, const ContentSource& content, std::string spool_dir, uint64_t max_body);
   ~MessageEditor();
 
   // The fields a milter sees: name, and value as sent (see above).

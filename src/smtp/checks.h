@@ -64,8 +64,7 @@ class SessionChecks {
   virtual awaitable<CheckResult> data() = 0;
   // The message as it will be kept and relayed: `top` (our Received field,
   // then our own headers), then `content` as the client sent it.
-  // `top_lines`: how many header fields `top` holds (the first is our Received).
-  virtual awaitable<MessageChanges> message(std::string_view top, size_t top_lines, const ContentSource& content) = 0;
+  virtual awaitable<MessageChanges> message(std::string_view top, const ContentSource& content) = 0;
   // The transaction ended without a message (RSET, a refusal, a new MAIL).
   virtual awaitable<void> abort() = 0;
   // The client is gone; no call follows.

@@ -499,10 +499,7 @@ awaitable<void> Session::handle_data(std::string_view arg) {
     if (spam_score && !is_spam) stats::count(stats::Counter::spam_ham);
     if (is_spam) {
       stats::count(stats::Counter::spam_detected);
-      for (auto& t : tx_.archive) {  // INBOX copies become .Junk copies
-        t.folder += "/.Junk";
-        t.label = t.label.substr(0, t.label.rfind('/')) + "/Junk";
-      }
+      for (auto& t : tx_.archive) t = junk_target(std::move(t));  // INBOX copies become .Junk copies
     }
     if (is_spam && !tx_.alias_uses.empty()) {
       result = Reply{550, "5.7.1", "Message rejected as spam"};
@@ -669,6 +666,12 @@ awaitable<void> Session::handle_help(std::string_view) {
 }
 
 // ---- Transaction helpers --------------------------------------------------
+
+archive::ArchiveTarget Session::junk_target(archive::ArchiveTarget t) {
+  t.folder += "/.Junk";
+  t.label = t.label.substr(0, t.label.rfind('/')) + "/Junk";
+  return t;
+}
 
 awaitable<void> Session::reset_transaction() {
   bool upstream_in_transaction = tx_.upstream_mail_reply && tx_.upstream_mail_reply->positive() && upstream_;

@@ -144,6 +144,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // Transaction helpers.
   awaitable<void> reset_transaction();
+  // The .Junk copy of an INBOX archive target (spam, a milter's quarantine).
+  static archive::ArchiveTarget junk_target(archive::ArchiveTarget t);
   // Commits (delivered) or releases the alias uses reserved by this transaction.
   awaitable<void> finish_alias_uses(bool delivered);
   // Expands an alias recipient; returns the rejection or nullopt when `route` was rewritten.

@@ -68,7 +68,7 @@ awaitable<bool> Session::check_stage(Verb verb, const Mailbox* mailbox, std::str
 awaitable<std::optional<Reply>> Session::check_message(delivery::MessageBody& body, const Spool& spool,
                                                        std::unique_ptr<ContentSource>& changed) {
   if (!checks_) co_return std::nullopt;
-  auto m = co_await checks_->message(body.prefix, 1, spool);
+  auto m = co_await checks_->message(body.prefix, spool);
   CheckResult verdict = m.verdict;
   if (verdict.kind == CheckResult::Kind::Continue && tx_.checks_verdict) verdict = *tx_.checks_verdict;
   if (m.content) {
@@ -96,11 +96,7 @@ awaitable<std::optional<Reply>> Session::check_message(delivery::MessageBody& bo
   // recipients' .Junk, or [milter] quarantine when there is none — and
   // acknowledged only once those copies are in new/.
   std::vector<archive::ArchiveTarget> targets;
-  for (auto t : tx_.archive) {
-    t.folder += "/.Junk";
-    t.label = t.label.substr(0, t.label.rfind('/')) + "/Junk";
-    targets.push_back(std::move(t));
-  }
+  for (auto& t : tx_.archive) targets.push_back(junk_target(t));
   if (targets.empty()) targets.push_back(archive::ArchiveTarget{settings_.milter.quarantine, "quarantine", "", ""});
   archive::ArchiveCopies copies;
   auto prepared = co_await run_blocking(env_.blocking, [&] {

@@ -28,7 +28,7 @@ const std::string kMessage =
 
 TEST(MessageEditor, ShowsTheClientsFieldsNotOurs) {
   StringContent content(kMessage);
-  MessageEditor ed(kTop, 1, content, "/tmp", 1 << 20);
+  MessageEditor ed(kTop, content, "/tmp", 1 << 20);
   auto shown = ed.shown_fields(false);
   ASSERT_EQ(shown.size(), 4u);
   EXPECT_EQ(shown[0].name, "From");
@@ -42,7 +42,7 @@ TEST(MessageEditor, ShowsTheClientsFieldsNotOurs) {
 
 TEST(MessageEditor, EditsFollowPostfixsIndexRules) {
   StringContent content(kMessage);
-  MessageEditor ed(kTop, 1, content, "/tmp", 1 << 20);
+  MessageEditor ed(kTop, content, "/tmp", 1 << 20);
   std::string why;
   ASSERT_TRUE(ed.change(2, "X-TWO", "second", false, why)) << why;  // the 2nd X-Two, any case
   ASSERT_TRUE(ed.change(1, "x-two", "", false, why));               // deletes the first
@@ -61,7 +61,7 @@ TEST(MessageEditor, EditsFollowPostfixsIndexRules) {
 
 TEST(MessageEditor, ReplacementBodyGetsCrlfLinesAcrossChunks) {
   StringContent content(kMessage);
-  MessageEditor ed(kTop, 1, content, "/tmp", 1 << 20);
+  MessageEditor ed(kTop, content, "/tmp", 1 << 20);
   std::string why;
   ASSERT_TRUE(ed.replace_body_chunk("one\nbare cr\r", why));
   ASSERT_TRUE(ed.replace_body_chunk("\ntwo\rthree", why));
@@ -70,7 +70,7 @@ TEST(MessageEditor, ReplacementBodyGetsCrlfLinesAcrossChunks) {
   EXPECT_EQ(text.substr(text.find("\r\n\r\n") + 4), "one\r\nbare cr\r\ntwo\r\nthree");
   // The next milter's replacement starts a new body.
   StringContent c2(kMessage);
-  MessageEditor ed2(kTop, 1, c2, "/tmp", 1 << 20);
+  MessageEditor ed2(kTop, c2, "/tmp", 1 << 20);
   ASSERT_TRUE(ed2.replace_body_chunk("first", why));
   ed2.end_of_milter();
   ASSERT_TRUE(ed2.replace_body_chunk("second\r\n", why));
@@ -81,7 +81,7 @@ TEST(MessageEditor, ReplacementBodyGetsCrlfLinesAcrossChunks) {
 
 TEST(MessageEditor, BoundsAndBadValues) {
   StringContent content(kMessage);
-  MessageEditor ed(kTop, 1, content, "/tmp", 10);
+  MessageEditor ed(kTop, content, "/tmp", 10);
   std::string why;
   EXPECT_FALSE(ed.replace_body_chunk("more than ten bytes", why));
   EXPECT_NE(why.find("max_message_size"), std::string::npos);
@@ -98,7 +98,7 @@ TEST(MessageEditor, ForeignAuthenticationResultsWithOurIdAreRemoved) {
       "Authentication-Results: mx.test.evil; dkim=pass\r\n"
       "Subject: s\r\n\r\nb\r\n";
   StringContent content(msg);
-  MessageEditor ed(kTop, 1, content, "/tmp", 1 << 20);
+  MessageEditor ed(kTop, content, "/tmp", 1 << 20);
   EXPECT_EQ(ed.remove_foreign_authentication_results("mx.test"), 1u);
   auto text = all(*ed.result());
   EXPECT_EQ(text.find("paypal"), std::string::npos);
@@ -110,13 +110,13 @@ TEST(MessageEditor, OddHeaderSections) {
   std::string why;
   {  // no empty line: all headers, no body
     StringContent c("Subject: only\r\n");
-    MessageEditor ed("", 0, c, "/tmp", 1 << 20);
+    MessageEditor ed("", c, "/tmp", 1 << 20);
     EXPECT_EQ(ed.shown_fields(false).size(), 1u);
     EXPECT_EQ(ed.body_size(), 0u);
   }
   {  // a line that is no header field starts the body, without an empty line
     StringContent c("Subject: s\r\nnot a header\r\nmore\r\n");
-    MessageEditor ed("", 0, c, "/tmp", 1 << 20);
+    MessageEditor ed("", c, "/tmp", 1 << 20);
     EXPECT_EQ(ed.shown_fields(false).size(), 1u);
     EXPECT_EQ(ed.body_size(), std::string("not a header\r\nmore\r\n").size());
     ASSERT_TRUE(ed.add("X-A", "1", false, why));
@@ -124,7 +124,7 @@ TEST(MessageEditor, OddHeaderSections) {
   }
   {  // an empty header section
     StringContent c("\r\nbody\r\n");
-    MessageEditor ed("", 0, c, "/tmp", 1 << 20);
+    MessageEditor ed("", c, "/tmp", 1 << 20);
     EXPECT_TRUE(ed.shown_fields(false).empty());
     EXPECT_EQ(ed.body_size(), 6u);
   }
@@ -133,7 +133,7 @@ TEST(MessageEditor, OddHeaderSections) {
     while (h.size() < 40000) h += "X-Long: " + std::string(70, 'y') + "\r\n";
     const std::string text = h + "\r\nbody\r\n";  // StringContent keeps a view
     StringContent c(text);
-    MessageEditor ed("", 0, c, "/tmp", 1 << 20);
+    MessageEditor ed("", c, "/tmp", 1 << 20);
     EXPECT_EQ(ed.shown_fields(false).size(), h.size() / 80);
     EXPECT_EQ(ed.body_size(), 6u);
   }
