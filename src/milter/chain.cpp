@@ -123,6 +123,7 @@ class Chain final : public smtp::SessionChecks {
     for (auto& m : milters_)
       if (m.state == State::AcceptedMessage) m.state = State::Active;
     in_message_ = true;
+    envelope_.clear();
     macros_["i"] = queue_id();
     macros_["{mail_addr}"] = sender.address();
     macros_["{mail_mailer}"] = "smtp";
@@ -187,11 +188,14 @@ class Chain final : public smtp::SessionChecks {
       out.verdict.reason = quarantine_;
     }
     if (ed.changed()) out.content = ed.result();
+    out.envelope = std::move(envelope_);
+    envelope_.clear();
     co_return out;
   }
 
   awaitable<void> abort() override {
     quarantine_.clear();
+    envelope_.clear();
     if (!in_message_) co_return;
     in_message_ = false;
     const auto packet = encode_abort();
@@ -410,6 +414,21 @@ class Chain final : public smtp::SessionChecks {
         case Action::Quarantine:
           quarantine = change.text.empty() ? "quarantined" : printable_ascii(change.text, 200);
           return true;
+        case Action::AddRcpt:
+        case Action::AddRcptPar:
+        case Action::DelRcpt:
+        case Action::ChangeFrom: {
+          if (envelope_.size() >= kMaxEnvelopeChanges) {
+            why = "more than " + std::to_string(kMaxEnvelopeChanges) + " envelope changes";
+            return false;
+          }
+          using Kind = smtp::EnvelopeChange::Kind;
+          const Kind kind = change.action == Action::DelRcpt      ? Kind::DeleteRecipient
+                            : change.action == Action::ChangeFrom ? Kind::ChangeSender
+                                                                  : Kind::AddRecipient;
+          envelope_.push_back({kind, std::move(change.address), std::move(change.args), conn.endpoint().spec});
+          return true;
+        }
         default:
           why = "change not offered";
           return false;
@@ -439,11 +458,16 @@ class Chain final : public smtp::SessionChecks {
   std::set<std::string, std::less<>> configured_macros_;
   bool in_message_ = false;
   std::string quarantine_;
+  std::vector<smtp::EnvelopeChange> envelope_;  // this message's, from every milter in order
+  static constexpr size_t kMaxEnvelopeChanges = 1000;  // bounds what a milter makes us route
 };
 
 }  // namespace
 
-uint32_t offered_actions() { return smfif::ADDHDRS | smfif::CHGHDRS | smfif::CHGBODY | smfif::QUARANTINE; }
+uint32_t offered_actions() {
+  return smfif::ADDHDRS | smfif::CHGHDRS | smfif::CHGBODY | smfif::QUARANTINE | smfif::ADDRCPT | smfif::DELRCPT |
+         smfif::ADDRCPT_PAR | smfif::CHGFROM;
+}
 
 smtp::SessionChecksFactory make_factory(const Settings& settings) {
   smtp::SessionChecksFactory f;

@@ -15,9 +15,9 @@
 // At end of message the milters run one after the other, each on the
 // message as the ones before it left it (Sendmail's order), so OpenDMARC
 // sees OpenDKIM's Authentication-Results.
-// Offered actions: header edits, body replacement and quarantine. Recipient
-// and sender changes are not offered yet: a milter that needs them fails
-// negotiation and follows default_action.
+// Offered actions: header edits, body replacement, quarantine, and the
+// envelope: add (with or without ESMTP args) and delete recipient, change
+// sender, each handed to the session (smtp::EnvelopeChange) to route.
 #pragma once
 #include <memory>
 #include <string>

@@ -44,9 +44,22 @@ struct ConnectFacts {
   std::string listener;        // "smtp", "submission"
 };
 
+// One change of the envelope at the end of the message (a milter's add
+// recipient, delete recipient, change sender). The session applies them:
+// added recipients are routed like any RCPT, the upstream transaction is
+// sent again when the sender changes or a recipient goes.
+struct EnvelopeChange {
+  enum class Kind { AddRecipient, DeleteRecipient, ChangeSender };
+  Kind kind = Kind::AddRecipient;
+  std::string address;  // as the stage wrote it: "<a@b>" or "a@b"
+  std::string args;     // ESMTP parameters that came with it, maybe empty
+  std::string by;       // who asked, for the log line
+};
+
 // Changes the stage made to the message at its end.
 struct MessageChanges {
   CheckResult verdict;
+  std::vector<EnvelopeChange> envelope;  // in the order they were asked
   // The whole new message — every header, in order, then the body — when
   // the stage changed anything; null: as it was.
   std::unique_ptr<ContentSource> content;

@@ -396,6 +396,7 @@ awaitable<void> Session::handle_rcpt(std::string_view arg) {
   }
   tx_.upstream = factory;
   tx_.recipients.push_back(route.recipient);
+  tx_.notes.push_back({path.mailbox.address(), route.archive, route.forwarded});
   if (!reserved_alias.empty()) tx_.alias_uses.push_back(std::exchange(reserved_alias, {}));
   if (route.archive && std::find(tx_.archive.begin(), tx_.archive.end(), *route.archive) == tx_.archive.end())
     tx_.archive.push_back(*route.archive);
@@ -500,6 +501,7 @@ awaitable<void> Session::handle_data(std::string_view arg) {
     if (is_spam) {
       stats::count(stats::Counter::spam_detected);
       for (auto& t : tx_.archive) t = junk_target(std::move(t));  // INBOX copies become .Junk copies
+      tx_.junk = true;
     }
     if (is_spam && !tx_.alias_uses.empty()) {
       result = Reply{550, "5.7.1", "Message rejected as spam"};

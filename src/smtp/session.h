@@ -98,6 +98,14 @@ class Session : public std::enable_shared_from_this<Session> {
     Mailbox upstream_sender;                   // what that MAIL named (an SRS sender for forwarded mail)
     uint32_t recipients_over_limit = 0;        // RCPTs answered 452 for max_recipients
     std::optional<CheckResult> checks_verdict;  // a discard or quarantine decided before the message
+    // Per recipient, parallel to `recipients`: what the milters' envelope changes need.
+    struct Note {
+      std::string given;  // the RCPT address as the client wrote it (what the milters saw)
+      std::optional<archive::ArchiveTarget> archive;
+      bool forwarded = false;
+    };
+    std::vector<Note> notes;
+    bool junk = false;  // the spam verdict sent the archive copies to .Junk
   };
 
   awaitable<void> handle_helo(std::string_view arg);
@@ -139,6 +147,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // the stage's version of the message (kept in `changed`).
   awaitable<std::optional<Reply>> check_connect();
   awaitable<bool> check_stage(Verb verb, const Mailbox* mailbox, std::string_view arg);
+  // The milters' envelope changes (session_checks.cpp): nullopt, or the reply that ends the message.
+  awaitable<std::optional<Reply>> apply_envelope(const std::vector<EnvelopeChange>& changes);
   awaitable<std::optional<Reply>> check_message(delivery::MessageBody& body, const Spool& spool,
                                                 std::unique_ptr<ContentSource>& changed);
 

@@ -144,6 +144,70 @@ def test_quarantine_keeps_it_out_of_the_upstream_and_files_it_as_junk(backup_gat
     assert "quarantined: milter" in gw.log() and "looks like a phish" in gw.log()
 
 
+def test_added_recipient_is_routed_and_archived_like_any_recipient(backup_gateway, capture, milters):  # noqa: F811
+    m = milters({"edits": [["addrcpt", "<bob@example.org>"], ["addrcpt", "stranger@elsewhere.test"],
+                           ["addrcpt", "<nobody@example.org>"], ["addrcpt_par", "<Alice@example.org>", "NOTIFY=NEVER"]]})
+    gw = gateway(backup_gateway, capture, [m.spec])
+    rcpt, data = send(gw, ["alice@example.org"], make_message("added", to="alice@example.org"))
+    assert data[0] == 250, (rcpt, data)
+    up = capture.wait_for(1)[0]
+    # bob is a backed-up account: relayed and archived; an outside address and an unknown
+    # account are refused by routing as they would be at RCPT; alice is there already.
+    assert sorted(up.rcpt_tos) == ["alice@example.org", "bob@example.org"], up.rcpt_tos
+    assert len(archived_bodies(gw, "bob")) == 1 and archived_bodies(gw, "bob")[0].endswith(up.data)
+    assert len(archived_bodies(gw)) == 1
+    log = gw.log()
+    assert f"milter {m.spec}: recipient <bob@example.org> added" in log
+    assert "add recipient <stranger@elsewhere.test> dropped: refused by routing" in log
+    assert "add recipient <nobody@example.org> dropped: refused by routing" in log
+    assert "add recipient <Alice@example.org> dropped: already a recipient" in log
+
+
+def test_deleted_recipient_and_changed_sender_restart_the_upstream_transaction(backup_gateway, capture, milters):  # noqa: F811
+    m = milters({"edits": [["delrcpt", "<alice@example.org>"], ["chgfrom", "<rewritten@client.test>"],
+                           ["delrcpt", "<carol@example.org>"]]})
+    gw = gateway(backup_gateway, capture, [m.spec])
+    rcpt, data = send(gw, ["alice@example.org", "bob@example.org"], make_message("deleted", to="alice@example.org"))
+    assert data[0] == 250, (rcpt, data)
+    up = capture.wait_for(1)[0]
+    assert up.mail_from == "rewritten@client.test" and up.rcpt_tos == ["bob@example.org"], up
+    assert capture.handler.mail_log == ["someone@client.test", "rewritten@client.test"]
+    # The deleted recipient gets no archive copy either; the remaining one does.
+    assert archived_bodies(gw) == [] and len(archived_bodies(gw, "bob")) == 1
+    log = gw.log()
+    assert "recipient <alice@example.org> deleted" in log and "sender <someone@client.test> changed to" in log
+    assert "delete recipient <carol@example.org>: not a recipient of this message" in log
+
+
+def test_milter_that_deletes_every_recipient_delivers_nowhere(backup_gateway, capture, milters):  # noqa: F811
+    m = milters({"edits": [["delrcpt", "<alice@example.org>"]]})
+    gw = gateway(backup_gateway, capture, [m.spec])
+    rcpt, data = send(gw, ["alice@example.org"], make_message("none left"))
+    assert data[0] == 250, (rcpt, data)
+    time.sleep(0.3)
+    assert capture.messages == [] and archived_bodies(gw) == []
+    assert "the milters removed every recipient" in gw.log()
+    # The session goes on: the next message (subject differs, same plan) is judged the same way.
+    assert send(gw, ["alice@example.org", "bob@example.org"], make_message("next"))[1][0] == 250
+    assert capture.wait_for(1)[0].rcpt_tos == ["bob@example.org"]
+
+
+def test_added_recipient_refused_upstream_is_dropped_and_a_4xx_defers(backup_gateway, capture, milters):  # noqa: F811
+    m = milters({"edits": [["addrcpt", "<bob@example.org>"]]})
+    gw = gateway(backup_gateway, capture, [m.spec])
+    capture.handler.reject_rcpts["bob@example.org"] = "550 5.1.1 no such user here"
+    rcpt, data = send(gw, ["alice@example.org"], make_message("refused"))
+    assert data[0] == 250, (rcpt, data)
+    assert capture.wait_for(1)[0].rcpt_tos == ["alice@example.org"]
+    assert archived_bodies(gw, "bob") == [], "no archive copy for a recipient the upstream refused"
+    assert "refused the milter-added recipient <bob@example.org>" in gw.log()
+    capture.handler.reject_rcpts["bob@example.org"] = "451 4.3.0 try later"
+    rcpt, data = send(gw, ["alice@example.org"], make_message("deferred"))
+    assert data[0] == 451, data
+    time.sleep(0.3)
+    assert len(capture.messages) == 1 and len(archived_bodies(gw)) == 1, "nothing new relayed or archived"
+
+
 def test_reject_tempfail_and_replycode_at_each_stage(backup_gateway, capture, milters):  # noqa: F811
     m = milters({"reject_rcpt": ["bob@example.org"],
                  "eom": ["reply", "554", "5.7.1", "rejected by policy: %% spam", "second line"],

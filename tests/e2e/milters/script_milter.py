@@ -11,7 +11,9 @@ SOCKET is libmilter's form (inet:PORT@127.0.0.1, unix:/path). PLAN keys (all opt
   "reject_rcpt": [addresses]         envrcpt rejects these (550 5.7.1), continues the rest
   "edits": [["addheader", name, value], ["insheader", index, name, value],
             ["chgheader", name, index, value], ["delheader", name, index],
-            ["replacebody", text], ["quarantine", reason]]      applied at end of message
+            ["replacebody", text], ["quarantine", reason],
+            ["addrcpt", address], ["addrcpt_par", address, args], ["delrcpt", address],
+            ["chgfrom", address]]                               applied at end of message
   "when_subject": text               only a message whose Subject contains text gets the plan's eom
 Each callback appends one JSON line to RECORD: {"event": ..., ...} (headers, body length, macros).
 """
@@ -95,6 +97,14 @@ class Script(Milter.Base):
                 self.replacebody(e[1].encode())
             elif e[0] == "quarantine":
                 self.quarantine(e[1])
+            elif e[0] == "addrcpt":
+                self.addrcpt(e[1])
+            elif e[0] == "addrcpt_par":
+                self.addrcpt(e[1], e[2])
+            elif e[0] == "delrcpt":
+                self.delrcpt(e[1])
+            elif e[0] == "chgfrom":
+                self.chgfrom(e[1])
         return answer(self, "eom")
 
     def abort(self):
@@ -106,5 +116,6 @@ class Script(Milter.Base):
 
 
 Milter.factory = Script
-Milter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS | Milter.CHGBODY | Milter.QUARANTINE)
+Milter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS | Milter.CHGBODY | Milter.QUARANTINE | Milter.ADDRCPT
+                 | Milter.ADDRCPT_PAR | Milter.DELRCPT | Milter.CHGFROM)
 Milter.runmilter("script", SOCKET, 60)
