@@ -3,6 +3,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
 #include <map>
 #include <set>
 
@@ -17,6 +19,61 @@ namespace {
 namespace asio = boost::asio;
 using smtp::CheckResult;
 using smtp::Reply;
+
+// Idle milter connections, per thread, by milter: a session that ended right
+// after a message its milter answered with continue leaves its connection
+// here (SMFIC_QUIT_NC) and the next session starts at SMFIC_CONNECT on it —
+// no connect, no negotiation, and for libmilter no new thread per session.
+// Only milters that answer SMFIC_CONNECT are kept: a reused connection that
+// turns out dead fails that first answer, and the session opens a fresh one.
+// Plain fds, so the list may outlive every io_context.
+struct IdlePool {
+  std::map<std::string, std::vector<Connection::Idle>, std::less<>> idle;
+  ~IdlePool() {
+    for (auto& [spec, list] : idle)
+      for (auto& i : list) ::close(i.fd);
+  }
+};
+constexpr size_t kMaxIdlePerMilter = 64;
+constexpr auto kMaxIdleAge = std::chrono::seconds(60);
+
+IdlePool& idle_pool() {
+  thread_local IdlePool pool;
+  return pool;
+}
+
+// Hands `conn` the newest idle connection to `spec` that is still good.
+bool take_idle(const std::string& spec, Connection& conn) {
+  auto it = idle_pool().idle.find(spec);
+  if (it == idle_pool().idle.end()) return false;
+  auto& list = it->second;
+  const auto now = std::chrono::steady_clock::now();
+  while (!list.empty()) {
+    auto idle = list.back();
+    list.pop_back();
+    if (now - idle.since > kMaxIdleAge) {
+      ::close(idle.fd);
+      continue;
+    }
+    if (conn.adopt(idle)) return true;
+  }
+  return false;
+}
+
+void put_idle(const std::string& spec, const Connection::Idle& idle) {
+  auto& list = idle_pool().idle[spec];
+  const auto now = std::chrono::steady_clock::now();
+  std::erase_if(list, [&](const Connection::Idle& i) {
+    if (now - i.since <= kMaxIdleAge) return false;
+    ::close(i.fd);
+    return true;
+  });
+  if (list.size() >= kMaxIdlePerMilter) {
+    ::close(idle.fd);
+    return;
+  }
+  list.push_back(idle);
+}
 
 // Postfix's default macro stages (milter_*_macros).
 const std::map<std::string, Command, std::less<>>& macro_stages() {
@@ -86,9 +143,11 @@ class Chain final : public smtp::SessionChecks {
     for (auto& e : s_.milter.smtp) {
       Milter m;
       m.conn = std::make_unique<Connection>(ex_, Endpoint{e.spec, e.host, e.port, e.path}, timeouts_);
+      m.reused = take_idle(e.spec, *m.conn);
       milters_.push_back(std::move(m));
     }
     for (auto& m : milters_) {
+      if (m.reused) continue;
       if (!co_await m.conn->open(offered_actions())) {
         auto r = failed(m, Command::Connect);
         if (r.kind != CheckResult::Kind::Continue) co_return r;
@@ -208,6 +267,14 @@ class Chain final : public smtp::SessionChecks {
   awaitable<void> close() override {
     const auto packet = encode_quit();
     for (auto& m : milters_) {
+      const uint32_t p = m.conn->agreed().protocol;
+      if (m.state != State::Failed && m.conn->reusable() && sends(Command::Connect, p) && replies(Command::Connect, p)) {
+        auto idle = co_await m.conn->release_idle();
+        if (idle) {
+          put_idle(m.conn->endpoint().spec, *idle);
+          continue;
+        }
+      }
       if (m.state != State::Failed) co_await m.conn->send(packet);
       m.conn->close();
     }
@@ -219,6 +286,7 @@ class Chain final : public smtp::SessionChecks {
   struct Milter {
     std::unique_ptr<Connection> conn;
     State state = State::Active;
+    bool reused = false;  // an idle connection (IdlePool), not yet proven by its SMFIC_CONNECT answer
   };
 
   // The macros packet for command `c` to milter `m`: its own list when it sent one, else ours.
@@ -354,6 +422,20 @@ class Chain final : public smtp::SessionChecks {
       if (!sends(c, m.conn->agreed().protocol)) continue;
       const auto macros = macros_for(m, c);
       auto x = co_await m.conn->exchange(c, macros, packet, content);
+      if (c == Command::Connect && m.reused && x.failed) {
+        // The idle connection was not good after all: a fresh one, once.
+        Endpoint endpoint = m.conn->endpoint();
+        m.conn = std::make_unique<Connection>(ex_, std::move(endpoint), timeouts_);
+        if (co_await m.conn->open(offered_actions())) {
+          if (!sends(c, m.conn->agreed().protocol)) {
+            m.reused = false;
+            continue;
+          }
+          const auto fresh_macros = macros_for(m, c);
+          x = co_await m.conn->exchange(c, fresh_macros, packet, content);
+        }
+      }
+      m.reused = false;
       if (x.failed) {
         auto r = failed(m, c);
         if (r.kind != CheckResult::Kind::Continue) co_return r;

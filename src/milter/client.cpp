@@ -13,6 +13,9 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 namespace mk::milter {
 namespace {
@@ -180,13 +183,52 @@ awaitable<std::optional<Packet>> Connection::read_packet(Clock::time_point deadl
 }
 
 awaitable<void> Connection::send(const std::string& packet) {
+  reusable_ = false;
   co_await write(packet, timeouts_.command);
+}
+
+awaitable<std::optional<Connection::Idle>> Connection::release_idle() {
+  if (!reusable()) co_return std::nullopt;
+  reusable_ = false;
+  if (!co_await write(encode_quit_nc(), timeouts_.command)) co_return std::nullopt;
+  Idle idle;
+  idle.family = endpoint_.path.empty() ? (impl_->socket.local_endpoint().protocol().family()) : AF_UNIX;
+  idle.agreed = agreed_;
+  idle.since = Clock::now();
+  error_code ec;
+  idle.fd = impl_->socket.release(ec);
+  if (ec) {
+    close();
+    co_return std::nullopt;
+  }
+  co_return idle;
+}
+
+bool Connection::adopt(const Idle& idle) {
+  // Anything to read now — EOF, an error, stray bytes — means the milter is
+  // not waiting for our SMFIC_CONNECT: not reusable.
+  char probe;
+  const ssize_t n = ::recv(idle.fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+    ::close(idle.fd);
+    return false;
+  }
+  error_code ec;
+  const asio::generic::stream_protocol protocol(idle.family, idle.family == AF_UNIX ? 0 : IPPROTO_TCP);
+  impl_->socket.assign(protocol, idle.fd, ec);
+  if (ec) {
+    ::close(idle.fd);
+    return false;
+  }
+  agreed_ = idle.agreed;
+  return true;
 }
 
 awaitable<Exchange> Connection::exchange(Command c, const std::string& macros, const std::string& packet,
                                          bool content, const ChangeSink& on_change) {
   Exchange x;
   auto limit = content ? timeouts_.content : timeouts_.command;
+  reusable_ = false;
   std::string bytes = macros + packet;
   if (!co_await write(bytes, limit)) {
     x.failed = true;
@@ -222,6 +264,7 @@ awaitable<Exchange> Connection::exchange(Command c, const std::string& macros, c
     }
     if (is_final(reply->action)) {
       x.final = std::move(*reply);
+      reusable_ = c == Command::BodyEob && x.final.action == Action::Continue;
       co_return x;
     }
     // A modification at end of message: the sink applies (and bounds) it as it comes.

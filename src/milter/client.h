@@ -70,6 +70,25 @@ class Connection {
   awaitable<void> send(const std::string& packet);
   void close();
 
+  // Connection reuse (SMFIC_QUIT_NC). libmilter takes QUIT_NC only right
+  // after an end of message it answered with continue (its state table),
+  // and a reused connection starts again at SMFIC_CONNECT, so only such a
+  // connection may go idle: reusable() says whether this one is.
+  bool reusable() const { return reusable_ && !failed_; }
+  // An idle connection's socket and agreement, outside any io_context (the
+  // idle list outlives them): see chain.cpp's pool.
+  struct Idle {
+    int fd = -1;
+    int family = 0;
+    OptNeg agreed;
+    std::chrono::steady_clock::time_point since;
+  };
+  // Sends QUIT_NC and gives up the socket; nullopt (and closed) when it cannot.
+  awaitable<std::optional<Idle>> release_idle();
+  // Takes over an idle socket; false (and the fd closed) when the milter has
+  // closed it or written to it meanwhile.
+  bool adopt(const Idle& idle);
+
  private:
   struct Impl;
   awaitable<bool> write(const std::string& bytes, std::chrono::milliseconds limit);
@@ -82,6 +101,7 @@ class Connection {
   ReplyReader reader_;
   OptNeg agreed_;
   bool failed_ = false;
+  bool reusable_ = false;  // the last exchange was an end of message answered with continue
   std::string error_;
 };
 

@@ -22,8 +22,8 @@ SCRIPT = Path(__file__).parent / "milters" / "script_milter.py"
 class ScriptMilter:
     """script_milter.py on inet:127.0.0.1:PORT with `plan`; .events() reads what it saw."""
 
-    def __init__(self, tmp: Path, plan: dict, name: str = "script"):
-        self.port = free_port()
+    def __init__(self, tmp: Path, plan: dict, name: str = "script", port: int | None = None):
+        self.port = port or free_port()
         self.spec = f"inet:127.0.0.1:{self.port}"
         self.plan_path, self.record = tmp / f"{name}.plan.json", tmp / f"{name}.record.jsonl"
         self.plan_path.write_text(json.dumps(plan))
@@ -50,8 +50,8 @@ class ScriptMilter:
 def milters(tmp_path):
     started: list = []
 
-    def start(plan: dict | None = None, name: str = "script", hostile: tuple | None = None):
-        m = HostileMilter(*hostile).start() if hostile else ScriptMilter(tmp_path, plan or {}, name)
+    def start(plan: dict | None = None, name: str = "script", hostile: tuple | None = None, port: int | None = None):
+        m = HostileMilter(*hostile).start() if hostile else ScriptMilter(tmp_path, plan or {}, name, port)
         started.append(m)
         return m
     yield start
@@ -226,6 +226,54 @@ def test_reject_tempfail_and_replycode_at_each_stage(backup_gateway, capture, mi
     assert len(capture.messages) == 1, "a rejected message never goes upstream"
     assert len(archived_bodies(gw)) == 1, "nor into the archive"
     assert f"milter {m.spec}: reject at end of message" in gw.log()
+
+
+def milter_connections(port: int) -> list[str]:
+    """Local ends ("127.0.0.1:PORT") of the established TCP connections to the milter's port."""
+    out = subprocess.run(["ss", "-Htn", "state", "established", "dport", "=", f":{port}"],
+                         capture_output=True, text=True, check=True).stdout
+    return sorted(line.split()[-2] for line in out.splitlines() if line.strip())
+
+
+def test_milter_connection_is_reused_across_sessions_after_a_finished_message(backup_gateway, capture, milters):  # noqa: F811
+    m = milters({})
+    gw = gateway(backup_gateway, capture, [m.spec])
+    assert send(gw, ["alice@example.org"], make_message("first"))[1][0] == 250
+    time.sleep(0.2)
+    idle = milter_connections(m.port)
+    assert len(idle) == 1, idle          # kept after QUIT_NC for the next session
+    assert send(gw, ["alice@example.org"], make_message("second"))[1][0] == 250
+    time.sleep(0.2)
+    assert milter_connections(m.port) == idle, "the second session reused the same connection"
+    # The milter saw each session from its start: two connects, two messages, their own macros.
+    # (one more connect: mailkeep's start-up check of the milter, on a connection of its own)
+    assert len(m.events("helo")) == 2 and len(m.events("eom")) == 2 and len(m.events("connect")) == 3
+    ids = [e["macros"]["i"] for e in m.events("eom")]
+    assert ids[0] != ids[1]
+    assert len(capture.wait_for(2)) == 2
+    # A session that ends without a message takes the idle connection and cannot give it
+    # back (libmilter takes QUIT_NC only after an end of message): it is closed, not left
+    # in a state the next session would trip over.
+    with RawSMTP(gw.host, gw.port) as c:
+        assert c.ehlo().code == 250
+        c.cmd("QUIT")
+    time.sleep(0.3)
+    assert milter_connections(m.port) == []
+    assert send(gw, ["alice@example.org"], make_message("third"))[1][0] == 250
+    assert len(capture.wait_for(3)) == 3
+
+
+def test_idle_milter_connection_that_died_is_replaced(backup_gateway, capture, milters, tmp_path):  # noqa: F811
+    m = milters({}, name="before")
+    gw = gateway(backup_gateway, capture, [m.spec])
+    assert send(gw, ["alice@example.org"], make_message("before restart"))[1][0] == 250
+    port = m.port
+    m.stop()                                     # the idle connection is now dead
+    m2 = milters({}, name="after", port=port)
+    rcpt, data = send(gw, ["alice@example.org"], make_message("after restart"))
+    assert data[0] == 250, (rcpt, data)
+    assert len(m2.events("eom")) == 1 and len(capture.wait_for(2)) == 2
+    assert "following default_action" not in gw.log()
 
 
 def test_connect_and_helo_verdicts(backup_gateway, capture, milters):  # noqa: F811

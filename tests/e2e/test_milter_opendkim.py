@@ -78,10 +78,11 @@ def opendkim(tmp_path):
         o.stop()
 
 
-def warm_up(port: int) -> None:
+def warm_up(port: int | str) -> None:
     """OpenDKIM sets up its resolver on its first SMFIC_CONNECT, and two first connections at
     once race there ("can't initialize resolver": a tempfail, OpenDKIM's own bug). One milter
-    conversation of our own (negotiate, connect, quit) before mailkeep starts sets it up alone."""
+    conversation of our own (negotiate, connect, quit) before mailkeep starts sets it up alone.
+    `port`: its TCP port on 127.0.0.1, or the path of its unix socket."""
     import socket
     import struct
 
@@ -97,7 +98,13 @@ def warm_up(port: int) -> None:
         while len(body) < n:
             body += sock.recv(n - len(body))
         return body
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+    if isinstance(port, str):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(10)
+        sock.connect(port)
+    else:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with sock:
         sock.sendall(packet(b"O", struct.pack(">III", 6, 0x1FF, 0)))
         assert reply(sock)[:1] == b"O"
         sock.sendall(packet(b"C", b"warm.test\0" + b"4" + struct.pack(">H", 25) + b"192.0.2.9\0"))
