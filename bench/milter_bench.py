@@ -97,7 +97,7 @@ def dns_on_port_53(host: str) -> DnsServer:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--messages", type=int, default=3000)
+    ap.add_argument("--messages", type=int, default=10000)
     ap.add_argument("--concurrency", default="10,50")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--size", type=int, default=5000)
