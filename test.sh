@@ -14,7 +14,7 @@ results=build/test-results
 
 ./setup.sh || { echo "total: 0 passed, 1 failed"; exit 1; }
 # The real peers the tests (and the benchmarks) meet; setup.sh installs none of them.
-TEST_PACKAGES=(postfix swaks python3-aiosmtpd python3-dnslib python3-pytest dovecot-imapd dovecot-lmtpd
+TEST_PACKAGES=(postfix swaks python3-aiosmtpd python3-dnslib python3-pytest dovecot-imapd dovecot-lmtpd dovecot-sieve
   wrk bogofilter procps chromium openssl clang-14 libclang-rt-14-dev notmuch maildir-utils xapian-tools
   libnet-ssleay-perl strace mandoc prometheus lintian dpkg-dev python3-cryptography python3-jwt time postsrsd
   opendkim python3-milter python3-dkim rspamd spamassassin spamd spamc spamass-milter opendmarc)

@@ -947,7 +947,7 @@ int main(int argc, char** argv) {
     sub->add_option("-c,--config", config_path, "INI configuration file");
 
   mk::app::SpamCommand spam_cmd;
-  auto* spam_top = app.add_subcommand("spam", "The spam filter: train, classify, reclassify, stats, explain");
+  auto* spam_top = app.add_subcommand("spam", "The spam filter: train, classify, reclassify, learn, stats, explain");
   spam_top->require_subcommand(1);
   auto* spam_train = spam_top->add_subcommand("train", "Learn from messages (files, Maildirs, directories)");
   spam_train->add_option("--spam", spam_cmd.spam, "spam messages");
@@ -969,12 +969,23 @@ int main(int argc, char** argv) {
   auto* spam_reclassify = spam_top->add_subcommand("reclassify", "Retrain from a scored message's stored features");
   spam_reclassify->add_option("signature", spam_cmd.signature, "the message's X-Mailkeep-Signature")->required();
   spam_reclassify->add_option("--as", spam_cmd.as, "spam | ham")->required()->check(CLI::IsMember({"spam", "ham"}));
+  auto* spam_learn = spam_top->add_subcommand("learn", "Learn one message from standard input as spam or ham (IMAPSieve)");
+  bool learn_spam = false, learn_ham = false;
+  auto* learn_spam_flag = spam_learn->add_flag("--spam", learn_spam, "the message is spam");
+  auto* learn_ham_flag = spam_learn->add_flag("--ham", learn_ham, "the message is good");
+  learn_spam_flag->excludes(learn_ham_flag);
+  spam_learn->add_option("--lock-wait", spam_cmd.lock_wait_ms, "ms to wait for the model's lock (default 2000)")
+      ->check(CLI::Range(0, 600000));
+  spam_learn->callback([&] {
+    if (!learn_spam && !learn_ham) throw CLI::ValidationError("learn", "one of --spam or --ham is required");
+    spam_cmd.as = learn_spam ? "spam" : "ham";
+  });
   auto* spam_stats = spam_top->add_subcommand("stats", "Verdict counts since a date, learned counts, errors corrected");
   spam_stats->add_option("--since", spam_cmd.since, "YYYY-MM-DD (UTC); default: the whole history");
   auto* spam_explain = spam_top->add_subcommand("explain", "Why messages score as they do: their strongest features");
   spam_explain->add_option("files", spam_cmd.files, "message files")->required();
   spam_explain->add_option("--top", spam_cmd.top, "how many features per message")->check(CLI::Range(1, 1000));
-  for (auto* sub : {spam_train, spam_classify, spam_reclassify, spam_stats, spam_explain})
+  for (auto* sub : {spam_train, spam_classify, spam_reclassify, spam_learn, spam_stats, spam_explain})
     sub->add_option("-c,--config", config_path, "INI configuration file");
 
   mk::app::UsersCommand users_cmd;
@@ -1037,6 +1048,7 @@ int main(int argc, char** argv) {
         users_cmd.group = name;
         for (auto* sub : app.get_subcommand(name)->get_subcommands()) users_cmd.action = sub->get_name();
       }
+    users_cmd.config_path = config_path;
     return mk::app::users_command(*settings, users_cmd);
   }
   if (*import_sub)  // opened as the caller: a root-only export stays readable after the drop

@@ -12,6 +12,7 @@
 
 #include "core/strings.h"
 #include "spam/corpus.h"
+#include "spam/tokenizer.h"
 #include "spam/history.h"
 #include "spam/model.h"
 #include "spam/trainer.h"
@@ -244,6 +245,103 @@ int reclassify(const Settings& settings, const SpamCommand& cmd) {
   return 0;
 }
 
+// The header field `name` (case-insensitive) of a message's header section,
+// unfolded and trimmed; "" when absent.
+std::string header_field(std::string_view message, std::string_view name) {
+  size_t pos = 0;
+  while (pos < message.size()) {
+    size_t eol = message.find('\n', pos);
+    if (eol == std::string_view::npos) eol = message.size();
+    std::string_view line = message.substr(pos, eol - pos);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.empty()) break;  // end of the header section
+    pos = eol + 1;
+    if (line.size() > name.size() && line[name.size()] == ':' && to_lower(line.substr(0, name.size())) == to_lower(name)) {
+      std::string value(line.substr(name.size() + 1));
+      // Continuation lines.
+      while (pos < message.size() && (message[pos] == ' ' || message[pos] == '\t')) {
+        size_t next = message.find('\n', pos);
+        if (next == std::string_view::npos) next = message.size();
+        std::string_view more = message.substr(pos, next - pos);
+        if (!more.empty() && more.back() == '\r') more.remove_suffix(1);
+        value += more;
+        pos = next + 1;
+      }
+      return std::string(trim(value));
+    }
+  }
+  return "";
+}
+
+// True when `message` starts with a header field ("Name: value", RFC 5322
+// field-name characters), after an optional mbox "From " line.
+bool looks_like_a_message(std::string_view message) {
+  if (message.starts_with("From ")) {
+    auto eol = message.find('\n');
+    if (eol == std::string_view::npos) return false;
+    message.remove_prefix(eol + 1);
+  }
+  size_t i = 0;
+  while (i < message.size() && i < 1000 && message[i] > 32 && message[i] < 127 && message[i] != ':') ++i;
+  return i > 0 && i < message.size() && message[i] == ':';
+}
+
+// `mailkeep spam learn --spam|--ham`: one message on standard input (what
+// Dovecot's IMAPSieve pipes when a user moves mail into or out of Junk).
+// Exit codes as reclassify's: 0 learned, 1 not learnable (empty, not a
+// message, too big), 75 try again (the model locked or unwritable).
+int learn(const Settings& settings, const SpamCommand& cmd) {
+  const uint64_t limit = settings.smtp.max_message_size;
+  std::string message;
+  char buf[65536];
+  for (;;) {
+    std::cin.read(buf, sizeof buf);
+    const auto n = std::cin.gcount();
+    if (n <= 0) break;
+    if (message.size() + uint64_t(n) > limit) {
+      std::cerr << "mailkeep: the message is larger than [smtp] max_message_size (" << limit
+                << " bytes); not learned\n";
+      return 1;
+    }
+    message.append(buf, size_t(n));
+  }
+  if (message.empty()) {
+    std::cerr << "mailkeep: empty input: expected one message on standard input; not learned\n";
+    return 1;
+  }
+  if (!looks_like_a_message(message)) {
+    std::cerr << "mailkeep: standard input is not a message (it does not start with a header field); not learned\n";
+    return 1;
+  }
+  const bool as_spam = cmd.as == "spam";
+  TokenizerSettings tok;
+  spam::Tokenizer t(tok, /*synchronous=*/true);
+  t.feed(message);
+  std::vector<uint32_t> features = t.finish();
+  spam::Verdict fallback;
+  fallback.sender = printable_ascii(header_field(message, "From"), 200);
+  fallback.subject = t.subject();
+  fallback.client = "learn";
+  fallback.recipients = printable_ascii(header_field(message, "Delivered-To"), 200);
+  const std::string signature = printable_ascii(header_field(message, "X-Mailkeep-Signature"), 100);
+  std::unique_ptr<spam::History> history;
+  try {
+    history = spam::open_sqlite_history(settings.spam.history);
+  } catch (const std::exception& e) {
+    std::cerr << "mailkeep: spam history: " << e.what() << "\n";
+    return 75;
+  }
+  auto r = spam::learn(history.get(), settings.spam.model, tok, signature, features, as_spam, settings.spam.tag_score,
+                       fallback, std::chrono::milliseconds(cmd.lock_wait_ms));
+  if (r.outcome != Outcome::Ok) {
+    std::cerr << "mailkeep: " << r.code << ": " << r.detail << "\n";
+    return r.outcome == Outcome::TempFail ? 75 : 1;
+  }
+  std::printf("%s\t%s\tscore %.6f -> %.6f\t(%s)\n", r.signature.c_str(), cmd.as.c_str(), r.before, r.after,
+              r.stored ? "stored features" : "tokenized");
+  return 0;
+}
+
 int stats(const Settings& settings, const SpamCommand& cmd) {
   TokenizerSettings tok;
   Model model(tok);
@@ -286,6 +384,7 @@ int spam_command(const Settings& settings, const SpamCommand& cmd) {
   if (cmd.action == "classify") return classify(settings, cmd);
   if (cmd.action == "train") return train(settings, cmd);
   if (cmd.action == "reclassify") return reclassify(settings, cmd);
+  if (cmd.action == "learn") return learn(settings, cmd);
   if (cmd.action == "explain") return explain(settings, cmd);
   return stats(settings, cmd);
 }

@@ -1,4 +1,4 @@
-// spam_cli.h — `mailkeep spam train | classify | reclassify | stats`.
+// spam_cli.h — `mailkeep spam train | classify | reclassify | learn | stats | explain`.
 #pragma once
 #include <string>
 #include <vector>
@@ -19,7 +19,8 @@ struct SpamCommand {
   bool online = false;     // train: classify each message before learning it (TREC style)
   bool fresh = false;      // train: start from an empty model, replacing the file
   std::string signature;   // reclassify
-  std::string as;          // reclassify: spam | ham
+  std::string as;          // reclassify, learn: spam | ham
+  int lock_wait_ms = 2000; // learn: how long to wait for the model's lock
   std::string since;       // stats: YYYY-MM-DD (UTC)
   int top = 20;            // explain: how many features
 };

@@ -8,9 +8,12 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 
 #include "app/privileges.h"
@@ -147,6 +150,69 @@ int user_change(const Settings& s, const UsersCommand& cmd) {
   return 0;
 }
 
+// A Sieve string literal (RFC 5228 2.4.2): backslash and quote escaped.
+std::string sieve_string(std::string_view v) {
+  std::string out = "\"";
+  for (char c : v) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "\"";
+}
+
+// The IMAPSieve scripts that teach the spam filter what users do in their
+// mail client (Dovecot's imap_sieve and sieve_extprograms, Debian's
+// dovecot-sieve): into Junk → `mailkeep spam learn --spam`, out of Junk
+// (not to Trash) → `--ham`. Written into `dir` with the program they pipe to
+// (a link to this binary: sieve_pipe_bin_dir runs only what is in it, and
+// no shell is involved), owned by the mail user so that Dovecot can keep
+// the compiled scripts beside them. Returns "" or the error.
+std::string write_sieve_scripts(const std::string& dir, const std::string& config, uid_t uid, gid_t gid) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(fs::path(dir) / "bin", ec);
+  if (ec) return "cannot create " + dir + "/bin: " + ec.message();
+  char self[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) return std::string("cannot find this program's path: ") + std::strerror(errno);
+  self[n] = '\0';
+  const fs::path link = fs::path(dir) / "bin" / "mailkeep";
+  fs::remove(link, ec);
+  fs::create_symlink(self, link, ec);
+  if (ec) return "cannot link " + link.string() + ": " + ec.message();
+  std::string args = config.empty() ? "" : ", \"-c\", " + sieve_string(config);
+  const std::string spam =
+      "# From `mailkeep dovecot-config`: a message moved or copied into Junk is spam.\n"
+      "require [\"vnd.dovecot.pipe\", \"copy\", \"imapsieve\"];\n"
+      "pipe :copy \"mailkeep\" [\"spam\", \"learn\", \"--spam\"" + args + "];\n";
+  const std::string ham =
+      "# From `mailkeep dovecot-config`: a message moved out of Junk, except to Trash, is good mail.\n"
+      "require [\"vnd.dovecot.pipe\", \"copy\", \"imapsieve\", \"environment\", \"variables\"];\n"
+      "if environment :matches \"imap.mailbox\" \"*\" { set \"mailbox\" \"${1}\"; }\n"
+      "if string \"${mailbox}\" \"Trash\" { stop; }\n"
+      "pipe :copy \"mailkeep\" [\"spam\", \"learn\", \"--ham\"" + args + "];\n";
+  for (auto [name, text] : {std::pair{"learn-spam.sieve", &spam}, {"learn-ham.sieve", &ham}}) {
+    const fs::path path = fs::path(dir) / name;
+    // Written beside and renamed over, so that Dovecot never reads half a script.
+    const fs::path tmp = path.string() + ".tmp";
+    {
+      std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+      f << *text;
+      if (!f.flush()) return "cannot write " + tmp.string();
+    }
+    fs::permissions(tmp, fs::perms(0644), ec);
+    fs::rename(tmp, path, ec);
+    if (ec) return "cannot write " + path.string() + ": " + ec.message();
+    fs::remove(fs::path(dir) / (std::string(name).substr(0, std::string(name).size() - 6) + ".svbin"), ec);
+  }
+  // Dovecot (as the mail user) writes the compiled .svbin files here.
+  for (auto& p : {fs::path(dir), fs::path(dir) / "bin", fs::path(dir) / "learn-spam.sieve", fs::path(dir) / "learn-ham.sieve"})
+    if (::lchown(p.c_str(), uid, gid) != 0 && ::geteuid() == 0)
+      return "cannot give " + p.string() + " to the mail user: " + std::strerror(errno);
+  fs::permissions(dir, fs::perms(0755), ec);
+  return "";
+}
+
 int dovecot_config(const Settings& s, const UsersCommand& cmd) {
   const struct passwd* pw = ::getpwnam(s.general.user.c_str());
   if (!pw) {
@@ -206,6 +272,34 @@ int dovecot_config(const Settings& s, const UsersCommand& cmd) {
     line("  }");
   }
   line("}");
+  if (s.spam.enabled) {
+    namespace fs = std::filesystem;
+    const std::string dir = cmd.sieve_dir.empty() ? (fs::path(absolute(s.spam.model)).parent_path() / "sieve").string()
+                                                  : absolute(cmd.sieve_dir);
+    const std::string config = cmd.config_path.empty() ? "" : absolute(cmd.config_path);
+    if (auto err = write_sieve_scripts(dir, config, pw->pw_uid, pw->pw_gid); !err.empty()) {
+      std::cerr << "mailkeep: IMAPSieve scripts: " << err << "\n";
+      return 1;
+    }
+    line("# The spam filter learns from what users do (Debian's dovecot-sieve): moved or copied into");
+    line("# Junk -> mailkeep spam learn --spam; moved out of Junk, not to Trash -> --ham. The scripts");
+    line("# are in " + dir + " (written by this command).");
+    line("protocol imap {");
+    line("  mail_plugins = $mail_plugins imap_sieve");
+    line("}");
+    line("plugin {");
+    line("  sieve_plugins = sieve_imapsieve sieve_extprograms");
+    line("  sieve_global_extensions = +vnd.dovecot.pipe +vnd.dovecot.environment");
+    line("  sieve_pipe_bin_dir = " + dir + "/bin");
+    line("  imapsieve_mailbox1_name = Junk");
+    line("  imapsieve_mailbox1_causes = COPY");
+    line("  imapsieve_mailbox1_before = file:" + dir + "/learn-spam.sieve");
+    line("  imapsieve_mailbox2_name = *");
+    line("  imapsieve_mailbox2_from = Junk");
+    line("  imapsieve_mailbox2_causes = COPY");
+    line("  imapsieve_mailbox2_before = file:" + dir + "/learn-ham.sieve");
+    line("}");
+  }
   if (tls) {
     line("ssl = required");
     line("ssl_cert = <" + absolute(s.tls.cert));
@@ -355,6 +449,9 @@ void add_users_commands(CLI::App& app, std::string& config_path, UsersCommand& c
   dovecot->add_option("--imaps-port", cmd.imaps_port, "IMAPS port when [tls] has a certificate (default 993)");
   dovecot->add_option("--base-dir", cmd.base_dir, "Dovecot's base_dir (and state_dir below it); default Dovecot's");
   dovecot->add_option("--log-path", cmd.log_path, "Dovecot's log file; default syslog");
+  dovecot->add_option("--sieve-dir", cmd.sieve_dir,
+                      "where the IMAPSieve scripts that train the spam filter are written ([spam] enabled); "
+                      "default: a sieve/ directory beside [spam] model");
 
   auto* backup = app.add_subcommand("backup", "The backup archive's standalone mode");
   backup->require_subcommand(1);

@@ -21,6 +21,8 @@ struct UsersCommand {
   std::string listen = "*";
   unsigned imap_port = 143, imaps_port = 993;
   std::string base_dir, log_path;
+  std::string sieve_dir;    // the IMAPSieve scripts ([spam] enabled); default: beside [spam] model
+  std::string config_path;  // -c as given: what the scripts pass to `mailkeep spam learn`
   // backup replay
   std::string user, since;
   bool dry_run = false;

@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 
 namespace mk::spam {
@@ -28,6 +29,29 @@ ModelLock::ModelLock(const std::string& model_path) {
   }
 }
 
+ModelLock::ModelLock(const std::string& model_path, std::chrono::milliseconds wait) {
+  auto lock_path = model_path + ".lock";
+  fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd_ < 0) {
+    error_ = "cannot open " + lock_path + ": " + std::strerror(errno);
+    return;
+  }
+  give_to_directory_owner(fd_, lock_path);
+  const auto until = std::chrono::steady_clock::now() + wait;
+  while (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EINTR) continue;
+    if (errno == EWOULDBLOCK && std::chrono::steady_clock::now() < until) {
+      ::usleep(5000);
+      continue;
+    }
+    error_ = errno == EWOULDBLOCK ? "locked: another writer holds " + lock_path
+                                  : "cannot lock " + lock_path + ": " + std::strerror(errno);
+    ::close(fd_);
+    fd_ = -1;
+    return;
+  }
+}
+
 ModelLock::~ModelLock() {
   if (fd_ >= 0) ::close(fd_);  // closing releases the flock
 }
@@ -40,6 +64,19 @@ std::string load_or_new(const std::string& path, const TokenizerSettings& settin
   }
   return Model::load(path, out, settings);
 }
+
+namespace {
+
+// Learn it once whatever the score (a person confirmed the label), then
+// again while it is still on the wrong side; each step moves the score a
+// long way, so this ends in a step or two.
+void retrain_until_corrected(Model& model, const std::vector<uint32_t>& features, bool as_spam, double tag_score) {
+  model.train(features, as_spam, TrainMode::Everything);
+  for (int i = 0; i < 50 && (model.score(features) >= tag_score) != as_spam; ++i)
+    model.train(features, as_spam, TrainMode::Everything, /*count=*/false);
+}
+
+}  // namespace
 
 ReclassifyResult reclassify(History& history, const std::string& model_path, const TokenizerSettings& settings,
                             const std::string& signature, bool as_spam, double tag_score) {
@@ -68,18 +105,69 @@ ReclassifyResult reclassify(History& history, const std::string& model_path, con
   if (auto err = load_or_new(model_path, settings, model); !err.empty())
     return fail(Outcome::TempFail, "model-unavailable", err);
   r.before = model.score(features);
-  // Learn it once whatever the score (the operator confirmed the label), then
-  // again while it is still on the wrong side; each step moves the score a
-  // long way, so this ends in a step or two.
-  model.train(features, as_spam, TrainMode::Everything);
-  for (int i = 0; i < 50 && (model.score(features) >= tag_score) != as_spam; ++i)
-    model.train(features, as_spam, TrainMode::Everything, /*count=*/false);
+  retrain_until_corrected(model, features, as_spam, tag_score);
   r.after = model.score(features);
   if (auto err = model.save(model_path); !err.empty()) return fail(Outcome::TempFail, "model-unavailable", err);
   try {
     history.set_reclassified(signature, as_spam);
   } catch (const db::Error& e) {
     // The model learned it; only the label in the history is missing.
+    return fail(Outcome::TempFail, "history-unavailable", std::string("model retrained, but: ") + e.what());
+  }
+  return r;
+}
+
+LearnResult learn(History* history, const std::string& model_path, const TokenizerSettings& settings,
+                  const std::string& signature, const std::vector<uint32_t>& tokenized, bool as_spam,
+                  double tag_score, const Verdict& fallback, std::chrono::milliseconds lock_wait) {
+  LearnResult r;
+  auto fail = [&](Outcome o, const char* code, std::string detail) {
+    r.outcome = o;
+    r.code = code;
+    r.detail = std::move(detail);
+    return r;
+  };
+  std::vector<uint32_t> stored;
+  std::optional<Verdict> verdict;
+  if (history && !signature.empty()) {
+    try {
+      verdict = history->find(signature, &stored);
+    } catch (const db::Error& e) {
+      return fail(Outcome::TempFail, "history-unavailable", e.what());
+    }
+  }
+  r.stored = verdict && !stored.empty();
+  const std::vector<uint32_t>& features = r.stored ? stored : tokenized;
+  {
+    ModelLock lock(model_path, lock_wait);
+    if (!lock.error().empty())
+      return fail(Outcome::TempFail, lock.error().starts_with("locked") ? "locked" : "model-unavailable", lock.error());
+    Model model(settings);
+    if (auto err = load_or_new(model_path, settings, model); !err.empty())
+      return fail(Outcome::TempFail, "model-unavailable", err);
+    r.before = model.score(features);
+    retrain_until_corrected(model, features, as_spam, tag_score);
+    r.after = model.score(features);
+    if (auto err = model.save(model_path); !err.empty()) return fail(Outcome::TempFail, "model-unavailable", err);
+  }
+  if (!history) return r;
+  try {
+    if (verdict) {
+      r.signature = signature;
+    } else {
+      // No verdict to correct: one of its own, as scored before learning, so
+      // that `spam stats` counts the correction like any other.
+      Verdict v = fallback;
+      v.signature = make_signature(std::time(nullptr));
+      v.time = std::time(nullptr);
+      v.score = r.before;
+      v.spam = r.before >= tag_score;
+      v.action = "learned";
+      history->record(v, tokenized);
+      r.signature = v.signature;
+    }
+    history->set_reclassified(r.signature, as_spam);
+  } catch (const db::Error& e) {
     return fail(Outcome::TempFail, "history-unavailable", std::string("model retrained, but: ") + e.what());
   }
   return r;

@@ -6,7 +6,10 @@
 // the new file when it appears (Classifier::reload_if_changed).
 // Threading: blocking calls; run them off the I/O threads.
 #pragma once
+#include <chrono>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "core/outcome.h"
 #include "spam/history.h"
@@ -18,6 +21,9 @@ class ModelLock {
  public:
   // Blocks until the lock is held or fails (see error()).
   explicit ModelLock(const std::string& model_path);
+  // Waits at most `wait` for the lock (`mailkeep spam learn`: Dovecot waits
+  // for it); error() says "locked" when another writer kept it that long.
+  ModelLock(const std::string& model_path, std::chrono::milliseconds wait);
   ~ModelLock();
   ModelLock(const ModelLock&) = delete;
   ModelLock& operator=(const ModelLock&) = delete;
@@ -45,5 +51,24 @@ struct ReclassifyResult {
 // corrected"), saves the model atomically and records the operator's label.
 ReclassifyResult reclassify(History& history, const std::string& model_path, const TokenizerSettings& settings,
                             const std::string& signature, bool as_spam, double tag_score);
+
+// Learns one message the user labelled (`mailkeep spam learn`, fed by
+// Dovecot's IMAPSieve when a message is moved into or out of Junk): its
+// stored features when `signature` is in the history with them, else
+// `tokenized` (the message as read). Trained like reclassify, under the
+// lock (waiting at most `lock_wait`), and the correction goes into the
+// history: on the stored verdict, or on a new row for a message that had
+// none (`fallback` holds its sender and subject).
+struct LearnResult {
+  Outcome outcome = Outcome::Ok;
+  std::string code;    // locked, model-unavailable, history-unavailable ("" when Ok)
+  std::string detail;
+  double before = 0, after = 0;
+  bool stored = false;  // the history's features were used
+  std::string signature;  // the verdict the correction was recorded on
+};
+LearnResult learn(History* history, const std::string& model_path, const TokenizerSettings& settings,
+                  const std::string& signature, const std::vector<uint32_t>& tokenized, bool as_spam,
+                  double tag_score, const Verdict& fallback, std::chrono::milliseconds lock_wait);
 
 }  // namespace mk::spam

@@ -251,5 +251,59 @@ TEST_F(ReclassifyTest, WithTheSqliteHistory) {
   EXPECT_EQ(history->counts(0).false_positives, 1u);
 }
 
+TEST_F(ReclassifyTest, LearnUsesStoredFeaturesWhenTheSignatureIsKnown) {
+  train_model();
+  FakeHistory history;
+  history.record(verdict("s1", 100, score_now(hammy), false), features_of(hammy));
+  // What the client hands back may differ from what was scored (re-encoded): the stored features win.
+  auto r = learn(&history, model_path, {}, "s1", features_of(spammy), /*as_spam=*/true, 0.5, Verdict{},
+                 std::chrono::milliseconds(100));
+  ASSERT_EQ(r.outcome, Outcome::Ok) << r.code << " " << r.detail;
+  EXPECT_TRUE(r.stored);
+  EXPECT_EQ(r.signature, "s1");
+  EXPECT_GE(score_now(hammy), 0.5);
+  EXPECT_EQ(history.counts(0).missed_spam, 1u);
+  EXPECT_EQ(history.rows.size(), 1u);
+}
+
+TEST_F(ReclassifyTest, LearnTokenizedRecordsARowOfItsOwn) {
+  train_model();
+  FakeHistory history;
+  Verdict from;
+  from.sender = "someone@example.com";
+  from.subject = "hello";
+  auto r = learn(&history, model_path, {}, "unknown-signature", features_of(hammy), true, 0.5, from,
+                 std::chrono::milliseconds(100));
+  ASSERT_EQ(r.outcome, Outcome::Ok) << r.detail;
+  EXPECT_FALSE(r.stored);
+  ASSERT_EQ(history.rows.size(), 1u);
+  auto& row = history.rows.begin()->second;
+  EXPECT_EQ(row.verdict.sender, "someone@example.com");
+  EXPECT_EQ(row.verdict.action, "learned");
+  EXPECT_FALSE(row.verdict.spam);  // as scored before learning
+  EXPECT_EQ(row.verdict.reclassified_as, std::optional<bool>(true));
+  EXPECT_EQ(history.counts(0).missed_spam, 1u);
+  EXPECT_GE(score_now(hammy), 0.5);
+}
+
+TEST_F(ReclassifyTest, LearnGivesUpOnALockedModelAndLeavesIt) {
+  train_model();
+  std::ifstream in0(model_path, std::ios::binary);
+  std::string before((std::istreambuf_iterator<char>(in0)), {});
+  ModelLock held(model_path);
+  ASSERT_EQ(held.error(), "");
+  FakeHistory history;
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = learn(&history, model_path, {}, "", features_of(hammy), true, 0.5, Verdict{},
+                 std::chrono::milliseconds(50));
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(50));
+  EXPECT_EQ(r.outcome, Outcome::TempFail);
+  EXPECT_EQ(r.code, "locked");
+  std::ifstream in(model_path, std::ios::binary);
+  std::string after((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_EQ(after, before);
+  EXPECT_TRUE(history.rows.empty());
+}
+
 }  // namespace
 }  // namespace mk::spam
