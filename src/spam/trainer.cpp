@@ -67,13 +67,33 @@ std::string load_or_new(const std::string& path, const TokenizerSettings& settin
 
 namespace {
 
-// Learn it once whatever the score (a person confirmed the label), then
-// again while it is still on the wrong side; each step moves the score a
-// long way, so this ends in a step or two.
-void retrain_until_corrected(Model& model, const std::vector<uint32_t>& features, bool as_spam, double tag_score) {
+// Under `lock` (held): loads the model, learns `features` once whatever the
+// score (a person confirmed the label), then again while it is still on the
+// wrong side of `tag_score` — each step moves the score a long way, so this
+// ends in a step or two — and saves it. Returns "" or the error (the file
+// is then as it was); `before`/`after`: the message's score.
+std::string retrain_and_save(const std::string& model_path, const TokenizerSettings& settings,
+                             const std::vector<uint32_t>& features, bool as_spam, double tag_score, double& before,
+                             double& after) {
+  Model model(settings);
+  if (auto err = load_or_new(model_path, settings, model); !err.empty()) return err;
+  before = model.score(features);
   model.train(features, as_spam, TrainMode::Everything);
   for (int i = 0; i < 50 && (model.score(features) >= tag_score) != as_spam; ++i)
     model.train(features, as_spam, TrainMode::Everything, /*count=*/false);
+  after = model.score(features);
+  return model.save(model_path);
+}
+
+// The results' fail(): sets outcome, code and detail, returns the result.
+template <class Result>
+auto failer(Result& r) {
+  return [&r](Outcome o, const char* code, std::string detail) {
+    r.outcome = o;
+    r.code = code;
+    r.detail = std::move(detail);
+    return r;
+  };
 }
 
 }  // namespace
@@ -81,12 +101,7 @@ void retrain_until_corrected(Model& model, const std::vector<uint32_t>& features
 ReclassifyResult reclassify(History& history, const std::string& model_path, const TokenizerSettings& settings,
                             const std::string& signature, bool as_spam, double tag_score) {
   ReclassifyResult r;
-  auto fail = [&](Outcome o, const char* code, std::string detail) {
-    r.outcome = o;
-    r.code = code;
-    r.detail = std::move(detail);
-    return r;
-  };
+  auto fail = failer(r);
   std::vector<uint32_t> features;
   std::optional<Verdict> verdict;
   try {
@@ -101,13 +116,8 @@ ReclassifyResult reclassify(History& history, const std::string& model_path, con
 
   ModelLock lock(model_path);
   if (!lock.error().empty()) return fail(Outcome::TempFail, "model-unavailable", lock.error());
-  Model model(settings);
-  if (auto err = load_or_new(model_path, settings, model); !err.empty())
+  if (auto err = retrain_and_save(model_path, settings, features, as_spam, tag_score, r.before, r.after); !err.empty())
     return fail(Outcome::TempFail, "model-unavailable", err);
-  r.before = model.score(features);
-  retrain_until_corrected(model, features, as_spam, tag_score);
-  r.after = model.score(features);
-  if (auto err = model.save(model_path); !err.empty()) return fail(Outcome::TempFail, "model-unavailable", err);
   try {
     history.set_reclassified(signature, as_spam);
   } catch (const db::Error& e) {
@@ -121,12 +131,7 @@ LearnResult learn(History* history, const std::string& model_path, const Tokeniz
                   const std::string& signature, const std::vector<uint32_t>& tokenized, bool as_spam,
                   double tag_score, const Verdict& fallback, std::chrono::milliseconds lock_wait) {
   LearnResult r;
-  auto fail = [&](Outcome o, const char* code, std::string detail) {
-    r.outcome = o;
-    r.code = code;
-    r.detail = std::move(detail);
-    return r;
-  };
+  auto fail = failer(r);
   std::vector<uint32_t> stored;
   std::optional<Verdict> verdict;
   if (history && !signature.empty()) {
@@ -142,13 +147,9 @@ LearnResult learn(History* history, const std::string& model_path, const Tokeniz
     ModelLock lock(model_path, lock_wait);
     if (!lock.error().empty())
       return fail(Outcome::TempFail, lock.error().starts_with("locked") ? "locked" : "model-unavailable", lock.error());
-    Model model(settings);
-    if (auto err = load_or_new(model_path, settings, model); !err.empty())
+    if (auto err = retrain_and_save(model_path, settings, features, as_spam, tag_score, r.before, r.after);
+        !err.empty())
       return fail(Outcome::TempFail, "model-unavailable", err);
-    r.before = model.score(features);
-    retrain_until_corrected(model, features, as_spam, tag_score);
-    r.after = model.score(features);
-    if (auto err = model.save(model_path); !err.empty()) return fail(Outcome::TempFail, "model-unavailable", err);
   }
   if (!history) return r;
   try {

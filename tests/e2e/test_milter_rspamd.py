@@ -21,6 +21,7 @@ import pytest
 from backup_support import backup_gateway, make_message  # noqa: F401  (fixture)
 from dns_support import DnsServer
 from harness import free_port, wait_port
+from test_milter import send  # (RCPT replies, DATA reply) without raising
 
 RSPAMD = shutil.which("rspamd") or "/usr/bin/rspamd"
 # Release only, like the OpenDKIM tests: the ASan pass covers mailkeep's milter paths with the
@@ -133,22 +134,6 @@ def rspamd(tmp_path_factory, dns):
 def gateway(backup_gateway, capture, spec: str, **milter):  # noqa: F811
     cfg = {"smtp": spec, "connect_timeout": 3, "command_timeout": 5, "content_timeout": 20, **milter}
     return backup_gateway(capture.address, milter=cfg)
-
-
-def send(gw, rcpts, msg: bytes, sender="someone@client.test"):
-    """(RCPT replies, DATA reply) over smtplib, never raising for a refusal."""
-    with smtplib.SMTP(gw.host, gw.port, timeout=60) as s:
-        s.ehlo("client.test")
-        code, text = s.mail(sender)
-        if code != 250:
-            return {"MAIL": (code, text)}, None
-        replies = {r: s.rcpt(r) for r in rcpts}
-        if not any(c == 250 for c, _ in replies.values()):
-            return replies, None
-        try:
-            return replies, s.data(msg)
-        except smtplib.SMTPResponseException as e:
-            return replies, (e.smtp_code, e.smtp_error)
 
 
 def archived_bodies(gw, user="alice", folder="INBOX"):

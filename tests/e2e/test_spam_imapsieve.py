@@ -21,9 +21,10 @@ import pytest
 from backup_support import DOMAIN, MAIL_UID, public_tempdir
 from harness import RawSMTP, corpus_available, normalize_message
 from standalone_support import (  # noqa: F401  (pytest fixtures)
-    MkDovecot, SwitchCapture, close_imap, imap_login, site_factory,
+    MkDovecot, close_imap, imap_login, site_factory,
 )
 from test_spam_smtp import corpus, header, model, score_of  # noqa: F401  (model is a fixture)
+from test_users_dovecot import captures  # noqa: F401  (fixture)
 
 SIEVE = Path("/usr/lib/dovecot/modules/lib95_imap_sieve_plugin.so")
 pytestmark = [pytest.mark.skipif(not corpus_available(), reason="run tests/data/fetch.sh for the corpus"),
@@ -31,14 +32,6 @@ pytestmark = [pytest.mark.skipif(not corpus_available(), reason="run tests/data/
 
 ALICE = f"alice@{DOMAIN}"
 PASSWORD = "sieve-test-password-1"
-
-
-@pytest.fixture
-def captures():
-    up, smart = SwitchCapture().start(), SwitchCapture().start()
-    yield up, smart
-    up.stop()
-    smart.stop()
 
 
 def learned(site) -> dict[str, int]:
