@@ -225,14 +225,19 @@ int train(const Settings& settings, const SpamCommand& cmd) {
   return 0;
 }
 
-int reclassify(const Settings& settings, const SpamCommand& cmd) {
-  std::unique_ptr<spam::History> history;
+// The [spam] history file, or null after saying why it cannot be opened.
+std::unique_ptr<spam::History> open_history(const Settings& settings) {
   try {
-    history = spam::open_sqlite_history(settings.spam.history);
+    return spam::open_sqlite_history(settings.spam.history);
   } catch (const std::exception& e) {
     std::cerr << "mailkeep: spam history: " << e.what() << "\n";
-    return 1;
+    return nullptr;
   }
+}
+
+int reclassify(const Settings& settings, const SpamCommand& cmd) {
+  auto history = open_history(settings);
+  if (!history) return 1;
   auto r = spam::reclassify(*history, settings.spam.model, TokenizerSettings{}, cmd.signature, cmd.as == "spam",
                             settings.spam.tag_score);
   if (r.outcome != Outcome::Ok) {
@@ -243,34 +248,6 @@ int reclassify(const Settings& settings, const SpamCommand& cmd) {
               cmd.as.c_str(), r.before, r.after, r.verdict.spam ? "spam" : "ham", r.verdict.sender.c_str(),
               r.verdict.subject.c_str());
   return 0;
-}
-
-// The header field `name` (case-insensitive) of a message's header section,
-// unfolded and trimmed; "" when absent.
-std::string header_field(std::string_view message, std::string_view name) {
-  size_t pos = 0;
-  while (pos < message.size()) {
-    size_t eol = message.find('\n', pos);
-    if (eol == std::string_view::npos) eol = message.size();
-    std::string_view line = message.substr(pos, eol - pos);
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    if (line.empty()) break;  // end of the header section
-    pos = eol + 1;
-    if (line.size() > name.size() && line[name.size()] == ':' && to_lower(line.substr(0, name.size())) == to_lower(name)) {
-      std::string value(line.substr(name.size() + 1));
-      // Continuation lines.
-      while (pos < message.size() && (message[pos] == ' ' || message[pos] == '\t')) {
-        size_t next = message.find('\n', pos);
-        if (next == std::string_view::npos) next = message.size();
-        std::string_view more = message.substr(pos, next - pos);
-        if (!more.empty() && more.back() == '\r') more.remove_suffix(1);
-        value += more;
-        pos = next + 1;
-      }
-      return std::string(trim(value));
-    }
-  }
-  return "";
 }
 
 // True when `message` starts with a header field ("Name: value", RFC 5322
@@ -319,18 +296,13 @@ int learn(const Settings& settings, const SpamCommand& cmd) {
   t.feed(message);
   std::vector<uint32_t> features = t.finish();
   spam::Verdict fallback;
-  fallback.sender = printable_ascii(header_field(message, "From"), 200);
+  fallback.sender = printable_ascii(header_value(message, "From"), 200);
   fallback.subject = t.subject();
   fallback.client = "learn";
-  fallback.recipients = printable_ascii(header_field(message, "Delivered-To"), 200);
-  const std::string signature = printable_ascii(header_field(message, "X-Mailkeep-Signature"), 100);
-  std::unique_ptr<spam::History> history;
-  try {
-    history = spam::open_sqlite_history(settings.spam.history);
-  } catch (const std::exception& e) {
-    std::cerr << "mailkeep: spam history: " << e.what() << "\n";
-    return 75;
-  }
+  fallback.recipients = printable_ascii(header_value(message, "Delivered-To"), 200);
+  const std::string signature = printable_ascii(header_value(message, "X-Mailkeep-Signature"), 100);
+  auto history = open_history(settings);
+  if (!history) return 75;
   auto r = spam::learn(history.get(), settings.spam.model, tok, signature, features, as_spam, settings.spam.tag_score,
                        fallback, std::chrono::milliseconds(cmd.lock_wait_ms));
   if (r.outcome != Outcome::Ok) {

@@ -109,4 +109,31 @@ std::optional<int64_t> parse_date_utc(const std::string& date) {
   return int64_t(timegm(&tm));
 }
 
+std::string header_value(std::string_view msg, std::string_view name, size_t max) {
+  size_t pos = 0;
+  while (pos < msg.size()) {
+    auto eol = msg.find('\n', pos);
+    if (eol == std::string_view::npos) eol = msg.size();
+    std::string_view line = msg.substr(pos, eol - pos);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.empty()) return {};  // end of the header section
+    if (line.size() > name.size() && line[name.size()] == ':' && iequals(line.substr(0, name.size()), name)) {
+      std::string v(line.substr(name.size() + 1));
+      size_t next = eol + 1;
+      while (next < msg.size() && (msg[next] == ' ' || msg[next] == '\t')) {
+        auto e2 = msg.find('\n', next);
+        if (e2 == std::string_view::npos) e2 = msg.size();
+        std::string_view cont = msg.substr(next, e2 - next);
+        if (!cont.empty() && cont.back() == '\r') cont.remove_suffix(1);
+        v += cont;
+        next = e2 + 1;
+        if (v.size() > max) break;
+      }
+      return std::string(trim(v));
+    }
+    pos = eol + 1;
+  }
+  return {};
+}
+
 }  // namespace mk

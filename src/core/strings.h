@@ -16,6 +16,10 @@ std::string printable_ascii(std::string_view s, size_t max, std::string_view als
 bool iequals(std::string_view a, std::string_view b);
 bool istarts_with(std::string_view s, std::string_view prefix);
 std::string_view trim(std::string_view s);
+// The unfolded, trimmed value of the first field `name` (case-insensitive) in
+// the header section of `message` (CRLF or LF); "" when absent. Unfolding
+// stops once the value passes `max` bytes.
+std::string header_value(std::string_view message, std::string_view name, size_t max = 64 * 1024);
 // Splits on `sep`, trims each piece and drops empty pieces.
 std::vector<std::string> split_list(std::string_view s, char sep = ',');
 // Lower-case hexadecimal of `n` bytes.

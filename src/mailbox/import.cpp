@@ -37,34 +37,6 @@ void unquote(std::string& line) {
   if (n > 0 && line.compare(n, 5, "From ") == 0) line.erase(0, 1);
 }
 
-// The unfolded value of the first header `name` (case-insensitive), raw.
-std::string header_value(std::string_view msg, std::string_view name) {
-  size_t pos = 0;
-  while (pos < msg.size()) {
-    auto eol = msg.find('\n', pos);
-    if (eol == std::string_view::npos) eol = msg.size();
-    std::string_view line = msg.substr(pos, eol - pos);
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    if (line.empty()) return {};  // end of the header section
-    if (line.size() > name.size() && line[name.size()] == ':' && iequals(line.substr(0, name.size()), name)) {
-      std::string v(line.substr(name.size() + 1));
-      size_t next = eol + 1;
-      while (next < msg.size() && (msg[next] == ' ' || msg[next] == '\t')) {
-        auto e2 = msg.find('\n', next);
-        if (e2 == std::string_view::npos) e2 = msg.size();
-        std::string_view cont = msg.substr(next, e2 - next);
-        if (!cont.empty() && cont.back() == '\r') cont.remove_suffix(1);
-        v += cont;
-        next = e2 + 1;
-        if (v.size() > index::kMaxHeader) break;
-      }
-      return std::string(trim(v));
-    }
-    pos = eol + 1;
-  }
-  return {};
-}
-
 const std::set<std::string>& system_labels() {
   static const std::set<std::string> s = {"inbox", "sent", "spam", "trash", "unread", "opened", "starred",
                                           "important", "draft", "drafts", "chat", "archived"};
@@ -85,13 +57,13 @@ struct Importer {
 
   void message(std::string& msg, const std::string& where) {
     if (msg.empty()) return;
-    auto mid = index::decode_message_id(header_value(msg, "Message-ID"));
+    auto mid = index::decode_message_id(header_value(msg, "Message-ID", index::kMaxHeader));
     auto digest = index::identity_digest(msg, mid);
     if (seen.count(digest) || !db.find_digest(digest).empty()) {
       ++stats.duplicates;
       return;
     }
-    auto place = place_gmail_labels(index::decode_header_text(header_value(msg, "X-Gmail-Labels")));
+    auto place = place_gmail_labels(index::decode_header_text(header_value(msg, "X-Gmail-Labels", index::kMaxHeader)));
     std::string folder = place.folder == "INBOX" ? maildir : maildir + "/." + place.folder;
     if (place.folder != "INBOX") {
       archive::ensure_maildir(maildir);

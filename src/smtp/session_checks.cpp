@@ -144,10 +144,8 @@ awaitable<std::optional<Reply>> Session::check_message(delivery::MessageBody& bo
 awaitable<std::optional<Reply>> Session::apply_envelope(const std::vector<EnvelopeChange>& changes) {
   const std::string tx_id = id_ + "." + std::to_string(transactions_ + 1);
   const Reply unsure{451, "4.3.0", "Error: cannot relay the message with the milters' changes now; try again later"};
-  auto path_of = [](const std::string& address, const std::string& args) {
-    std::string arg = address.empty() || address.front() != '<' ? "<" + address + ">" : address;
-    if (!args.empty()) arg += " " + args;
-    return arg;
+  auto path_of = [](const std::string& address) {
+    return address.empty() || address.front() != '<' ? "<" + address + ">" : address;
   };
   // Local parts compared without case, as every mailbox provider does: a milter
   // that adds Alice@ beside alice@ means no second copy.
@@ -159,7 +157,7 @@ awaitable<std::optional<Reply>> Session::apply_envelope(const std::vector<Envelo
   for (auto& c : changes) {
     std::string shown = printable_ascii(c.address, 512, "()");
     const bool sender = c.kind == EnvelopeChange::Kind::ChangeSender;
-    auto path = parse_path_argument("X:" + path_of(c.address, {}), "X", /*allow_null=*/sender);
+    auto path = parse_path_argument("X:" + path_of(c.address), "X", /*allow_null=*/sender);
     if (path.ok()) shown = printable_ascii(path.mailbox.address(), 512, "()");
     if (!path.ok()) {
       spdlog::warn("{}: milter {}: {} <{}> not applied: {}", tx_id, c.by,
@@ -272,7 +270,8 @@ awaitable<std::optional<Reply>> Session::apply_envelope(const std::vector<Envelo
     failed = co_await send_recipients(false);
   }
   if (failed) co_return failed;
-  if (tx_.recipients.empty()) co_return unsure;  // cannot happen: only added ones are dropped
+  // Every recipient left was one a milter added and the upstream refused: nothing is sure to go.
+  if (tx_.recipients.empty()) co_return unsure;
   // The archive copies follow the recipients that remain.
   tx_.archive.clear();
   for (auto& n : tx_.notes) {

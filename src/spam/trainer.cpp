@@ -12,22 +12,7 @@
 
 namespace mk::spam {
 
-ModelLock::ModelLock(const std::string& model_path) {
-  auto lock_path = model_path + ".lock";
-  fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd_ < 0) {
-    error_ = "cannot open " + lock_path + ": " + std::strerror(errno);
-    return;
-  }
-  give_to_directory_owner(fd_, lock_path);
-  while (::flock(fd_, LOCK_EX) != 0) {
-    if (errno == EINTR) continue;
-    error_ = "cannot lock " + lock_path + ": " + std::strerror(errno);
-    ::close(fd_);
-    fd_ = -1;
-    return;
-  }
-}
+ModelLock::ModelLock(const std::string& model_path) : ModelLock(model_path, std::chrono::milliseconds::max()) {}
 
 ModelLock::ModelLock(const std::string& model_path, std::chrono::milliseconds wait) {
   auto lock_path = model_path + ".lock";
@@ -37,8 +22,10 @@ ModelLock::ModelLock(const std::string& model_path, std::chrono::milliseconds wa
     return;
   }
   give_to_directory_owner(fd_, lock_path);
-  const auto until = std::chrono::steady_clock::now() + wait;
-  while (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+  // Without a limit, flock blocks; with one, it polls until the deadline.
+  const bool forever = wait == std::chrono::milliseconds::max();
+  const auto until = forever ? std::chrono::steady_clock::time_point::max() : std::chrono::steady_clock::now() + wait;
+  while (::flock(fd_, forever ? LOCK_EX : LOCK_EX | LOCK_NB) != 0) {
     if (errno == EINTR) continue;
     if (errno == EWOULDBLOCK && std::chrono::steady_clock::now() < until) {
       ::usleep(5000);
