@@ -1,4 +1,5 @@
-// spam.js — the /spam history page: the reclassify buttons. The page itself
+// spam.js — the /spam history page: the reclassify buttons (spam rows "Not
+// spam", ham rows "Spam", unsure rows both). The page itself
 // is rendered by the server (src/http/spam_page.cpp); this only posts
 // {"signature", "as"} to /spam/reclassify and updates the row in place.
 'use strict';
@@ -26,8 +27,10 @@ async function reclassify(button) {
       setStatus(`Could not reclassify ${signature}: ${body.description || response.status}`, true);
       return;
     }
+    // The label stays what the operator said: one button, to undo it (an unsure row had two).
     row.className = as;
     row.querySelector('.verdict').textContent = `${as} (reclassified)`;
+    for (const other of row.querySelectorAll('button.reclassify')) if (other !== button) other.remove();
     button.dataset.as = as === 'spam' ? 'ham' : 'spam';
     button.textContent = as === 'spam' ? 'Not spam' : 'Spam';
     setStatus(`${signature} learned as ${as} (score ${body.score_before.toFixed(3)} → ${body.score_after.toFixed(3)}).`, false);

@@ -458,7 +458,8 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
   if (spam_history && !settings.http.admin_token.empty())
     spam_page = std::make_unique<mk::http::SpamPage>(
         *spam_history, spam.get(),
-        mk::http::SpamPageConfig{settings.http.admin_token, settings.spam.model, settings.spam.tag_score});
+        mk::http::SpamPageConfig{settings.http.admin_token, settings.spam.model,
+                                 {settings.spam.tag_score, settings.spam.reject_score}});
   std::unique_ptr<mk::http::Api> api;
   std::unique_ptr<mk::http::Server> http;
   std::unique_ptr<mk::webreader::MailApi> mail_api;
@@ -466,7 +467,7 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
   if (spam_history)
     spam_trainer = [&settings, &spam, &spam_history](const std::string& signature, bool as_spam) {
       auto r = mk::spam::reclassify(*spam_history, settings.spam.model, spam->settings(), signature, as_spam,
-                                    settings.spam.tag_score);
+                                    {settings.spam.tag_score, settings.spam.reject_score});
       return r.outcome == mk::Outcome::Ok ? std::string() : r.code + ": " + r.detail;
     };
   if (mail_reader)
@@ -961,9 +962,19 @@ int main(int argc, char** argv) {
   spam_train->add_option("--margin", spam_cmd.margin, "near-error band around 0.5 for on-error training");
   spam_train->add_option("--ham-cost", spam_cmd.ham_cost, "how much harder a good message is learned than a spam (default 2)")
       ->check(CLI::Range(0.1, 100.0));
+  spam_train->add_option("--folds", spam_cmd.folds,
+                         "cross-validation folds that choose the cutoffs stored in the model (default 5; 0: keep them)")
+      ->check(CLI::Range(0, 100));
+  spam_train->add_option("--max-fp-rate", spam_cmd.max_fp_rate,
+                         "share of the folds' good mail allowed at or above the spam cutoff (default 0: none)")
+      ->check(CLI::Range(0.0, 1.0));
+  spam_train->add_option("--max-fn-rate", spam_cmd.max_fn_rate,
+                         "share of the folds' spam allowed below the unsure cutoff, called ham (default 0.05)")
+      ->check(CLI::Range(0.0, 1.0));
+  spam_train->add_option("--cv-scores", spam_cmd.cv_scores, "write the folds' scores: spam|ham<TAB>SCORE<TAB>PATH lines");
   spam_train->add_flag("--fresh", spam_cmd.fresh, "start from an empty model (replaces the file; needed after a tokenizer change)");
   spam_train->add_flag("--online", spam_cmd.online, "classify each message before learning it, in order; print the verdicts");
-  auto* spam_classify = spam_top->add_subcommand("classify", "Score messages: PATH<TAB>SCORE<TAB>spam|ham");
+  auto* spam_classify = spam_top->add_subcommand("classify", "Score messages: PATH<TAB>SCORE<TAB>spam|unsure|ham");
   spam_classify->add_option("--files-from", spam_cmd.files_from, "file with one path per line, - for stdin");
   spam_classify->add_option("files", spam_cmd.files, "message files");
   auto* spam_reclassify = spam_top->add_subcommand("reclassify", "Retrain from a scored message's stored features");

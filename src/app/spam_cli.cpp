@@ -8,6 +8,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 
 #include "core/strings.h"
@@ -56,6 +57,7 @@ int classify(const Settings& settings, const SpamCommand& cmd) {
     for (std::string line; std::getline(*list, line);)
       if (!line.empty()) files.push_back(line);
   }
+  const auto cut = spam::effective_cutoffs(&model, settings.spam.tag_score, settings.spam.reject_score);
   int status = 0;
   std::vector<uint32_t> features;
   std::string out;
@@ -68,7 +70,7 @@ int classify(const Settings& settings, const SpamCommand& cmd) {
     double s = model.score(features);
     char score[32];
     std::snprintf(score, sizeof score, "%.6f", s);
-    out += f + "\t" + score + "\t" + (s >= settings.spam.tag_score ? "spam" : "ham") + "\n";
+    out += f + "\t" + score + "\t" + spam::call_name(spam::call_of(s, cut)) + "\n";
     if (out.size() > 64 * 1024) {
       std::cout << out;
       out.clear();
@@ -106,6 +108,49 @@ int explain(const Settings& settings, const SpamCommand& cmd) {
     for (auto& [w, i] : strongest) std::printf("  %+8.4f\t%s\n", w, t.tokens()[i].c_str());
   }
   return status;
+}
+
+// --folds: cross-validates the batch and stores the cutoffs it reads off the
+// out-of-fold scores in the model (spam/calibration.h); --cv-scores writes
+// those scores. Returns "" or the error.
+std::string calibrate(Model& model, const spam::TrainingSet& set, const std::vector<size_t>& order,
+                      const spam::BatchOptions& options, const SpamCommand& cmd,
+                      const std::function<const std::string&(size_t)>& path_of) {
+  if (cmd.folds < 2) {
+    std::cerr << "cutoffs: --folds " << cmd.folds << ": not chosen; the model keeps "
+              << (model.calibration() ? "the ones it had" : "none ([spam] defaults apply)") << "\n";
+    return "";
+  }
+  size_t count[2] = {0, 0};
+  for (auto i : order) ++count[set.spam[i]];
+  if (count[0] < size_t(cmd.folds) || count[1] < size_t(cmd.folds)) {
+    std::cerr << "cutoffs: not chosen: " << cmd.folds << " folds need at least " << cmd.folds
+              << " spam and " << cmd.folds << " good messages (have " << count[1] << " and " << count[0]
+              << "); the model keeps " << (model.calibration() ? "the ones it had" : "none ([spam] defaults apply)")
+              << "\n";
+    return "";
+  }
+  std::vector<size_t> which;
+  auto scored = spam::cross_validate(model, set, order, unsigned(cmd.folds), options, &which);
+  if (!cmd.cv_scores.empty()) {
+    std::ofstream out(cmd.cv_scores, std::ios::trunc);
+    char line[64];
+    for (size_t j = 0; j < scored.size(); ++j) {
+      std::snprintf(line, sizeof line, "%s\t%.9f\t", scored[j].spam ? "spam" : "ham", scored[j].score);
+      out << line << path_of(which[j]) << "\n";
+    }
+    if (!out.flush()) return "cannot write " + cmd.cv_scores;
+  }
+  auto c = spam::choose_cutoffs(std::move(scored), cmd.max_fp_rate, cmd.max_fn_rate);
+  if (!c) return "";
+  c->folds = uint32_t(cmd.folds);
+  model.set_calibration(c);
+  std::fprintf(stderr,
+               "cutoffs (%d-fold, %u spam, %u good): unsure at %.6g, spam at %.6g; on the folds: %u false positives, "
+               "%u spam missed (%.1f%%), unsure %u spam and %u good\n",
+               cmd.folds, c->spam, c->ham, c->cutoffs.unsure, c->cutoffs.spam, c->false_positives, c->missed,
+               100.0 * c->missed / c->spam, c->unsure_spam, c->unsure_ham);
+  return "";
 }
 
 int train(const Settings& settings, const SpamCommand& cmd) {
@@ -154,6 +199,8 @@ int train(const Settings& settings, const SpamCommand& cmd) {
   size_t trained = 0;
   if (cmd.online) {
     // TREC style, in the order given: classify, report, then learn the truth.
+    // An error: a spam not called spam, or a good message called spam.
+    const auto cut = spam::effective_cutoffs(&model, settings.spam.tag_score, settings.spam.reject_score);
     uint64_t errors = 0;
     std::vector<uint32_t> features;
     for (auto& e : examples) {
@@ -163,7 +210,7 @@ int train(const Settings& settings, const SpamCommand& cmd) {
       }
       ++trained;
       double s = model.score(features);
-      bool wrong = (s >= settings.spam.tag_score) != e.spam;
+      bool wrong = (spam::call_of(s, cut) == spam::Call::Spam) != e.spam;
       errors += wrong;
       std::printf("%s\t%.6f\t%s\t%s\n", e.path.c_str(), s, e.spam ? "spam" : "ham", wrong ? "error" : "ok");
       model.train(features, e.spam, mode);
@@ -201,20 +248,17 @@ int train(const Settings& settings, const SpamCommand& cmd) {
       seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
       std::swap(order[i - 1], order[seed % i]);
     }
-    for (int pass = 0; pass < std::max(1, cmd.passes); ++pass) {
-      size_t updates = 0;
-      std::vector<uint32_t> again;
-      for (auto i : order) {
-        const std::vector<uint32_t>* f = &features[i];
-        if (f->empty()) {
-          if (!features_of(tok, examples[i].path, again)) continue;  // gone since the first read
-          f = &again;
-        }
-        updates += model.train(*f, examples[i].spam, mode, /*count=*/pass == 0);
-      }
-      std::cerr << "pass " << pass + 1 << ": " << updates << " updates\n";
-      if (updates == 0) break;
-    }
+    spam::TrainingSet set;
+    for (auto& e : examples) set.spam.push_back(e.spam);
+    set.features = [&](size_t i, std::vector<uint32_t>& scratch) -> const std::vector<uint32_t>* {
+      if (!features[i].empty()) return &features[i];
+      return features_of(tok, examples[i].path, scratch) ? &scratch : nullptr;  // gone since the first read
+    };
+    spam::BatchOptions options{mode, cmd.passes, cmd.rate, cmd.margin, cmd.ham_cost};
+    auto path_of = [&](size_t i) -> const std::string& { return examples[i].path; };
+    if (report(calibrate(model, set, order, options, cmd, path_of))) return 1;
+    spam::train_batch(model, set, order, options,
+                      [](int pass, size_t updates) { std::cerr << "pass " << pass + 1 << ": " << updates << " updates\n"; });
   }
   if (trained == 0) {
     std::cerr << "mailkeep: none of the messages could be read; model left as it was\n";
@@ -239,13 +283,13 @@ int reclassify(const Settings& settings, const SpamCommand& cmd) {
   auto history = open_history(settings);
   if (!history) return 1;
   auto r = spam::reclassify(*history, settings.spam.model, TokenizerSettings{}, cmd.signature, cmd.as == "spam",
-                            settings.spam.tag_score);
+                            {settings.spam.tag_score, settings.spam.reject_score});
   if (r.outcome != Outcome::Ok) {
     std::cerr << "mailkeep: " << r.code << ": " << r.detail << "\n";
     return r.outcome == Outcome::TempFail ? 75 : 1;  // EX_TEMPFAIL: try again
   }
   std::printf("%s\t%s\tscore %.6f -> %.6f\t(was %s, from <%s>, subject: %s)\n", cmd.signature.c_str(),
-              cmd.as.c_str(), r.before, r.after, r.verdict.spam ? "spam" : "ham", r.verdict.sender.c_str(),
+              cmd.as.c_str(), r.before, r.after, spam::call_name(r.verdict.call), r.verdict.sender.c_str(),
               r.verdict.subject.c_str());
   return 0;
 }
@@ -303,8 +347,8 @@ int learn(const Settings& settings, const SpamCommand& cmd) {
   const std::string signature = printable_ascii(header_value(message, "X-Mailkeep-Signature"), 100);
   auto history = open_history(settings);
   if (!history) return 75;
-  auto r = spam::learn(history.get(), settings.spam.model, tok, signature, features, as_spam, settings.spam.tag_score,
-                       fallback, std::chrono::milliseconds(cmd.lock_wait_ms));
+  auto r = spam::learn(history.get(), settings.spam.model, tok, signature, features, as_spam,
+                       {settings.spam.tag_score, settings.spam.reject_score}, fallback, std::chrono::milliseconds(cmd.lock_wait_ms));
   if (r.outcome != Outcome::Ok) {
     std::cerr << "mailkeep: " << r.code << ": " << r.detail << "\n";
     return r.outcome == Outcome::TempFail ? 75 : 1;
@@ -343,10 +387,27 @@ int stats(const Settings& settings, const SpamCommand& cmd) {
             << "learned.ham " << model.trained_ham() << "\n"
             << "since " << (since ? cmd.since : std::string("all")) << "\n"
             << "spam " << counts.spam << "\n"
+            << "unsure " << counts.unsure << "\n"
             << "ham " << counts.ham << "\n"
             << "errors.corrected " << counts.missed_spam + counts.false_positives << "\n"
             << "errors.missed_spam " << counts.missed_spam << "\n"
             << "errors.false_positives " << counts.false_positives << "\n";
+  // The cutoffs in effect, and where they come from.
+  const auto cut = spam::effective_cutoffs(&model, settings.spam.tag_score, settings.spam.reject_score);
+  const auto& cal = model.calibration();
+  auto source = [&](const std::optional<double>& configured) {
+    return configured ? "config" : cal ? "model" : "default";
+  };
+  std::printf("cutoffs.unsure %.9g\ncutoffs.unsure.from %s\ncutoffs.spam %.9g\ncutoffs.spam.from %s\n", cut.unsure,
+              source(settings.spam.tag_score), cut.spam, source(settings.spam.reject_score));
+  // What `spam train` chose them on: the out-of-fold scores of its folds.
+  if (cal)
+    std::printf("calibration.folds %u\ncalibration.spam %u\ncalibration.ham %u\ncalibration.max_fp_rate %g\n"
+                "calibration.max_fn_rate %g\ncalibration.unsure %.9g\ncalibration.spam_cutoff %.9g\n"
+                "calibration.false_positives %u\ncalibration.missed_spam %u\ncalibration.unsure_spam %u\n"
+                "calibration.unsure_ham %u\n",
+                cal->folds, cal->spam, cal->ham, cal->max_fp_rate, cal->max_fn_rate, cal->cutoffs.unsure,
+                cal->cutoffs.spam, cal->false_positives, cal->missed, cal->unsure_spam, cal->unsure_ham);
   return 0;
 }
 

@@ -18,6 +18,10 @@ struct SpamCommand {
   double rate = 0.02, margin = 0.35, ham_cost = 2.0;
   bool online = false;     // train: classify each message before learning it (TREC style)
   bool fresh = false;      // train: start from an empty model, replacing the file
+  int folds = 5;           // train: cross-validation folds that choose the cutoffs; < 2: not chosen
+  double max_fp_rate = 0;  // train: share of the folds' good mail the spam cutoff may leave at or above it
+  double max_fn_rate = 0.05;  // train: share of the folds' spam the unsure cutoff may leave below it
+  std::string cv_scores;   // train: write the out-of-fold scores here ("spam|ham<TAB>SCORE<TAB>PATH")
   std::string signature;   // reclassify
   std::string as;          // reclassify, learn: spam | ham
   int lock_wait_ms = 2000; // learn: how long to wait for the model's lock

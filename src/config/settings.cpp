@@ -169,15 +169,21 @@ Key score_key(const char* sec, const char* name, const char* def, const char* he
              [=](Settings& s, std::string_view v) -> std::string {
                char* end = nullptr;
                std::string text(v);
+               if (text == "auto") {
+                 get(s) = std::nullopt;
+                 return "";
+               }
                double d = std::strtod(text.c_str(), &end);
                if (text.empty() || *end || !(d >= 0.0 && d <= 1.0))
-                 return "expected a score between 0 and 1, got '" + text + "'";
+                 return "expected auto or a score between 0 and 1, got '" + text + "'";
                get(s) = d;
                return "";
              },
              [=](const Settings& s) {
+               auto& value = get(const_cast<Settings&>(s));
+               if (!value) return std::string("auto");
                char buf[32];
-               std::snprintf(buf, sizeof buf, "%g", get(const_cast<Settings&>(s)));
+               std::snprintf(buf, sizeof buf, "%g", *value);
                return std::string(buf);
              }};
 }
@@ -583,9 +589,12 @@ const std::vector<Key>& key_table() {
                [](Settings& s) -> auto& { return s.spam.enabled; }),
       string_key("spam", "model", "data/spam.model", "the classifier's model file (mailkeep spam train)",
                  [](Settings& s) -> auto& { return s.spam.model; }),
-      score_key("spam", "tag_score", "0.5", "X-Spam-Status: Yes at or above this score",
+      score_key("spam", "tag_score", "auto",
+                "X-Spam-Status: Unsure at or above this score; auto: the cutoff spam train chose (0.5 without one)",
                 [](Settings& s) -> auto& { return s.spam.tag_score; }),
-      score_key("spam", "reject_score", "0.99", "550 5.7.1 for alias domains at or above this score",
+      score_key("spam", "reject_score", "auto",
+                "spam at or above this score: X-Spam-Status: Yes, .Junk, 550 5.7.1 for alias domains; "
+                "auto: the cutoff spam train chose (0.99 without one)",
                 [](Settings& s) -> auto& { return s.spam.reject_score; }),
       string_key("spam", "history", "data/spam-history.db",
                  "SQLite file of verdicts and their features (the /spam page, mailkeep spam reclassify)",

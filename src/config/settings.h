@@ -7,6 +7,7 @@
 // naming file, line and key.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -139,8 +140,9 @@ struct Settings {
   struct Spam {
     bool enabled = false;
     std::string model;        // model file
-    double tag_score = 0;     // X-Spam-Status: Yes at or above
-    double reject_score = 0;  // 550 5.7.1 for alias domains at or above
+    // nullopt: `auto`, the cutoffs `mailkeep spam train` stored in the model (spam/calibration.h).
+    std::optional<double> tag_score;     // X-Spam-Status: Unsure at or above
+    std::optional<double> reject_score;  // spam: Yes, .Junk, 550 5.7.1 for alias domains, at or above
     std::string history;      // SQLite file of verdicts and features
     uint32_t signature_days = 0;  // features kept for reclassification
     uint32_t history_days = 0;    // verdict rows kept

@@ -53,7 +53,8 @@ namespace mk::stats {
   X(messages_outbound_rejected, "messages.outbound.rejected")             \
   X(archive_copies, "archive.copies")                                     \
   X(alias_used, "alias.used")                                             \
-  X(spam_ham, "spam.ham")
+  X(spam_ham, "spam.ham")                                                 \
+  X(spam_unsure, "spam.unsure")
 
 enum class Counter {
 #define MK_X(id, name) id,

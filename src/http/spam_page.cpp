@@ -169,13 +169,14 @@ Response SpamPage::page(const Request& req) {
       verdicts.push_back(json::object{
           {"signature", r.signature}, {"time", iso8601_utc(r.time)}, {"client", r.client}, {"sender", r.sender},
           {"recipients", r.recipients}, {"subject", r.subject}, {"score", r.score},
-          {"verdict", r.spam ? "spam" : "ham"}, {"action", r.action},
+          {"verdict", spam::call_name(r.call)}, {"action", r.action},
           {"reclassified_as", r.reclassified_as ? json::value(*r.reclassified_as ? "spam" : "ham") : json::value(nullptr)}});
     }
     return private_json(
         200,
         json::object{{"since", since ? json::value(date_of(since)) : json::value(nullptr)},
                      {"counts", json::object{{"spam", counts.spam},
+                                             {"unsure", counts.unsure},
                                              {"ham", counts.ham},
                                              {"errors_corrected", counts.missed_spam + counts.false_positives},
                                              {"missed_spam", counts.missed_spam},
@@ -197,28 +198,32 @@ Response SpamPage::page(const Request& req) {
        "\"> <button type=\"submit\">Show</button></form>\n";
   h += fmt::format(
       "<p id=\"counts\">Since <strong>{}</strong>: <span id=\"count-spam\">{}</span> spam, "
-      "<span id=\"count-ham\">{}</span> ham; errors corrected: <span id=\"count-corrected\">{}</span> "
+      "<span id=\"count-unsure\">{}</span> unsure, <span id=\"count-ham\">{}</span> ham; errors corrected: <span id=\"count-corrected\">{}</span> "
       "({} missed spam, {} false positives). Learned: <span id=\"learned-spam\">{}</span> spam, "
       "<span id=\"learned-ham\">{}</span> ham.</p>\n",
-      since ? date_of(since) : std::string("the start of the history"), counts.spam, counts.ham,
+      since ? date_of(since) : std::string("the start of the history"), counts.spam, counts.unsure, counts.ham,
       counts.missed_spam + counts.false_positives, counts.missed_spam, counts.false_positives,
       model ? model->trained_spam() : 0, model ? model->trained_ham() : 0);
   h += "<p id=\"status\" role=\"status\"></p>\n";
   h += "<table id=\"history\"><thead><tr><th>Time (UTC)</th><th>Client</th><th>From</th><th>To</th><th>Subject</th>"
        "<th>Score</th><th>Verdict</th><th>Signature</th><th></th></tr></thead>\n<tbody>\n";
   for (auto& r : rows) {
-    bool spam = r.reclassified_as.value_or(r.spam);
-    std::string verdict = spam ? "spam" : "ham";
+    // The operator's label, once given, stays what the row shows.
+    std::string shown = r.reclassified_as ? (*r.reclassified_as ? "spam" : "ham") : spam::call_name(r.call);
+    std::string verdict = shown;
     if (r.reclassified_as) verdict += " (reclassified)";
     else if (r.action != "relayed") verdict += " (" + r.action + ")";
+    // Spam gets "Not spam", ham "Spam", unsure both.
+    std::string buttons;
+    if (shown != "spam") buttons += "<button type=\"button\" class=\"reclassify\" data-as=\"spam\">Spam</button>";
+    if (shown != "ham") buttons += "<button type=\"button\" class=\"reclassify\" data-as=\"ham\">Not spam</button>";
     auto sig = html_escape(r.signature);
     h += fmt::format(
         "<tr class=\"{}\" data-signature=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
         "<td class=\"score\">{:.3f}</td><td class=\"verdict\">{}</td><td><code>{}</code></td>"
-        "<td><button type=\"button\" class=\"reclassify\" data-as=\"{}\">{}</button></td></tr>\n",
-        spam ? "spam" : "ham", sig, format_utc(r.time, "%Y-%m-%d %H:%M:%S"), html_escape(r.client), html_escape(r.sender),
-        html_escape(r.recipients), html_escape(r.subject), r.score, verdict, sig, spam ? "ham" : "spam",
-        spam ? "Not spam" : "Spam");
+        "<td>{}</td></tr>\n",
+        shown, sig, format_utc(r.time, "%Y-%m-%d %H:%M:%S"), html_escape(r.client), html_escape(r.sender),
+        html_escape(r.recipients), html_escape(r.subject), r.score, verdict, sig, buttons);
   }
   if (rows.empty()) h += "<tr><td colspan=\"9\">No verdicts yet.</td></tr>\n";
   h += "</tbody></table>\n</main></body></html>\n";
@@ -245,7 +250,7 @@ Response SpamPage::reclassify(const Request& req) {
   std::string signature(sig->as_string());
   bool as_spam = as->as_string() == "spam";
   auto r = spam::reclassify(history_, config_.model_path, classifier_ ? classifier_->settings() : spam::TokenizerSettings{},
-                            signature, as_spam, config_.tag_score);
+                            signature, as_spam, config_.cutoffs);
   if (r.outcome != Outcome::Ok) {
     spdlog::warn("http: spam reclassify {} as {}: {}: {}", signature, as_spam ? "spam" : "ham", r.code, r.detail);
     unsigned status = r.code == "not-found" ? 404 : r.code == "expired" ? 410 : 503;
@@ -260,7 +265,7 @@ Response SpamPage::reclassify(const Request& req) {
   return private_json(200,
                       json::object{{"signature", signature},
                                    {"as", as_spam ? "spam" : "ham"},
-                                   {"was", r.verdict.spam ? "spam" : "ham"},
+                                   {"was", spam::call_name(r.verdict.call)},
                                    {"score_before", r.before},
                                    {"score_after", r.after}},
                       v);

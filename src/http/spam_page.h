@@ -22,6 +22,7 @@
 
 #include "http/message.h"
 #include "policy/rate_limit.h"
+#include "spam/calibration.h"
 #include "spam/classifier.h"
 #include "spam/history.h"
 
@@ -30,7 +31,7 @@ namespace mk::http {
 struct SpamPageConfig {
   std::string admin_token;
   std::string model_path;
-  double tag_score = 0.5;
+  spam::CutoffOverrides cutoffs;  // [spam] tag_score, reject_score
   int64_t (*clock)() = nullptr;  // Unix seconds; null: the system clock (tests set their own)
 };
 

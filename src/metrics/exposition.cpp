@@ -88,8 +88,9 @@ std::string render(const std::vector<Sample>& extra) {
   family(out, "mailkeep_standalone_deliveries_total", "counter", "messages delivered in standalone mode");
   out += fmt::format("mailkeep_standalone_deliveries_total {}\n", get(s, "messages.standalone"));
 
-  family(out, "mailkeep_spam_verdicts_total", "counter", "scored inbound messages by verdict (spam: at reject_score)");
+  family(out, "mailkeep_spam_verdicts_total", "counter", "scored inbound messages by verdict (spam: at reject_score; unsure: at tag_score)");
   out += fmt::format("mailkeep_spam_verdicts_total{{verdict=\"spam\"}} {}\n", get(s, "spam.detected"));
+  out += fmt::format("mailkeep_spam_verdicts_total{{verdict=\"unsure\"}} {}\n", get(s, "spam.unsure"));
   out += fmt::format("mailkeep_spam_verdicts_total{{verdict=\"ham\"}} {}\n", get(s, "spam.ham"));
 
   family(out, "mailkeep_aliases_created_total", "counter", "temporary aliases created through the HTTP API");

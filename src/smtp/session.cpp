@@ -471,7 +471,7 @@ awaitable<void> Session::handle_data(std::string_view arg) {
 
   Reply result;
   bool sent_upstream = false;
-  std::optional<double> spam_score;  // set when the message was scored
+  std::optional<spam::Judgement> judged;  // set when the message was scored
   std::string signature;
   if (data.defect != DataDecoder::Defect::None) {
     const char* what = data.defect == DataDecoder::Defect::BareLineFeed   ? "bare <LF>"
@@ -489,26 +489,27 @@ awaitable<void> Session::handle_data(std::string_view arg) {
     result = Reply{451, "4.3.0", "Error: local problem storing the message; try again later"};
   } else {
     delivery::MessageBody body{received_header(), &spool};
-    // The spam verdict: headers on the relayed message; at or above
-    // reject_score mail to an alias is refused and a backup copy goes to .Junk.
+    // The spam verdict (spam/calibration.h): headers on the relayed message;
+    // spam to an alias is refused and a backup copy goes to .Junk; unsure is only tagged.
     if (tokenizer) {
-      spam_score = spam_model->score(tokenizer->finish());
+      judged = spam::judge(*spam_model, tokenizer->finish(), settings_.spam.tag_score, settings_.spam.reject_score);
       signature = spam::make_signature(std::time(nullptr));
-      body.prefix += spam_headers(*spam_score, signature);
+      body.prefix += spam::header_fields(*judged, signature);
+      stats::count(judged->call == spam::Call::Spam     ? stats::Counter::spam_detected
+                   : judged->call == spam::Call::Unsure ? stats::Counter::spam_unsure
+                                                        : stats::Counter::spam_ham);
     }
-    bool is_spam = spam_score && *spam_score >= settings_.spam.reject_score;
-    if (spam_score && !is_spam) stats::count(stats::Counter::spam_ham);
+    bool is_spam = judged && judged->call == spam::Call::Spam;
     if (is_spam) {
-      stats::count(stats::Counter::spam_detected);
       for (auto& t : tx_.archive) t = junk_target(std::move(t));  // INBOX copies become .Junk copies
       tx_.junk = true;
     }
     if (is_spam && !tx_.alias_uses.empty()) {
       result = Reply{550, "5.7.1", "Message rejected as spam"};
       stats::count(stats::Counter::reject_spam);
-      log_reject("DATA", result, fmt::format("spam score {:.3f} >= reject_score {}, signature {}", *spam_score,
-                                             settings_.spam.reject_score, signature));
-      record_verdict(signature, *spam_score, tokenizer->finish(), tokenizer->subject(), result);
+      log_reject("DATA", result, fmt::format("spam score {:.3f} >= reject_score {:.6g}, signature {}", judged->score,
+                                             judged->cutoffs.spam, signature));
+      record_verdict(signature, *judged, tokenizer->finish(), tokenizer->subject(), result);
       count_transaction(result);
       co_await reset_transaction();  // releases the alias uses too
       reply(result);
@@ -518,7 +519,7 @@ awaitable<void> Session::handle_data(std::string_view arg) {
     std::unique_ptr<ContentSource> changed;
     auto decided = co_await check_message(body, spool, changed);
     if (decided) {
-      if (spam_score) record_verdict(signature, *spam_score, tokenizer->finish(), tokenizer->subject(), *decided);
+      if (judged) record_verdict(signature, *judged, tokenizer->finish(), tokenizer->subject(), *decided);
       count_transaction(*decided);
       co_await reset_transaction();
       reply(*decided);
@@ -565,7 +566,7 @@ awaitable<void> Session::handle_data(std::string_view arg) {
       co_await finish_alias_uses(delivered);
     }
   }
-  if (spam_score) record_verdict(signature, *spam_score, tokenizer->finish(), tokenizer->subject(), result);
+  if (judged) record_verdict(signature, *judged, tokenizer->finish(), tokenizer->subject(), result);
   if (!sent_upstream) {
     count_transaction(result);  // refused here (defect, size, spool, archive): never reached log_transaction
     co_await reset_transaction();
@@ -784,12 +785,6 @@ awaitable<Session::DataResult> Session::read_message(Spool& spool, spam::Tokeniz
   co_return result;
 }
 
-std::string Session::spam_headers(double score, const std::string& signature) const {
-  bool spam = score >= settings_.spam.tag_score;
-  return fmt::format("X-Spam-Status: {}, score={:.3f} tag={} reject={}\r\nX-Spam-Score: {:.3f}\r\nX-Mailkeep-Signature: {}\r\n",
-                     spam ? "Yes" : "No", score, settings_.spam.tag_score, settings_.spam.reject_score, score, signature);
-}
-
 std::string Session::received_header() const {
   // RFC 5321 4.4; RFC 6531 4.3 names the protocol UTF8SMTP when SMTPUTF8 was used.
   // RFC 3848: ESMTPS when TLS is active; RFC 6531 4.3: UTF8SMTP(S).
@@ -841,7 +836,7 @@ void Session::log_transaction(const Reply& final_reply, uint64_t size, size_t ar
                printable(final_reply.summary(), 512), elapsed);
 }
 
-void Session::record_verdict(const std::string& signature, double score, const std::vector<uint32_t>& features,
+void Session::record_verdict(const std::string& signature, const spam::Judgement& judged, const std::vector<uint32_t>& features,
                              const std::string& subject, const Reply& result) {
   if (!env_.spam_history) return;
   spam::Verdict v;
@@ -851,8 +846,8 @@ void Session::record_verdict(const std::string& signature, double score, const s
   v.sender = printable(tx_.sender.address(), 512);
   for (auto& r : tx_.recipients) v.recipients += (v.recipients.empty() ? "" : ", ") + printable(r.address(), 512);
   v.subject = subject;
-  v.score = score;
-  v.spam = score >= settings_.spam.tag_score;
+  v.score = judged.score;
+  v.call = judged.call;
   v.action = result.positive() ? "relayed" : result.code >= 500 ? "rejected" : "deferred";
   // Queued, never blocking (spam::make_buffered_history); the history is for
   // the operator and never changes the answer to the client.

@@ -21,6 +21,7 @@
 #include "core/stats.h"
 #include "policy/dnsbl.h"
 #include "policy/rate_limit.h"
+#include "spam/calibration.h"
 #include "spam/classifier.h"
 #include "spam/history.h"
 #include "spam/tokenizer.h"
@@ -168,10 +169,8 @@ class Session : public std::enable_shared_from_this<Session> {
   };
   // `tokenizer` (may be null) sees the content as it arrives: no second pass.
   awaitable<DataResult> read_message(Spool& spool, spam::Tokenizer* tokenizer);
-  // The X-Spam-* header lines for a score.
-  std::string spam_headers(double score, const std::string& signature) const;
   // Records a verdict in the spam history (the /spam page, reclassification).
-  void record_verdict(const std::string& signature, double score, const std::vector<uint32_t>& features,
+  void record_verdict(const std::string& signature, const spam::Judgement& judged, const std::vector<uint32_t>& features,
                                  const std::string& subject, const Reply& result);
   std::string received_header() const;
   void log_transaction(const Reply& final_reply, uint64_t size, size_t archive_copies);

@@ -112,9 +112,11 @@ const char* const kMigrations[] = {
     "  data BLOB NOT NULL"
     ");"
     "CREATE INDEX features_time ON features(time);",
+    // 2: the unsure verdict (spam stays 1 for spam only).
+    "ALTER TABLE verdicts ADD COLUMN unsure INTEGER NOT NULL DEFAULT 0;",
 };
 
-constexpr const char* kColumns = "signature,time,client,sender,recipients,subject,score,spam,action,reclassified";
+constexpr const char* kColumns = "signature,time,client,sender,recipients,subject,score,spam,action,reclassified,unsure";
 
 class SqliteHistory final : public History {
  public:
@@ -122,8 +124,8 @@ class SqliteHistory final : public History {
     db_ = db::open_database(path, kMigrations);
     try {
       insert_verdict_ = std::make_unique<Statement>(
-          db_, "INSERT OR REPLACE INTO verdicts(signature,time,client,sender,recipients,subject,score,spam,action) "
-               "VALUES (?,?,?,?,?,?,?,?,?)");
+          db_, "INSERT OR REPLACE INTO verdicts(signature,time,client,sender,recipients,subject,score,spam,action,unsure) "
+               "VALUES (?,?,?,?,?,?,?,?,?,?)");
       insert_features_ = std::make_unique<Statement>(db_, "INSERT OR REPLACE INTO features(signature,time,data) VALUES (?,?,?)");
       recent_ = std::make_unique<Statement>(
           db_, fmt::format("SELECT {} FROM verdicts ORDER BY time DESC, rowid DESC LIMIT ?", kColumns).c_str());
@@ -131,8 +133,9 @@ class SqliteHistory final : public History {
       find_features_ = std::make_unique<Statement>(db_, "SELECT data FROM features WHERE signature=?");
       reclassify_ = std::make_unique<Statement>(db_, "UPDATE verdicts SET reclassified=? WHERE signature=?");
       counts_ = std::make_unique<Statement>(
-          db_, "SELECT COALESCE(SUM(spam),0), COALESCE(SUM(1-spam),0),"
-               " COALESCE(SUM(spam=0 AND reclassified=1),0), COALESCE(SUM(spam=1 AND reclassified=0),0)"
+          db_, "SELECT COALESCE(SUM(spam),0), COALESCE(SUM(1-spam-unsure),0),"
+               " COALESCE(SUM(spam=0 AND reclassified=1),0), COALESCE(SUM(spam=1 AND reclassified=0),0),"
+               " COALESCE(SUM(unsure),0)"
                " FROM verdicts WHERE time >= ?");
       purge_features_ = std::make_unique<Statement>(db_, "DELETE FROM features WHERE time < ?");
       purge_rows_ = std::make_unique<Statement>(db_, "DELETE FROM verdicts WHERE time < ?");
@@ -209,6 +212,7 @@ class SqliteHistory final : public History {
       c.ham = uint64_t(sqlite3_column_int64(s, 1));
       c.missed_spam = uint64_t(sqlite3_column_int64(s, 2));
       c.false_positives = uint64_t(sqlite3_column_int64(s, 3));
+      c.unsure = uint64_t(sqlite3_column_int64(s, 4));
     }
     return c;
   }
@@ -238,8 +242,9 @@ class SqliteHistory final : public History {
       s.bind(5, v.recipients);
       s.bind(6, v.subject);
       s.bind(7, v.score);
-      s.bind(8, int64_t(v.spam));
+      s.bind(8, int64_t(v.call == Call::Spam));
       s.bind(9, v.action);
+      s.bind(10, int64_t(v.call == Call::Unsure));
       s.step();
     }
     auto u = insert_features_->use();
@@ -259,7 +264,9 @@ class SqliteHistory final : public History {
     v.recipients = st.text(4);
     v.subject = st.text(5);
     v.score = sqlite3_column_double(s, 6);
-    v.spam = sqlite3_column_int64(s, 7) != 0;
+    v.call = sqlite3_column_int64(s, 7) != 0    ? Call::Spam
+             : sqlite3_column_int64(s, 10) != 0 ? Call::Unsure
+                                                : Call::Ham;
     v.action = st.text(8);
     if (sqlite3_column_type(s, 9) != SQLITE_NULL) v.reclassified_as = sqlite3_column_int64(s, 9) != 0;
     return v;

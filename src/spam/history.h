@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "db/error.h"
+#include "spam/calibration.h"
 
 namespace mk::spam {
 
@@ -31,14 +32,14 @@ struct Verdict {
   std::string recipients;  // comma-separated
   std::string subject;
   double score = 0;
-  bool spam = false;        // score >= tag_score
+  Call call = Call::Ham;    // the verdict at the cutoffs in effect
   std::string action;       // relayed, rejected, deferred
   std::optional<bool> reclassified_as;  // the operator's label (true = spam), once given
 };
 
 struct VerdictCounts {
-  uint64_t spam = 0, ham = 0;  // verdicts since the date
-  uint64_t missed_spam = 0;    // ham verdicts reclassified as spam
+  uint64_t spam = 0, unsure = 0, ham = 0;  // verdicts since the date
+  uint64_t missed_spam = 0;    // ham and unsure verdicts reclassified as spam
   uint64_t false_positives = 0;  // spam verdicts reclassified as ham
 };
 

@@ -18,7 +18,7 @@ namespace mk::spam {
 namespace {
 
 constexpr char kMagic[8] = {'M', 'K', 'S', 'P', 'A', 'M', '\0', '\1'};
-constexpr uint32_t kFormat = 1;
+constexpr uint32_t kFormat = 2;  // 2: a CalibrationRecord follows the header
 
 struct Header {
   char magic[8];
@@ -33,6 +33,43 @@ struct Header {
   float bias;
   uint32_t reserved2;
 };
+
+// Format 2, after the header: the calibration (all zero: none).
+struct CalibrationRecord {
+  double unsure;
+  double spam;
+  double max_fp_rate;
+  double max_fn_rate;
+  uint32_t present;
+  uint32_t folds;
+  uint32_t ham, spam_count;
+  uint32_t false_positives, missed;
+  uint32_t unsure_ham, unsure_spam;
+};
+
+CalibrationRecord record_of(const std::optional<Calibration>& c) {
+  CalibrationRecord r{};
+  if (!c) return r;
+  r = {c->cutoffs.unsure, c->cutoffs.spam, c->max_fp_rate, c->max_fn_rate, 1, c->folds, c->ham, c->spam,
+       c->false_positives, c->missed, c->unsure_ham, c->unsure_spam};
+  return r;
+}
+
+std::optional<Calibration> calibration_of(const CalibrationRecord& r) {
+  if (!r.present) return std::nullopt;
+  Calibration c;
+  c.cutoffs = {r.unsure, r.spam};
+  c.max_fp_rate = r.max_fp_rate;
+  c.max_fn_rate = r.max_fn_rate;
+  c.folds = r.folds;
+  c.ham = r.ham;
+  c.spam = r.spam_count;
+  c.false_positives = r.false_positives;
+  c.missed = r.missed;
+  c.unsure_ham = r.unsure_ham;
+  c.unsure_spam = r.unsure_spam;
+  return c;
+}
 
 double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
@@ -90,7 +127,9 @@ std::string Model::save(const std::string& path) const {
   h.trained_spam = trained_spam_;
   h.trained_ham = trained_ham_;
   h.bias = bias_;
+  CalibrationRecord cal = record_of(calibration_);
   uLong crc = crc32(0, reinterpret_cast<const Bytef*>(&h), sizeof h);
+  crc = crc32(crc, reinterpret_cast<const Bytef*>(&cal), sizeof cal);
   crc = crc32(crc, reinterpret_cast<const Bytef*>(weights_.data()), uInt(weights_.size() * sizeof(float)));
   uint32_t crc32v = uint32_t(crc);
 
@@ -98,7 +137,7 @@ std::string Model::save(const std::string& path) const {
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
   if (fd < 0) return "cannot create " + tmp + ": " + std::strerror(errno);
   give_to_directory_owner(fd, path);
-  bool ok = write_fully(fd, &h, sizeof h) && write_fully(fd, weights_.data(), weights_.size() * sizeof(float)) &&
+  bool ok = write_fully(fd, &h, sizeof h) && write_fully(fd, &cal, sizeof cal) && write_fully(fd, weights_.data(), weights_.size() * sizeof(float)) &&
             write_fully(fd, &crc32v, sizeof crc32v) && ::fsync(fd) == 0;
   int saved = errno;
   ::close(fd);
@@ -122,12 +161,15 @@ std::string Model::load(const std::string& path, Model& out, const TokenizerSett
   Header h{};
   if (!in.read(reinterpret_cast<char*>(&h), sizeof h) || std::memcmp(h.magic, kMagic, sizeof kMagic) != 0)
     return path + ": not a mailkeep spam model";
-  if (h.format != kFormat) return path + ": model format " + std::to_string(h.format) + " not supported";
+  if (h.format != 1 && h.format != kFormat)
+    return path + ": model format " + std::to_string(h.format) + " not supported";
   if (h.tokenizer_version != expected.version || h.hash_bits != expected.hash_bits ||
       h.osb_window != expected.osb_window || h.max_features != expected.max_features)
     return path + ": trained with other tokenizer settings (version " + std::to_string(h.tokenizer_version) +
            ", this mailkeep uses " + std::to_string(expected.version) +
            "); train a new one from scratch with `mailkeep spam train --fresh`";
+  CalibrationRecord cal{};
+  if (h.format >= 2 && !in.read(reinterpret_cast<char*>(&cal), sizeof cal)) return path + ": truncated";
   // Read straight into `out` (one 16 MB buffer, not two: this is most of a
   // batch classification's start-up).
   Model& m = out;
@@ -138,11 +180,13 @@ std::string Model::load(const std::string& path, Model& out, const TokenizerSett
   uint32_t stored = 0;
   if (!in.read(reinterpret_cast<char*>(&stored), sizeof stored)) return path + ": truncated";
   uLong crc = crc32(0, reinterpret_cast<const Bytef*>(&h), sizeof h);
+  if (h.format >= 2) crc = crc32(crc, reinterpret_cast<const Bytef*>(&cal), sizeof cal);
   crc = crc32(crc, reinterpret_cast<const Bytef*>(m.weights_.data()), uInt(m.weights_.size() * sizeof(float)));
   if (uint32_t(crc) != stored) return path + ": checksum mismatch (corrupt model)";
   m.bias_ = h.bias;
   m.trained_spam_ = h.trained_spam;
   m.trained_ham_ = h.trained_ham;
+  m.calibration_ = calibration_of(cal);
   return "";
 }
 

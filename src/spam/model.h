@@ -12,15 +12,18 @@
 // keeps the weights from saturating on easy mail.
 //
 // File: a versioned header (magic, format version, tokenizer settings,
-// counters), the weights, and a CRC32; written to a temp file, fsynced and
+// counters), the calibration (format 2: the cutoffs `spam train` chose,
+// calibration.h; format 1 files load without one), the weights, and a CRC32; written to a temp file, fsynced and
 // renamed, so a crash leaves the old model or the new one, never a torn one.
 // Threading: a Model is not synchronised; the SMTP side classifies with an
 // immutable snapshot while training works on a copy (see the spam issue).
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "spam/calibration.h"
 #include "spam/tokenizer.h"
 
 namespace mk::spam {
@@ -42,6 +45,10 @@ class Model {
   float bias() const { return bias_; }
   uint64_t trained_spam() const { return trained_spam_; }
   uint64_t trained_ham() const { return trained_ham_; }
+  // The cutoffs training chose (nullopt: none; Cutoffs{} apply). Kept when
+  // later corrections (reclassify, learn) change the weights.
+  const std::optional<Calibration>& calibration() const { return calibration_; }
+  void set_calibration(std::optional<Calibration> c) { calibration_ = c; }
 
   // Writes atomically (tmp + fsync + rename). Returns "" or the error.
   std::string save(const std::string& path) const;
@@ -61,6 +68,7 @@ class Model {
   std::vector<float> weights_;
   float bias_ = 0;
   uint64_t trained_spam_ = 0, trained_ham_ = 0;
+  std::optional<Calibration> calibration_;
 };
 
 // When root (the operator's `mailkeep spam train`) writes a file in a

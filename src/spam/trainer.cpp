@@ -5,6 +5,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -52,21 +53,63 @@ std::string load_or_new(const std::string& path, const TokenizerSettings& settin
   return Model::load(path, out, settings);
 }
 
+void train_batch(Model& model, const TrainingSet& set, const std::vector<size_t>& order, const BatchOptions& options,
+                 const std::function<void(int pass, size_t updates)>& progress) {
+  model.learning_rate = options.rate;
+  model.margin = options.margin;
+  model.ham_cost = options.ham_cost;
+  std::vector<uint32_t> scratch;
+  for (int pass = 0; pass < std::max(1, options.passes); ++pass) {
+    size_t updates = 0;
+    for (auto i : order)
+      if (auto* f = set.features(i, scratch)) updates += model.train(*f, set.spam[i], options.mode, /*count=*/pass == 0);
+    if (progress) progress(pass, updates);
+    if (updates == 0) break;
+  }
+}
+
+std::vector<Scored> cross_validate(const Model& start, const TrainingSet& set, const std::vector<size_t>& order,
+                                   unsigned folds, const BatchOptions& options, std::vector<size_t>* which) {
+  std::vector<unsigned> fold(order.size());
+  size_t dealt[2] = {0, 0};
+  for (size_t j = 0; j < order.size(); ++j) fold[j] = unsigned(dealt[set.spam[order[j]]]++ % folds);
+  std::vector<Scored> out;
+  out.reserve(order.size());
+  if (which) which->clear();
+  std::vector<uint32_t> scratch;
+  for (unsigned k = 0; k < folds; ++k) {
+    std::vector<size_t> rest, held;
+    for (size_t j = 0; j < order.size(); ++j) (fold[j] == k ? held : rest).push_back(order[j]);
+    Model m = start;
+    train_batch(m, set, rest, options, {});
+    for (auto i : held)
+      if (auto* f = set.features(i, scratch)) {
+        out.push_back({m.score(*f), bool(set.spam[i])});
+        if (which) which->push_back(i);
+      }
+  }
+  return out;
+}
+
 namespace {
 
 // Under `lock` (held): loads the model, learns `features` once whatever the
-// score (a person confirmed the label), then again while it is still on the
-// wrong side of `tag_score` — each step moves the score a long way, so this
-// ends in a step or two — and saves it. Returns "" or the error (the file
-// is then as it was); `before`/`after`: the message's score.
+// score (a person confirmed the label), then again while its verdict is not
+// yet the label (spam: at the spam cutoff; ham: below the unsure one) — each
+// step moves the score a long way, so this ends in a few steps — and saves
+// it. Returns "" or the error (the file is then as it was); `before`/`after`:
+// the message's score; `was`: its verdict before.
 std::string retrain_and_save(const std::string& model_path, const TokenizerSettings& settings,
-                             const std::vector<uint32_t>& features, bool as_spam, double tag_score, double& before,
-                             double& after) {
+                             const std::vector<uint32_t>& features, bool as_spam, const CutoffOverrides& overrides,
+                             double& before, double& after, Call& was) {
   Model model(settings);
   if (auto err = load_or_new(model_path, settings, model); !err.empty()) return err;
+  const Cutoffs cut = effective_cutoffs(&model, overrides.tag_score, overrides.reject_score);
+  const Call want = as_spam ? Call::Spam : Call::Ham;
   before = model.score(features);
+  was = call_of(before, cut);
   model.train(features, as_spam, TrainMode::Everything);
-  for (int i = 0; i < 50 && (model.score(features) >= tag_score) != as_spam; ++i)
+  for (int i = 0; i < 50 && call_of(model.score(features), cut) != want; ++i)
     model.train(features, as_spam, TrainMode::Everything, /*count=*/false);
   after = model.score(features);
   return model.save(model_path);
@@ -86,7 +129,7 @@ auto failer(Result& r) {
 }  // namespace
 
 ReclassifyResult reclassify(History& history, const std::string& model_path, const TokenizerSettings& settings,
-                            const std::string& signature, bool as_spam, double tag_score) {
+                            const std::string& signature, bool as_spam, const CutoffOverrides& overrides) {
   ReclassifyResult r;
   auto fail = failer(r);
   std::vector<uint32_t> features;
@@ -103,7 +146,7 @@ ReclassifyResult reclassify(History& history, const std::string& model_path, con
 
   ModelLock lock(model_path);
   if (!lock.error().empty()) return fail(Outcome::TempFail, "model-unavailable", lock.error());
-  if (auto err = retrain_and_save(model_path, settings, features, as_spam, tag_score, r.before, r.after); !err.empty())
+  if (auto err = retrain_and_save(model_path, settings, features, as_spam, overrides, r.before, r.after, r.was); !err.empty())
     return fail(Outcome::TempFail, "model-unavailable", err);
   try {
     history.set_reclassified(signature, as_spam);
@@ -116,7 +159,7 @@ ReclassifyResult reclassify(History& history, const std::string& model_path, con
 
 LearnResult learn(History* history, const std::string& model_path, const TokenizerSettings& settings,
                   const std::string& signature, const std::vector<uint32_t>& tokenized, bool as_spam,
-                  double tag_score, const Verdict& fallback, std::chrono::milliseconds lock_wait) {
+                  const CutoffOverrides& overrides, const Verdict& fallback, std::chrono::milliseconds lock_wait) {
   LearnResult r;
   auto fail = failer(r);
   std::vector<uint32_t> stored;
@@ -134,7 +177,7 @@ LearnResult learn(History* history, const std::string& model_path, const Tokeniz
     ModelLock lock(model_path, lock_wait);
     if (!lock.error().empty())
       return fail(Outcome::TempFail, lock.error().starts_with("locked") ? "locked" : "model-unavailable", lock.error());
-    if (auto err = retrain_and_save(model_path, settings, features, as_spam, tag_score, r.before, r.after);
+    if (auto err = retrain_and_save(model_path, settings, features, as_spam, overrides, r.before, r.after, r.was);
         !err.empty())
       return fail(Outcome::TempFail, "model-unavailable", err);
   }
@@ -149,7 +192,7 @@ LearnResult learn(History* history, const std::string& model_path, const Tokeniz
       v.signature = make_signature(std::time(nullptr));
       v.time = std::time(nullptr);
       v.score = r.before;
-      v.spam = r.before >= tag_score;
+      v.call = r.was;
       v.action = "learned";
       history->record(v, tokenized);
       r.signature = v.signature;

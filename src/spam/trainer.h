@@ -7,11 +7,13 @@
 // Threading: blocking calls; run them off the I/O threads.
 #pragma once
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "core/outcome.h"
+#include "spam/calibration.h"
 #include "spam/history.h"
 #include "spam/model.h"
 
@@ -38,19 +40,46 @@ class ModelLock {
 // Returns "" or the error (a damaged file is never silently replaced).
 std::string load_or_new(const std::string& path, const TokenizerSettings& settings, Model& out);
 
+// Batch training (`mailkeep spam train`): labelled examples, each held in
+// memory or read again when asked for (a training set larger than --memory).
+struct TrainingSet {
+  std::vector<bool> spam;  // the label of example i
+  // Example i's features: a pointer to held ones, or read into `scratch`;
+  // nullptr when the file is gone since it was listed.
+  std::function<const std::vector<uint32_t>*(size_t i, std::vector<uint32_t>& scratch)> features;
+};
+struct BatchOptions {
+  TrainMode mode = TrainMode::OnError;
+  int passes = 3;  // at most; stops early after a pass without an update
+  double rate = 0.02, margin = 0.35, ham_cost = 2.0;
+};
+// Trains `model` on the examples in `order`, pass after pass; `progress`
+// (may be empty) hears each pass's number of updates.
+void train_batch(Model& model, const TrainingSet& set, const std::vector<size_t>& order, const BatchOptions& options,
+                 const std::function<void(int pass, size_t updates)>& progress);
+// k-fold cross-validation: the examples in `order` go to `folds` folds,
+// stratified (spam and good mail dealt out separately); each fold is scored
+// by a copy of `start` trained on the other folds. Returns one out-of-fold
+// score per example that could be read.
+// `which` (may be null) receives the example index of each score.
+std::vector<Scored> cross_validate(const Model& start, const TrainingSet& set, const std::vector<size_t>& order,
+                                   unsigned folds, const BatchOptions& options, std::vector<size_t>* which = nullptr);
+
 struct ReclassifyResult {
   Outcome outcome = Outcome::Ok;
   std::string code;    // not-found, expired, model-unavailable, history-unavailable ("" when Ok)
   std::string detail;  // for people
   double before = 0, after = 0;  // the message's score with the old and the new model
+  Call was = Call::Ham;  // its verdict with the old model
   Verdict verdict;     // as stored (before this reclassification)
 };
 
 // Retrains the model from the features stored under `signature` until that
-// message lands on the `as_spam` side of `tag_score` (DSPAM's "retrain until
-// corrected"), saves the model atomically and records the operator's label.
+// message gets the verdict it was labelled with — spam at the spam cutoff,
+// ham below the unsure one (DSPAM's "retrain until corrected") — saves the
+// model atomically and records the operator's label.
 ReclassifyResult reclassify(History& history, const std::string& model_path, const TokenizerSettings& settings,
-                            const std::string& signature, bool as_spam, double tag_score);
+                            const std::string& signature, bool as_spam, const CutoffOverrides& overrides);
 
 // Learns one message the user labelled (`mailkeep spam learn`, fed by
 // Dovecot's IMAPSieve when a message is moved into or out of Junk): its
@@ -64,11 +93,12 @@ struct LearnResult {
   std::string code;    // locked, model-unavailable, history-unavailable ("" when Ok)
   std::string detail;
   double before = 0, after = 0;
+  Call was = Call::Ham;  // the verdict with the old model
   bool stored = false;  // the history's features were used
   std::string signature;  // the verdict the correction was recorded on
 };
 LearnResult learn(History* history, const std::string& model_path, const TokenizerSettings& settings,
                   const std::string& signature, const std::vector<uint32_t>& tokenized, bool as_spam,
-                  double tag_score, const Verdict& fallback, std::chrono::milliseconds lock_wait);
+                  const CutoffOverrides& overrides, const Verdict& fallback, std::chrono::milliseconds lock_wait);
 
 }  // namespace mk::spam

@@ -94,6 +94,7 @@ def stats_to_samples(name: str) -> str | None:
         "defer.archive": 'mailkeep_deferrals_total{cause="archive"}',
         "spam.detected": 'mailkeep_spam_verdicts_total{verdict="spam"}',
         "spam.ham": 'mailkeep_spam_verdicts_total{verdict="ham"}',
+        "spam.unsure": 'mailkeep_spam_verdicts_total{verdict="unsure"}',
         "auth.ok": 'mailkeep_auth_total{result="ok"}',
     }
     if name in fixed:

@@ -5,7 +5,8 @@ through mailkeep by a real SMTP client to the capture upstream, then
 - `mailkeep spam reclassify SIGNATURE --as spam|ham` retrains from the stored features (no copy of
   the message), and the same message sent again gets the other verdict;
 - the operator's GET /spam page: 401 without the admin token, rows with their signatures, and in
-  headless Chromium (tests/browser/spam_history.mjs) red spam rows and a working reclassify button.
+  headless Chromium (tests/browser/spam_history.mjs) spam, unsure and ham rows in three colours and
+  working reclassify buttons.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from harness import REPO, Capture, Mailkeep, MAILKEEP_BIN, RawSMTP, default_config, free_port, normalize_message
-from test_spam_smtp import header, model, pick  # noqa: F401  (model is a fixture)
+from test_spam_smtp import corpus, header, model, pick, score_of  # noqa: F401  (model is a fixture)
 
 BROWSER_DIR = REPO / "tests" / "browser"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -203,9 +204,19 @@ def test_history_page_in_chromium(gateway, model, tmp_path):  # noqa: F811
     status, spam_sig = gateway.send(spam)
     assert status.startswith("Yes")
     _, ham_sig = gateway.send(normalize_message(ham_path.read_bytes()))
+    # And one the model is unsure of: between tag_score 0.5 and reject_score 0.99.
+    unsure_sig = None
+    for path in corpus("spam-2", 120) + corpus("hard-ham-1", 60):
+        if 0.6 < score_of(model, path) < 0.9:
+            status, sig = gateway.send(normalize_message(path.read_bytes()))
+            if status.startswith("Unsure"):
+                unsure_sig = sig
+                break
+    assert unsure_sig, "no message scored Unsure"
 
     env = dict(os.environ, MAILKEEP_URL=f"http://127.0.0.1:{gateway.http_port}", ADMIN_TOKEN=TOKEN,
-               SPAM_SIGNATURE=spam_sig, HAM_SIGNATURE=ham_sig, OUT_DIR=str(tmp_path / "out"), CHROMIUM=CHROMIUM)
+               SPAM_SIGNATURE=spam_sig, HAM_SIGNATURE=ham_sig, UNSURE_SIGNATURE=unsure_sig,
+               OUT_DIR=str(tmp_path / "out"), CHROMIUM=CHROMIUM)
     proc = subprocess.run(["node", "--test-reporter=spec", "spam_history.mjs"], cwd=BROWSER_DIR, env=env,
                           capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
     print(proc.stdout[-6000:], proc.stderr[-3000:])

@@ -166,3 +166,47 @@ def test_a_message_scores_the_same_live_and_from_the_archive(backup_gateway, ups
                                b"Received: from bulk.sender.example ([127.0.0.1])"), data[:200]
         recorded = float(header(data, "X-Spam-Score"))
         assert abs(float(line.split("\t")[1]) - recorded) < 0.0006, (copy.name, line, recorded)
+
+
+def test_unsure_mail_is_tagged_and_delivered_only_spam_goes_to_junk(backup_gateway, upstreams, model):  # noqa: F811
+    """With the cutoffs the model's training chose (tag_score and reject_score `auto`): a message
+    in between is tagged Unsure, archived in INBOX and delivered to an alias; only spam goes to
+    .Junk and is refused for an alias."""
+    ini = model.parent / "cutoffs.ini"
+    ini.write_text(f"[spam]\nmodel = {model}\n")
+    s = dict(line.split(" ", 1) for line in subprocess.run(
+        [str(MAILKEEP_BIN), "spam", "stats", "-c", str(ini)], check=True, capture_output=True, text=True).stdout.splitlines())
+    unsure_cut, spam_cut = float(s["cutoffs.unsure"]), float(s["cutoffs.spam"])
+    assert s["cutoffs.spam.from"] == "model" and unsure_cut < spam_cut, s
+    # Well inside the band (the live score differs from the file's by our Received field).
+    out = subprocess.run([str(MAILKEEP_BIN), "spam", "classify", "-c", str(ini),
+                          *map(str, corpus("spam-2", 200) + corpus("hard-ham-1", 100))],
+                         check=True, capture_output=True, text=True).stdout.splitlines()
+    margin = (spam_cut - unsure_cut) / 4
+    middle = [Path(l.split("\t")[0]) for l in out if unsure_cut + margin < float(l.split("\t")[1]) < spam_cut - margin]
+    assert middle, f"no message between {unsure_cut} and {spam_cut}"
+    unsure_msg = normalize_message(middle[0].read_bytes())
+    spam_msg = normalize_message(pick(model, "spam-1", True, 0)[0].read_bytes())
+    http_port = __import__("harness").free_port()
+    gw = backup_gateway(upstreams.outbound.address, users=["alice"], spam={"enabled": "true", "model": str(model)},
+                        http={"listen": f"127.0.0.1:{http_port}"}, aliases={"create_interval": "0"})
+    alias = create_alias(http_port, "owner@example.net")
+    with RawSMTP(gw.host, gw.port) as c:
+        c.ehlo()
+        assert c.send_message("sender@internet.test", [alias], unsure_msg).code == 250
+        assert c.send_message("sender@internet.test", ["alice@example.org"], unsure_msg).code == 250
+        r = c.send_message("sender@internet.test", [alias], spam_msg)
+        assert (r.code, r.enhanced) == (550, "5.7.1"), r
+        assert c.send_message("sender@internet.test", ["alice@example.org"], spam_msg).code == 250
+    got = upstreams.outbound.messages
+    assert [m.rcpt_tos for m in got] == [["owner@example.net"], ["alice@example.org"], ["alice@example.org"]]
+    status = header(got[0].data, "X-Spam-Status")
+    assert status.startswith("Unsure, score="), status
+    assert f"tag={unsure_cut:.6g} reject={spam_cut:.6g}" in status, (status, s)
+    assert header(got[2].data, "X-Spam-Status").startswith("Yes")
+    inbox = list((gw.folder("alice") / "new").iterdir())
+    junk = list((gw.folder("alice", "Junk") / "new").iterdir())
+    assert len(inbox) == 1 and len(junk) == 1, (inbox, junk)
+    assert b"X-Spam-Status: Unsure" in inbox[0].read_bytes()
+    assert b"X-Spam-Status: Yes" in junk[0].read_bytes()
+    assert f">= reject_score {spam_cut:.6g}" in gw.log()

@@ -24,7 +24,7 @@ struct SpamPageTest : ::testing::Test {
   fs::path dir = fs::temp_directory_path() / ("mk-spampage-" + std::to_string(::getpid()));
   spam::FakeHistory history;
   static inline int64_t clock_now = 1'800'000'010;  // ten seconds into a minute
-  SpamPage page{history, nullptr, {kToken, (dir / "spam.model").string(), 0.5, [] { return clock_now; }}};
+  SpamPage page{history, nullptr, {kToken, (dir / "spam.model").string(), {0.5, 0.5}, [] { return clock_now; }}};
 
   SpamPageTest() {
     fs::create_directories(dir);
@@ -45,7 +45,7 @@ struct SpamPageTest : ::testing::Test {
     v.recipients = "r@example.org";
     v.subject = subject;
     v.score = score;
-    v.spam = spam;
+    v.call = spam ? spam::Call::Spam : spam::Call::Ham;
     v.action = "relayed";
     history.record(v, f);
   }

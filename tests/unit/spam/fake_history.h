@@ -40,9 +40,10 @@ class FakeHistory final : public History {
     VerdictCounts c;
     for (auto& [sig, r] : rows) {
       if (r.verdict.time < since) continue;
-      (r.verdict.spam ? c.spam : c.ham)++;
-      if (r.verdict.reclassified_as && *r.verdict.reclassified_as != r.verdict.spam)
-        (r.verdict.spam ? c.false_positives : c.missed_spam)++;
+      const bool spam = r.verdict.call == Call::Spam;
+      (spam ? c.spam : r.verdict.call == Call::Unsure ? c.unsure : c.ham)++;
+      if (r.verdict.reclassified_as && *r.verdict.reclassified_as != spam)
+        (spam ? c.false_positives : c.missed_spam)++;
     }
     return c;
   }

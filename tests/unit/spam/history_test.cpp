@@ -25,6 +25,8 @@ struct TempDir {
   ~TempDir() { fs::remove_all(path); }
 };
 
+const CutoffOverrides kHalf{0.5, 0.5};  // tag = reject = 0.5: spam at 0.5, no unsure band
+
 std::vector<uint32_t> features_of(const std::string& message) {
   Tokenizer t;
   t.feed(message);
@@ -40,7 +42,7 @@ Verdict verdict(std::string sig, int64_t time, double score, bool spam) {
   v.recipients = "b@example.org, c@example.org";
   v.subject = "Hello <there> & \"friends\"";
   v.score = score;
-  v.spam = spam;
+  v.call = spam ? Call::Spam : Call::Ham;
   v.action = "relayed";
   return v;
 }
@@ -198,7 +200,7 @@ TEST_F(ReclassifyTest, FlipsTheVerdictOfTheSameMessageAndRecordsTheLabel) {
   FakeHistory history;
   ASSERT_LT(score_now(hammy), 0.5);
   history.record(verdict("h1", 100, score_now(hammy), false), features_of(hammy));
-  auto r = reclassify(history, model_path, {}, "h1", /*as_spam=*/true, 0.5);
+  auto r = reclassify(history, model_path, {}, "h1", /*as_spam=*/true, kHalf);
   ASSERT_EQ(r.outcome, Outcome::Ok) << r.code << " " << r.detail;
   EXPECT_LT(r.before, 0.5);
   EXPECT_GE(r.after, 0.5);
@@ -206,7 +208,7 @@ TEST_F(ReclassifyTest, FlipsTheVerdictOfTheSameMessageAndRecordsTheLabel) {
   EXPECT_EQ(history.rows["h1"].verdict.reclassified_as, std::optional<bool>(true));
   EXPECT_EQ(history.counts(0).missed_spam, 1u);
   // And back: the operator changed their mind.
-  r = reclassify(history, model_path, {}, "h1", false, 0.5);
+  r = reclassify(history, model_path, {}, "h1", false, kHalf);
   ASSERT_EQ(r.outcome, Outcome::Ok);
   EXPECT_LT(score_now(hammy), 0.5);
 }
@@ -214,7 +216,7 @@ TEST_F(ReclassifyTest, FlipsTheVerdictOfTheSameMessageAndRecordsTheLabel) {
 TEST_F(ReclassifyTest, WorksWithoutAModelFileYet) {
   FakeHistory history;
   history.record(verdict("x", 100, 0.5, true), features_of(spammy));
-  auto r = reclassify(history, model_path, {}, "x", false, 0.5);
+  auto r = reclassify(history, model_path, {}, "x", false, kHalf);
   ASSERT_EQ(r.outcome, Outcome::Ok) << r.detail;
   EXPECT_LT(score_now(spammy), 0.5);
 }
@@ -222,18 +224,18 @@ TEST_F(ReclassifyTest, WorksWithoutAModelFileYet) {
 TEST_F(ReclassifyTest, UnknownExpiredAndBrokenAreReportedNotGuessed) {
   train_model();
   FakeHistory history;
-  EXPECT_EQ(reclassify(history, model_path, {}, "missing", true, 0.5).code, "not-found");
+  EXPECT_EQ(reclassify(history, model_path, {}, "missing", true, kHalf).code, "not-found");
   history.record(verdict("old", 100, 0.1, false), features_of(hammy));
   history.purge(/*features_before=*/200, /*rows_before=*/0);
-  auto r = reclassify(history, model_path, {}, "old", true, 0.5);
+  auto r = reclassify(history, model_path, {}, "old", true, kHalf);
   EXPECT_EQ(r.outcome, Outcome::PermFail);
   EXPECT_EQ(r.code, "expired");
   history.fail = true;
-  EXPECT_EQ(reclassify(history, model_path, {}, "old", true, 0.5).code, "history-unavailable");
+  EXPECT_EQ(reclassify(history, model_path, {}, "old", true, kHalf).code, "history-unavailable");
   history.fail = false;
   history.record(verdict("ok", 100, 0.1, false), features_of(hammy));
   std::ofstream(model_path, std::ios::trunc) << "not a model";
-  r = reclassify(history, model_path, {}, "ok", true, 0.5);
+  r = reclassify(history, model_path, {}, "ok", true, kHalf);
   EXPECT_EQ(r.outcome, Outcome::TempFail);
   EXPECT_EQ(r.code, "model-unavailable");
   std::ifstream in(model_path);
@@ -245,7 +247,7 @@ TEST_F(ReclassifyTest, WithTheSqliteHistory) {
   train_model();
   auto history = open_sqlite_history((dir.path / "h.db").string());
   history->record(verdict("sq", 100, score_now(spammy), true), features_of(spammy));
-  auto r = reclassify(*history, model_path, {}, "sq", false, 0.5);
+  auto r = reclassify(*history, model_path, {}, "sq", false, kHalf);
   ASSERT_EQ(r.outcome, Outcome::Ok) << r.detail;
   EXPECT_LT(score_now(spammy), 0.5);
   EXPECT_EQ(history->counts(0).false_positives, 1u);
@@ -256,7 +258,7 @@ TEST_F(ReclassifyTest, LearnUsesStoredFeaturesWhenTheSignatureIsKnown) {
   FakeHistory history;
   history.record(verdict("s1", 100, score_now(hammy), false), features_of(hammy));
   // What the client hands back may differ from what was scored (re-encoded): the stored features win.
-  auto r = learn(&history, model_path, {}, "s1", features_of(spammy), /*as_spam=*/true, 0.5, Verdict{},
+  auto r = learn(&history, model_path, {}, "s1", features_of(spammy), /*as_spam=*/true, kHalf, Verdict{},
                  std::chrono::milliseconds(100));
   ASSERT_EQ(r.outcome, Outcome::Ok) << r.code << " " << r.detail;
   EXPECT_TRUE(r.stored);
@@ -272,7 +274,7 @@ TEST_F(ReclassifyTest, LearnTokenizedRecordsARowOfItsOwn) {
   Verdict from;
   from.sender = "someone@example.com";
   from.subject = "hello";
-  auto r = learn(&history, model_path, {}, "unknown-signature", features_of(hammy), true, 0.5, from,
+  auto r = learn(&history, model_path, {}, "unknown-signature", features_of(hammy), true, kHalf, from,
                  std::chrono::milliseconds(100));
   ASSERT_EQ(r.outcome, Outcome::Ok) << r.detail;
   EXPECT_FALSE(r.stored);
@@ -280,7 +282,7 @@ TEST_F(ReclassifyTest, LearnTokenizedRecordsARowOfItsOwn) {
   auto& row = history.rows.begin()->second;
   EXPECT_EQ(row.verdict.sender, "someone@example.com");
   EXPECT_EQ(row.verdict.action, "learned");
-  EXPECT_FALSE(row.verdict.spam);  // as scored before learning
+  EXPECT_EQ(row.verdict.call, Call::Ham);  // as scored before learning
   EXPECT_EQ(row.verdict.reclassified_as, std::optional<bool>(true));
   EXPECT_EQ(history.counts(0).missed_spam, 1u);
   EXPECT_GE(score_now(hammy), 0.5);
@@ -294,7 +296,7 @@ TEST_F(ReclassifyTest, LearnGivesUpOnALockedModelAndLeavesIt) {
   ASSERT_EQ(held.error(), "");
   FakeHistory history;
   auto t0 = std::chrono::steady_clock::now();
-  auto r = learn(&history, model_path, {}, "", features_of(hammy), true, 0.5, Verdict{},
+  auto r = learn(&history, model_path, {}, "", features_of(hammy), true, kHalf, Verdict{},
                  std::chrono::milliseconds(50));
   EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(50));
   EXPECT_EQ(r.outcome, Outcome::TempFail);
