@@ -972,6 +972,8 @@ int main(int argc, char** argv) {
                          "share of the folds' spam allowed below the unsure cutoff, called ham (default 0.05)")
       ->check(CLI::Range(0.0, 1.0));
   spam_train->add_option("--cv-scores", spam_cmd.cv_scores, "write the folds' scores: spam|ham<TAB>SCORE<TAB>PATH lines");
+  spam_train->add_flag("--no-average", spam_cmd.no_average,
+                       "keep the last weights of a batch instead of their mean over the training");
   spam_train->add_flag("--fresh", spam_cmd.fresh, "start from an empty model (replaces the file; needed after a tokenizer change)");
   spam_train->add_flag("--online", spam_cmd.online, "classify each message before learning it, in order; print the verdicts");
   auto* spam_classify = spam_top->add_subcommand("classify", "Score messages: PATH<TAB>SCORE<TAB>spam|unsure|ham");

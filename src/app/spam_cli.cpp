@@ -254,7 +254,7 @@ int train(const Settings& settings, const SpamCommand& cmd) {
       if (!features[i].empty()) return &features[i];
       return features_of(tok, examples[i].path, scratch) ? &scratch : nullptr;  // gone since the first read
     };
-    spam::BatchOptions options{mode, cmd.passes, cmd.rate, cmd.margin, cmd.ham_cost};
+    spam::BatchOptions options{mode, cmd.passes, cmd.rate, cmd.margin, cmd.ham_cost, !cmd.no_average};
     auto path_of = [&](size_t i) -> const std::string& { return examples[i].path; };
     if (report(calibrate(model, set, order, options, cmd, path_of))) return 1;
     spam::train_batch(model, set, order, options,

@@ -18,6 +18,7 @@ struct SpamCommand {
   double rate = 0.02, margin = 0.35, ham_cost = 2.0;
   bool online = false;     // train: classify each message before learning it (TREC style)
   bool fresh = false;      // train: start from an empty model, replacing the file
+  bool no_average = false; // train: keep the last weights instead of their mean over the training
   int folds = 5;           // train: cross-validation folds that choose the cutoffs; < 2: not chosen
   double max_fp_rate = 0;  // train: share of the folds' good mail the spam cutoff may leave at or above it
   double max_fn_rate = 0.05;  // train: share of the folds' spam the unsure cutoff may leave below it

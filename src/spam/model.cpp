@@ -105,7 +105,24 @@ bool Model::train(const std::vector<uint32_t>& features, bool is_spam, TrainMode
   float step = float(learning_rate * (y - p) * (is_spam ? 1.0 : ham_cost));
   for (auto f : features) weights_[f] += step;
   bias_ += step * 0.1f;
+  if (!update_sum_.empty()) {
+    for (auto f : features) update_sum_[f] += examples_ * step;
+    bias_sum_ += examples_ * step * 0.1f;
+  }
   return true;
+}
+
+void Model::begin_average() {
+  update_sum_.assign(weights_.size(), 0.0);
+  bias_sum_ = 0;
+  examples_ = 1;
+}
+
+void Model::end_average() {
+  if (update_sum_.empty()) return;
+  for (size_t i = 0; i < weights_.size(); ++i) weights_[i] -= float(update_sum_[i] / examples_);
+  bias_ -= float(bias_sum_ / examples_);
+  std::vector<double>().swap(update_sum_);
 }
 
 void give_to_directory_owner(int fd, const std::string& path) {

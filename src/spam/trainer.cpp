@@ -59,13 +59,17 @@ void train_batch(Model& model, const TrainingSet& set, const std::vector<size_t>
   model.margin = options.margin;
   model.ham_cost = options.ham_cost;
   std::vector<uint32_t> scratch;
+  if (options.average) model.begin_average();
   for (int pass = 0; pass < std::max(1, options.passes); ++pass) {
     size_t updates = 0;
-    for (auto i : order)
+    for (auto i : order) {
       if (auto* f = set.features(i, scratch)) updates += model.train(*f, set.spam[i], options.mode, /*count=*/pass == 0);
+      model.tick();
+    }
     if (progress) progress(pass, updates);
     if (updates == 0) break;
   }
+  model.end_average();
 }
 
 std::vector<Scored> cross_validate(const Model& start, const TrainingSet& set, const std::vector<size_t>& order,

@@ -251,5 +251,29 @@ TEST(Model, LearnsAndRoundTripsAndRejectsCorruption) {
   EXPECT_FALSE(Model::load(path, back, settings).empty());
 }
 
+TEST(Model, AveragingEndsAtTheMeanOfTheWeightsOverTheTraining) {
+  TokenizerSettings settings;
+  settings.hash_bits = 8;
+  Model m(settings), plain(settings);
+  m.learning_rate = plain.learning_rate = 0.3;
+  const std::vector<std::vector<uint32_t>> xs{{1, 2}, {2, 3}, {1, 3}, {4}, {1, 2, 4}, {3}};
+  const bool ys[] = {true, false, true, false, true, false};
+  m.begin_average();
+  double sum_w2 = 0, sum_bias = 0;  // the start (all zero) is one of the 19 states averaged
+  for (int pass = 0; pass < 3; ++pass)
+    for (size_t i = 0; i < xs.size(); ++i) {
+      m.train(xs[i], ys[i], TrainMode::Everything);
+      plain.train(xs[i], ys[i], TrainMode::Everything);
+      m.tick();
+      sum_w2 += plain.weight(2);  // the weights after each example, as the mean counts them
+      sum_bias += plain.bias();
+    }
+  EXPECT_FLOAT_EQ(m.weight(2), plain.weight(2)) << "not averaged before end_average()";
+  m.end_average();
+  EXPECT_NEAR(m.weight(2), sum_w2 / 19, 1e-5);
+  EXPECT_NEAR(m.bias(), sum_bias / 19, 1e-5);
+  EXPECT_NE(m.weight(2), plain.weight(2));
+}
+
 }  // namespace
 }  // namespace mk::spam
