@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 # (no Postfix, Dovecot, Chromium or clang); ./test.sh installs those itself.
 BUILD_PACKAGES=(build-essential cmake ninja-build pkg-config libboost1.81-dev libssl-dev
   libc-ares-dev libsqlite3-dev libcli11-dev libfmt-dev libspdlog-dev
-  libgtest-dev libgmock-dev zlib1g-dev libxapian-dev libgmime-3.0-dev libgumbo-dev libargon2-dev libsystemd-dev)
+  libgtest-dev libgmock-dev zlib1g-dev libxapian-dev libgmime-3.0-dev libgumbo-dev libargon2-dev libsystemd-dev libpq-dev)
 . cmake/apt-ensure.sh
 apt_ensure "${BUILD_PACKAGES[@]}"
 

@@ -17,7 +17,7 @@ results=build/test-results
 TEST_PACKAGES=(postfix swaks python3-aiosmtpd python3-dnslib python3-pytest dovecot-imapd dovecot-lmtpd dovecot-sieve
   wrk bogofilter procps chromium openssl clang-14 libclang-rt-14-dev notmuch maildir-utils xapian-tools
   libnet-ssleay-perl strace mandoc prometheus lintian dpkg-dev python3-cryptography python3-jwt time postsrsd
-  opendkim python3-milter python3-dkim rspamd spamassassin spamd spamc spamass-milter opendmarc iproute2)
+  opendkim python3-milter python3-dkim rspamd spamassassin spamd spamc spamass-milter opendmarc iproute2 postgresql-15)
 # npm fetches the test corpus and playwright-core; a machine may have Node.js from elsewhere.
 command -v npm >/dev/null 2>&1 || TEST_PACKAGES+=(npm)
 . cmake/apt-ensure.sh

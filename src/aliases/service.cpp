@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include <spdlog/spdlog.h>
+
 #include "aliases/alias_id.h"
 #include "core/strings.h"
 #include "smtp/command.h"
@@ -77,44 +79,63 @@ ReserveResult AliasService::reserve(std::string_view local_part) {
   ReserveResult r;
   auto id = normalise_alias_id(local_part);
   if (!id) return r;  // cannot be one of ours: Unknown
-  std::lock_guard lock(mutex_);
-  auto a = store_.find(*id);
-  if (!a) return r;
-  r.id = a->id;
-  r.target = a->target;
-  auto it = pending_.find(a->id);
-  uint32_t pending = it == pending_.end() ? 0 : it->second;
-  switch (state_of(*a, clock_(), pending)) {
-    case AliasState::Disabled: r.status = Reservation::Disabled; return r;
-    case AliasState::Expired: r.status = Reservation::Expired; return r;
-    case AliasState::UsedUp: r.status = Reservation::UsedUp; return r;
-    case AliasState::Live: break;
+  const int64_t now = clock_();
+  std::string token = generate_token();
+  auto h = store_.hold(*id, token, now, now + policy_.hold_seconds);
+  if (!h.alias) return r;
+  r.id = h.alias->id;
+  r.target = h.alias->target;
+  if (h.held) {
+    std::lock_guard lock(mutex_);
+    held_[r.id].push_back(std::move(token));
+    r.status = Reservation::Reserved;
+    return r;
   }
-  ++pending_[a->id];
-  r.status = Reservation::Reserved;
+  switch (state_of(*h.alias, now, h.pending)) {
+    case AliasState::Disabled: r.status = Reservation::Disabled; break;
+    case AliasState::Expired: r.status = Reservation::Expired; break;
+    case AliasState::UsedUp:
+    case AliasState::Live: r.status = Reservation::UsedUp; break;  // Live: the store saw it used up
+  }
   return r;
 }
 
-void AliasService::commit_use(const std::string& id) {
-  // Stored before the pending use is dropped, so there is never a moment of
-  // over-delivery (at worst a racing reserve sees the use twice and refuses).
-  // The write happens outside the lock: a slow write must not stall RCPTs.
-  std::exception_ptr failure;
-  try {
-    store_.add_use(id);
-  } catch (...) {
-    failure = std::current_exception();  // the pending use is dropped all the same
-  }
-  {
-    std::lock_guard lock(mutex_);
-    if (auto it = pending_.find(id); it != pending_.end() && --it->second == 0) pending_.erase(it);
-  }
-  if (failure) std::rethrow_exception(failure);
+std::optional<std::string> AliasService::take_token(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  auto it = held_.find(id);
+  if (it == held_.end() || it->second.empty()) return std::nullopt;
+  std::string token = std::move(it->second.back());
+  it->second.pop_back();
+  if (it->second.empty()) held_.erase(it);
+  return token;
 }
 
-void AliasService::release(const std::string& id) {
-  std::lock_guard lock(mutex_);
-  if (auto it = pending_.find(id); it != pending_.end() && --it->second == 0) pending_.erase(it);
+void AliasService::commit_use(const std::string& id) {
+  // Holds of one alias by this process are interchangeable: any of them will do.
+  if (auto token = take_token(id)) store_.commit_hold(id, *token);
+  else store_.add_use(id);  // not held here (cannot happen): counted all the same
 }
+
+void AliasService::release(const std::string& id) noexcept {
+  std::optional<std::string> token;
+  try {
+    token = take_token(id);
+    if (!token) return;
+    auto give_back = [this, id, token = *token] {
+      try {
+        store_.release_hold(token);
+      } catch (const std::exception& e) {
+        spdlog::warn("alias {}: a held use could not be given back now ({}); it lapses after {} s", id, e.what(),
+                     policy_.hold_seconds);
+      }
+    };
+    if (background_) background_(std::move(give_back));
+    else give_back();
+  } catch (const std::exception& e) {  // out of memory
+    spdlog::warn("alias {}: releasing a held use failed: {}", id, e.what());
+  }
+}
+
+size_t AliasService::expire_holds() { return store_.expire_holds(clock_()); }
 
 }  // namespace mk::aliases

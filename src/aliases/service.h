@@ -1,14 +1,18 @@
 // service.h — the alias service: creation with validation and caps, and the
 // SMTP side's reserve → commit/release protocol that counts uses.
 //
-// Counting (where an alias is counted): reserve() at RCPT holds one pending
-// use; commit_use() after the upstream accepted the message turns it into a
-// stored use; release() on RSET, rejection or disconnect gives it back. The
-// check "uses + pending < max_usage" and the reservation happen under one
-// lock, so concurrent sessions racing for the last use never over-deliver.
-// Pending uses live in memory (one process); a crash forgets them, which is
-// safe: a message is only counted once its upstream said 250.
-// Threading: all methods are safe from any thread; store calls block briefly.
+// Counting (where an alias is counted): reserve() at RCPT holds one use in
+// the store (AliasStore::hold: "uses + held < max_usage" and the hold are one
+// atomic step there, so sessions racing for the last use never over-deliver,
+// on one gateway or several sharing a store); commit_use() after the
+// upstream accepted the message turns it into a stored use; release() on
+// RSET, rejection or disconnect gives it back. A hold expires after
+// [aliases] hold_seconds, so one a killed gateway held comes back
+// (expire_holds(), run with the purge). The service remembers which holds
+// this process has, per alias, since callers name the alias, not the hold.
+// A message is only counted once its upstream said 250.
+// Threading: all methods are safe from any thread; store calls block (run
+// them on the blocking pool).
 #pragma once
 #include <functional>
 #include <mutex>
@@ -27,6 +31,7 @@ struct AliasPolicy {
   uint32_t default_days = 7;
   uint32_t max_days = 60;
   uint32_t max_usage = 100;
+  uint32_t hold_seconds = 3600;  // a held use not finished by then is given back
 };
 
 struct CreateRequest {
@@ -68,11 +73,19 @@ class AliasService {
   // The upstream accepted the message: THE place an alias use is counted.
   void commit_use(const std::string& id);
   // The transaction ended without delivery: the held use is given back.
-  void release(const std::string& id);
+  // Never throws and never waits for the store when a background runner is
+  // set (the SMTP side calls it from I/O threads, also from destructors): a
+  // failure is logged, and the hold then lapses after hold_seconds.
+  void release(const std::string& id) noexcept;
+  // Where release() sends its store call: main posts it onto the blocking
+  // pool; unset (tests, the CLI), release() calls the store itself.
+  void set_background(std::function<void(std::function<void()>)> post) { background_ = std::move(post); }
 
   bool disable(const std::string& id) { return store_.disable(id); }
   std::vector<Alias> list(size_t limit) { return store_.list(limit); }
   size_t purge() { return store_.purge(clock_()); }
+  // Gives back held uses whose holds expired (a gateway was killed holding them).
+  size_t expire_holds();
   int64_t now() const { return clock_(); }
   const AliasPolicy& policy() const { return policy_; }
 
@@ -82,8 +95,10 @@ class AliasService {
   AliasStore& store_;
   AliasPolicy policy_;
   Clock clock_;
-  std::mutex mutex_;  // guards pending_ and makes check-and-reserve atomic
-  std::unordered_map<std::string, uint32_t> pending_;
+  std::optional<std::string> take_token(const std::string& id);
+  std::function<void(std::function<void()>)> background_;
+  std::mutex mutex_;  // guards held_
+  std::unordered_map<std::string, std::vector<std::string>> held_;  // alias id → this process's hold tokens
 };
 
 }  // namespace mk::aliases

@@ -1,13 +1,20 @@
-// store.h — where aliases live. An interface, so that PostgreSQL can be
-// added later without touching callers; SqliteAliasStore (sqlite_store.h) is
-// the embedded default; tests/unit has an in-memory fake.
+// store.h — where aliases live, and where their uses are held while a
+// message is on its way. An interface: SqliteAliasStore (sqlite_store.h) is
+// the embedded default, one gateway's file; the PostgreSQL store
+// (store/pg_alias_store.h) is shared by every gateway; tests/unit has an
+// in-memory fake. tests/unit/aliases/store_suite_test.cpp runs the same
+// cases against each.
 // Failures of the database throw StoreError; callers answer TempFail (SMTP
 // 451, HTTP 503), never a permanent error.
-// Threading: implementations are safe to call from any thread.
+// Threading: implementations are safe to call from any thread; every call
+// may block (callers run them on the blocking pool, never on an I/O loop).
 #pragma once
+#include <cstdint>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "aliases/alias.h"
@@ -30,6 +37,40 @@ class AliasStore {
   virtual std::vector<Alias> list(size_t limit) = 0;
   // Removes aliases expired at `now`, used up, or disabled; their ids stay reserved.
   virtual size_t purge(int64_t now) = 0;
+
+  // Holds (where an alias use is held across gateways). hold() at RCPT holds
+  // one use of `id` under `token` until `expires` when, at `now`, the alias
+  // is live with its stored uses plus the uses held under live tokens below
+  // max_usage — one atomic step, so that racing RCPTs (on any gateway) never
+  // hold more than max_usage allows. commit_hold() after the upstream's 250
+  // turns the hold into a stored use (counted even if the hold expired
+  // meanwhile); release_hold() gives it back. A hold nobody finishes (its
+  // gateway was killed) counts until it expires; expire_holds() gives such
+  // uses back.
+  //
+  // The defaults here hold in this process's memory: right for a store that
+  // one process owns (the SQLite file, the fake), where a crash forgets the
+  // holds with the process. A shared store overrides all four.
+  struct Hold {
+    std::optional<Alias> alias;  // as found; nullopt: no such alias
+    bool held = false;
+    uint32_t pending = 0;  // uses held (not yet stored) when it was decided, this one excluded
+  };
+  virtual Hold hold(const std::string& id, const std::string& token, int64_t now, int64_t expires);
+  virtual void commit_hold(const std::string& id, const std::string& token);
+  virtual void release_hold(const std::string& token);
+  // Returns how many held uses were given back.
+  virtual size_t expire_holds(int64_t now);
+
+ private:
+  std::mutex holds_mutex_;  // makes find + count + hold one step
+  struct Held {
+    std::string id;
+    int64_t expires;
+  };
+  std::unordered_map<std::string, Held> holds_;                   // by token
+  std::unordered_map<std::string, std::vector<std::string>> by_alias_;  // alias id → its tokens
+  void forget_hold(const std::string& token);  // under holds_mutex_
 };
 
 }  // namespace mk::aliases

@@ -23,6 +23,7 @@
 #include "aliases/alias_id.h"
 #include "aliases/service.h"
 #include "aliases/sqlite_store.h"
+#include "store/pg_alias_store.h"
 #include "app/privileges.h"
 #include "directory/runner.h"
 #include "spf/cares_txt.h"
@@ -33,6 +34,7 @@
 #include "app/users_cli.h"
 #include "app/accounts_cli.h"
 #include "app/srs_cli.h"
+#include "app/store_cli.h"
 #include "milter/chain.h"
 #include "archive/accounts.h"
 #include "archive/archive.h"
@@ -85,7 +87,31 @@ std::unique_ptr<mk::delivery::UpstreamFactory> smtp_factory(const mk::Settings& 
 int64_t unix_now() { return static_cast<int64_t>(std::time(nullptr)); }
 
 mk::aliases::AliasPolicy alias_policy(const mk::Settings& s) {
-  return {s.aliases.domains, s.aliases.default_days, s.aliases.max_days, s.aliases.max_usage};
+  return {s.aliases.domains, s.aliases.default_days, s.aliases.max_days, s.aliases.max_usage, s.aliases.hold_seconds};
+}
+
+// The alias store: PostgreSQL when [store] url is set (shared by every
+// gateway), else the SQLite file at [store] path. Throws db::Error.
+std::unique_ptr<mk::aliases::AliasStore> open_alias_store(const mk::Settings& s) {
+  if (s.store.url.empty()) return mk::aliases::open_sqlite_store(s.store.path);
+  auto pool = std::make_shared<mk::store::PgPool>(s.store.url, s.store.connections);
+  return mk::store::open_pg_alias_store(std::move(pool));
+}
+
+// Gives back the uses of alias holds that expired (a gateway killed while it
+// held them; with a shared store, any gateway does it for all).
+asio::awaitable<void> expire_alias_holds(mk::aliases::AliasService& aliases, asio::any_io_executor blocking) {
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  while (true) {
+    timer.expires_after(std::chrono::seconds(std::clamp<uint32_t>(aliases.policy().hold_seconds / 4, 1, 30)));
+    co_await timer.async_wait(asio::use_awaitable);
+    try {
+      auto n = co_await mk::run_blocking(blocking, [&] { return aliases.expire_holds(); });
+      if (n) spdlog::info("aliases: {} held uses given back (their holds expired unfinished)", n);
+    } catch (const std::exception& e) {
+      spdlog::warn("aliases: expiring holds failed: {}", e.what());
+    }
+  }
 }
 
 // Removes expired and used-up aliases every purge_interval seconds.
@@ -304,12 +330,14 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
   std::unique_ptr<mk::aliases::AliasService> aliases;
   if (!settings.aliases.domains.empty()) {
     try {
-      alias_store = mk::aliases::open_sqlite_store(settings.store.path);
+      alias_store = open_alias_store(settings);
     } catch (const std::exception& e) {
       spdlog::critical("alias store: {}", e.what());
       return 1;
     }
     aliases = std::make_unique<mk::aliases::AliasService>(*alias_store, alias_policy(settings), unix_now);
+    // Releases from I/O threads go to the blocking pool (the store may be a network away).
+    aliases->set_background([&blocking](std::function<void()> f) { asio::post(blocking, std::move(f)); });
   }
 
   std::unique_ptr<mk::policy::DnsblChecker> dnsbl;
@@ -605,10 +633,12 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
     spdlog::critical("{}", e.what());
     return 1;
   }
-  if (aliases)
+  if (aliases) {
     asio::co_spawn(main_io,
                    purge_aliases(*aliases, std::chrono::seconds(settings.aliases.purge_interval), blocking.get_executor()),
                    asio::detached);
+    asio::co_spawn(main_io, expire_alias_holds(*aliases, blocking.get_executor()), asio::detached);
+  }
   asio::co_spawn(main_io, write_stats(settings.general.stats_file, started, !stats_written), asio::detached);
   if (spam)
     asio::co_spawn(main_io, watch_spam_model(*spam, blocking.get_executor()), asio::detached);
@@ -714,7 +744,7 @@ struct AliasCommand {
 int alias_command(const mk::Settings& settings, const AliasCommand& cmd) {
   std::unique_ptr<mk::aliases::AliasStore> store;
   try {
-    store = mk::aliases::open_sqlite_store(settings.store.path);
+    store = open_alias_store(settings);
   } catch (const std::exception& e) {
     std::cerr << "mailkeep: alias store: " << e.what() << "\n";
     return 1;
@@ -1009,6 +1039,8 @@ int main(int argc, char** argv) {
   mk::app::add_filter_commands(app, config_path, filter_cmd);
   mk::app::SrsCommand srs_cmd;
   mk::app::add_srs_commands(app, config_path, srs_cmd);
+  mk::app::StoreCommand store_cmd;
+  mk::app::add_store_commands(app, config_path, store_cmd);
 
   int man_section = 0;
   std::string man_output;
@@ -1050,6 +1082,10 @@ int main(int argc, char** argv) {
     for (auto* sub : app.get_subcommand("accounts")->get_subcommands()) accounts_cmd.action = sub->get_name();
     mk::log::init(settings->general.log_level);  // the sync's log lines (refusals, its summary) on stderr
     return mk::app::accounts_command(*settings, accounts_cmd);
+  }
+  if (mk::app::store_command_chosen(app)) {
+    for (auto* sub : app.get_subcommand("store")->get_subcommands()) store_cmd.action = sub->get_name();
+    return mk::app::store_command(*settings, store_cmd);
   }
   if (mk::app::srs_command_chosen(app)) {
     for (auto* sub : app.get_subcommand("srs")->get_subcommands()) srs_cmd.action = sub->get_name();

@@ -83,6 +83,31 @@ Key secret_key(const char* sec, const char* name, const char* help, Get get) {
              [](const Settings&) { return std::string(); }};
 }
 
+// A PostgreSQL connection URI. Shown by check-config without its password.
+template <class Get>
+Key store_url_key(const char* sec, const char* name, const char* help, Get get) {
+  return Key{sec, name, "", help,
+             [=](Settings& s, std::string_view v) -> std::string {
+               if (!v.empty() && !v.starts_with("postgresql://") && !v.starts_with("postgres://"))
+                 return "expected a PostgreSQL URI, postgresql://[user[:password]@][host][:port][/dbname][?param=value…]";
+               get(s) = std::string(v);
+               return "";
+             },
+             [=](const Settings& s) {
+               // The password, if the URI holds one, is never shown.
+               std::string u = get(const_cast<Settings&>(s));
+               auto scheme = u.find("://");
+               auto at = u.find('@');
+               if (scheme != std::string::npos && at != std::string::npos) {
+                 auto colon = u.find(':', scheme + 3);
+                 if (colon != std::string::npos && colon < at) u = u.substr(0, colon + 1) + "***" + u.substr(at);
+               }
+               auto pw = u.find("password=");
+               if (pw != std::string::npos) u = u.substr(0, pw + 9) + "***" + u.substr(std::min(u.size(), u.find('&', pw)));
+               return u;
+             }};
+}
+
 // A DNS host name: letters, digits and '-' in non-empty dot-separated labels.
 bool valid_hostname(std::string_view h) {
   if (h.empty() || h.size() > 253 || h.front() == '.' || h.back() == '.' || h.find("..") != std::string_view::npos)
@@ -510,8 +535,14 @@ const std::vector<Key>& key_table() {
       uint_key("index", "scan_interval", "60", 1, 86400, "seconds between rescans of the Maildirs for changes made by others",
                [](Settings& s) -> auto& { return s.index.scan_interval; }),
 
-      string_key("store", "path", "data/mailkeep.db", "SQLite database (aliases)",
+      string_key("store", "path", "data/mailkeep.db", "SQLite database (aliases), when [store] url is empty",
                  [](Settings& s) -> auto& { return s.store.path; }),
+      store_url_key("store", "url",
+                    "PostgreSQL connection URI (postgresql://user@host/db): aliases and their use counts live "
+                    "there, shared by every gateway; empty: the SQLite file at [store] path",
+                    [](Settings& s) -> auto& { return s.store.url; }),
+      uint_key("store", "connections", "8", 1, 256, "PostgreSQL connections per gateway (a bounded pool)",
+               [](Settings& s) -> auto& { return s.store.connections; }),
 
       domains_key("aliases", "domains", "alias.localhost", "domains whose local parts are temporary aliases",
                   [](Settings& s) -> auto& { return s.aliases.domains; }),
@@ -525,6 +556,9 @@ const std::vector<Key>& key_table() {
                [](Settings& s) -> auto& { return s.aliases.create_interval; }),
       uint_key("aliases", "purge_interval", "3600", 60, 86400, "seconds between removals of expired and used-up aliases",
                [](Settings& s) -> auto& { return s.aliases.purge_interval; }),
+      uint_key("aliases", "hold_seconds", "3600", 2, 86400,
+               "a use held at RCPT that no 250 or failure finished by then (its gateway died) is given back",
+               [](Settings& s) -> auto& { return s.aliases.hold_seconds; }),
       string_key("aliases", "srs_domain", "",
                  "domain of the SRS envelope senders of forwarded alias mail (SRS0=…@srs_domain), and of the "
                  "bounces that come back to them; empty: senders are not rewritten",

@@ -96,6 +96,8 @@ struct Settings {
   } index;
   struct Store {
     std::string path;  // SQLite database file
+    std::string url;   // PostgreSQL connection URI; set: aliases live there (store/pg.h)
+    uint32_t connections = 0;  // PostgreSQL connections per gateway
   } store;
   struct Aliases {
     std::vector<std::string> domains;  // lower-cased
@@ -104,6 +106,7 @@ struct Settings {
     uint32_t max_usage = 0;        // cap on a requested max_usage
     uint32_t create_interval = 0;  // seconds between creations per client IP; 0 = off
     uint32_t purge_interval = 0;   // seconds between purges of dead aliases
+    uint32_t hold_seconds = 0;     // a use held at RCPT and not finished by then is given back
     // SRS for forwarded alias mail (srs/srs.h); empty domain: senders are not rewritten.
     std::string srs_domain;       // lower-cased
     std::string srs_secret_file;  // one secret per line; the first signs

@@ -1,0 +1,63 @@
+// store_cli.cpp — see store_cli.h.
+#include "app/store_cli.h"
+
+#include <CLI/CLI.hpp>
+
+#include <filesystem>
+#include <iostream>
+
+#include "store/migrate.h"
+
+namespace mk::app {
+
+void add_store_commands(CLI::App& app, std::string& config_path, StoreCommand& cmd) {
+  auto* top = app.add_subcommand("store", "The shared store ([store] url): copy the SQLite store into PostgreSQL");
+  top->require_subcommand(1);
+  auto* migrate = top->add_subcommand(
+      "migrate", "Copy the SQLite store's aliases into PostgreSQL: resumable, rows already there are skipped");
+  migrate->add_option("-c,--config", config_path, "INI configuration file");
+  migrate->add_option("--from", cmd.from, "sqlite:PATH (default: sqlite:[store] path)");
+  migrate->add_option("--to", cmd.to, "postgresql://… (default: [store] url)");
+}
+
+bool store_command_chosen(const CLI::App& app) { return app.get_subcommand("store")->parsed(); }
+
+int store_command(const Settings& settings, const StoreCommand& cmd) {
+  std::string from = cmd.from.empty() ? "sqlite:" + settings.store.path : cmd.from;
+  std::string to = cmd.to.empty() ? settings.store.url : cmd.to;
+  if (!from.starts_with("sqlite:") || from.size() == 7) {
+    std::cerr << "mailkeep store migrate: --from must be sqlite:PATH, got '" << from << "'\n";
+    return 1;
+  }
+  if (!to.starts_with("postgresql://") && !to.starts_with("postgres://")) {
+    std::cerr << "mailkeep store migrate: --to must be a postgresql:// URI (or set [store] url)\n";
+    return 1;
+  }
+  std::string path = from.substr(7);
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) {
+    std::cerr << "mailkeep store migrate: " << path << ": no such SQLite store\n";
+    return 1;
+  }
+  store::PgPool pool(to, 2);
+  store::MigrateReport r;
+  try {
+    r = store::migrate_sqlite_aliases(path, pool, [](const std::string& line) { std::cerr << line << "\n"; });
+  } catch (const db::Error& e) {
+    std::string what = e.what();
+    std::cerr << "mailkeep store migrate: " << what << "\n";
+    bool unreachable = what.find("cannot connect") != std::string::npos || what.find("unavailable") != std::string::npos;
+    return unreachable ? 75 : 1;
+  }
+  std::cout << "alias_ids " << r.ids << " copied " << r.ids_copied << " present " << r.ids_present << "\n"
+            << "aliases " << r.aliases << " copied " << r.aliases_copied << " present " << r.aliases_present << "\n"
+            << "to " << store::PgPool::redacted(to) << "\n"
+            << "verified " << (r.verified() ? "yes" : "no") << "\n";
+  if (!r.verified()) {
+    std::cerr << "mailkeep store migrate: not every source row is in PostgreSQL (purged there meanwhile?)\n";
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace mk::app

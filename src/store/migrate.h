@@ -1,0 +1,34 @@
+// migrate.h — `mailkeep store migrate`: copies a gateway's SQLite store into
+// the shared PostgreSQL one. Every issued alias id (purged ones too: ids are
+// never reused) and every alias with its use count, in batches of one
+// statement each that skip rows already there, so a run that stopped half
+// way is resumed by running it again, and a second full run copies nothing.
+// At the end it checks that every source row is in PostgreSQL. Holds are not
+// copied: the SQLite store keeps them in its gateway's memory, so stop that
+// gateway first.
+// Threading: blocking; one caller.
+#pragma once
+#include <cstddef>
+#include <functional>
+#include <string>
+
+#include "store/pg.h"
+
+namespace mk::store {
+
+struct MigrateReport {
+  size_t ids = 0, ids_copied = 0;          // alias_ids in the source; of them newly written
+  size_t aliases = 0, aliases_copied = 0;  // aliases in the source; of them newly written
+  size_t ids_present = 0, aliases_present = 0;  // source rows found in PostgreSQL afterwards
+  bool verified() const { return ids_present == ids && aliases_present == aliases; }
+};
+
+// Throws db::Error (either database unreachable or damaged). `progress` hears
+// one line per batch (may be empty).
+MigrateReport migrate_sqlite_aliases(const std::string& sqlite_path, PgPool& pool,
+                                     const std::function<void(const std::string&)>& progress);
+
+// {"a","b\"c",NULL}: a PostgreSQL array literal of text (nullopt: NULL).
+std::string array_literal(const std::vector<PgParam>& values);
+
+}  // namespace mk::store

@@ -1,0 +1,192 @@
+// pg.cpp — see pg.h.
+#include "store/pg.h"
+
+#include <libpq-fe.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+#include <regex>
+
+namespace mk::store {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr auto kMaxBackoff = std::chrono::milliseconds(5000);
+constexpr auto kWaitForConnection = std::chrono::seconds(10);
+
+std::string message_of(pg_conn* c) {
+  std::string m = c ? PQerrorMessage(c) : "out of memory";
+  while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
+  std::replace(m.begin(), m.end(), '\n', ' ');
+  return m;
+}
+
+// Runs one statement on `c`. Returns the result or throws; `broken` says
+// whether the connection is gone (to be closed, not pooled again).
+PgResult run(pg_conn* c, const std::string& sql, const std::vector<PgParam>& params, bool& broken) {
+  std::vector<const char*> values;
+  values.reserve(params.size());
+  for (auto& p : params) values.push_back(p ? p->c_str() : nullptr);
+  pg_result* r = params.empty() ? PQexec(c, sql.c_str())
+                                : PQexecParams(c, sql.c_str(), int(values.size()), nullptr, values.data(), nullptr,
+                                               nullptr, 0);
+  PgResult result(r);
+  auto status = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+  if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) return result;
+  broken = PQstatus(c) == CONNECTION_BAD;
+  std::string why = r && *PQresultErrorMessage(r) ? PQresultErrorMessage(r) : message_of(c);
+  while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
+  std::replace(why.begin(), why.end(), '\n', ' ');
+  throw db::Error("PostgreSQL: " + why);
+}
+
+}  // namespace
+
+PgResult::~PgResult() {
+  if (r_) PQclear(r_);
+}
+int PgResult::rows() const { return r_ ? PQntuples(r_) : 0; }
+bool PgResult::null(int row, int col) const { return PQgetisnull(r_, row, col) != 0; }
+std::string PgResult::text(int row, int col) const {
+  return std::string(PQgetvalue(r_, row, col), size_t(PQgetlength(r_, row, col)));
+}
+int64_t PgResult::integer(int row, int col) const {
+  const char* v = PQgetvalue(r_, row, col);
+  int64_t out = 0;
+  auto [end, ec] = std::from_chars(v, v + std::strlen(v), out);
+  if (ec != std::errc() || *end) throw db::Error(std::string("PostgreSQL: not an integer: ") + v);
+  return out;
+}
+bool PgResult::boolean(int row, int col) const { return PQgetvalue(r_, row, col)[0] == 't'; }
+uint64_t PgResult::affected() const {
+  const char* n = r_ ? PQcmdTuples(r_) : "";
+  return *n ? std::strtoull(n, nullptr, 10) : 0;
+}
+
+PgPool::PgPool(std::string url, size_t size) : url_(std::move(url)), size_(std::max<size_t>(size, 1)) {}
+
+PgPool::~PgPool() {
+  for (auto* c : free_) PQfinish(c);
+}
+
+std::string PgPool::redacted(const std::string& url) {
+  // URI form: postgresql://user:secret@host/db; key=value form: password=secret.
+  static const std::regex uri_password(R"(^(postgres(?:ql)?://[^:/@]*:)[^@]*@)");
+  static const std::regex query_password(R"(([?&]password=)[^&]*)");
+  static const std::regex kv_password(R"((password\s*=\s*)('[^']*'|\S+))");
+  if (url.starts_with("postgres"))
+    return std::regex_replace(std::regex_replace(url, uri_password, "$1***@"), query_password, "$1***");
+  return std::regex_replace(url, kv_password, "$1***");
+}
+
+pg_conn* PgPool::connect() {
+  // Our connect timeout first: one in the URL, processed later, wins.
+  const char* keys[] = {"connect_timeout", "application_name", "dbname", nullptr};
+  const char* values[] = {"5", "mailkeep", url_.c_str(), nullptr};
+  pg_conn* c = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
+  if (!c || PQstatus(c) != CONNECTION_OK) {
+    std::string why = message_of(c);
+    if (c) PQfinish(c);
+    throw db::Error("PostgreSQL " + redacted(url_) + ": cannot connect: " + why);
+  }
+  return c;
+}
+
+pg_conn* PgPool::acquire() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    if (Clock::now() < down_until_)
+      throw db::Error("PostgreSQL unavailable (retrying in at most " + std::to_string(backoff_.count()) +
+                      " ms): " + last_error_);
+    while (!free_.empty()) {
+      pg_conn* c = free_.back();
+      free_.pop_back();
+      // An idle connection the server closed (a restart) shows it here, before
+      // a statement is sent on it.
+      if (PQconsumeInput(c) && PQstatus(c) == CONNECTION_OK) return c;
+      PQfinish(c);
+      --open_;
+    }
+    if (open_ < size_) {
+      ++open_;
+      lock.unlock();
+      try {
+        pg_conn* c = connect();
+        std::lock_guard relock(mutex_);
+        backoff_ = std::chrono::milliseconds(0);
+        return c;
+      } catch (const db::Error& e) {
+        std::lock_guard relock(mutex_);
+        --open_;
+        backoff_ = std::clamp(backoff_ * 2, std::chrono::milliseconds(100), kMaxBackoff);
+        down_until_ = Clock::now() + backoff_;
+        last_error_ = e.what();
+        free_cv_.notify_all();
+        throw;
+      }
+    }
+    if (free_cv_.wait_for(lock, kWaitForConnection) == std::cv_status::timeout && free_.empty() && open_ >= size_)
+      throw db::Error("PostgreSQL: all " + std::to_string(size_) + " connections stayed busy for 10 s");
+  }
+}
+
+void PgPool::give_back(pg_conn* c, bool broken) {
+  std::lock_guard lock(mutex_);
+  if (broken) {
+    PQfinish(c);
+    --open_;
+  } else {
+    free_.push_back(c);
+  }
+  free_cv_.notify_one();
+}
+
+// A connection for the length of a scope; given back broken or not.
+struct PgPool::Lease {
+  PgPool& pool;
+  pg_conn* c;
+  bool broken = false;
+  explicit Lease(PgPool& p) : pool(p), c(p.acquire()) {}
+  ~Lease() { pool.give_back(c, broken || PQstatus(c) == CONNECTION_BAD); }
+};
+
+void PgPool::check() { Lease lease(*this); }
+
+PgResult PgPool::exec(const std::string& sql, const std::vector<PgParam>& params) {
+  Lease lease(*this);
+  return run(lease.c, sql, params, lease.broken);
+}
+
+void PgPool::migrate(const std::string& component, std::span<const char* const> migrations) {
+  Lease lease(*this);
+  auto q = [&](const std::string& sql, const std::vector<PgParam>& params = {}) {
+    return run(lease.c, sql, params, lease.broken);
+  };
+  q("BEGIN");
+  try {
+    q("SELECT pg_advisory_xact_lock(hashtext('mailkeep_schema'))");
+    q("CREATE TABLE IF NOT EXISTS mailkeep_schema (component TEXT PRIMARY KEY, version INTEGER NOT NULL)");
+    auto v = q("SELECT version FROM mailkeep_schema WHERE component = $1", {component});
+    size_t version = v.rows() ? size_t(v.integer(0, 0)) : 0;
+    if (version > migrations.size())
+      throw db::Error("PostgreSQL: the " + component + " schema is version " + std::to_string(version) +
+                      ", newer than this mailkeep knows (" + std::to_string(migrations.size()) + ")");
+    for (size_t i = version; i < migrations.size(); ++i) q(migrations[i]);
+    q("INSERT INTO mailkeep_schema(component, version) VALUES ($1, $2) "
+      "ON CONFLICT (component) DO UPDATE SET version = EXCLUDED.version",
+      {component, std::to_string(migrations.size())});
+    q("COMMIT");
+  } catch (...) {
+    if (!lease.broken) {
+      bool ignored = false;
+      try {
+        run(lease.c, "ROLLBACK", {}, ignored);
+      } catch (const db::Error&) {
+      }
+    }
+    throw;
+  }
+}
+
+}  // namespace mk::store

@@ -1,0 +1,176 @@
+// pg_alias_store.cpp — see pg_alias_store.h.
+#include "store/pg_alias_store.h"
+
+namespace mk::store {
+namespace {
+
+using aliases::Alias;
+
+// Each entry upgrades the schema by one version; never edit a shipped entry.
+const char* const kMigrations[] = {
+    // 1: aliases, every id ever issued (none is reused after a purge), and the held uses.
+    "CREATE TABLE alias_ids (id TEXT PRIMARY KEY);"
+    "CREATE TABLE aliases ("
+    "  id TEXT PRIMARY KEY REFERENCES alias_ids(id),"
+    "  target TEXT NOT NULL,"
+    "  created BIGINT NOT NULL,"
+    "  valid_until BIGINT,"
+    "  max_usage BIGINT,"
+    "  uses BIGINT NOT NULL DEFAULT 0,"
+    "  pending BIGINT NOT NULL DEFAULT 0,"
+    "  creator_ip TEXT NOT NULL,"
+    "  disabled BOOLEAN NOT NULL DEFAULT false,"
+    "  token_hash TEXT NOT NULL"
+    ");"
+    "CREATE INDEX aliases_created ON aliases(created);"
+    "CREATE TABLE alias_holds ("
+    "  token TEXT PRIMARY KEY,"
+    "  alias_id TEXT NOT NULL REFERENCES aliases(id) ON DELETE CASCADE,"
+    "  expires BIGINT NOT NULL"
+    ");"
+    "CREATE INDEX alias_holds_expires ON alias_holds(expires);",
+};
+
+constexpr const char* kColumns = "id, target, created, valid_until, max_usage, uses, creator_ip, disabled, token_hash, pending";
+
+std::string num(int64_t v) { return std::to_string(v); }
+
+class PgAliasStore final : public aliases::AliasStore {
+ public:
+  explicit PgAliasStore(std::shared_ptr<PgPool> pool) : pool_(std::move(pool)) {
+    pool_->migrate("aliases", kMigrations);
+  }
+
+  bool insert(const Alias& a) override {
+    auto r = pool_->exec(
+        "WITH issued AS (INSERT INTO alias_ids(id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING id) "
+        "INSERT INTO aliases(id, target, created, valid_until, max_usage, creator_ip, token_hash) "
+        "SELECT id, $2, $3::bigint, $4::bigint, $5::bigint, $6, $7 FROM issued",
+        {a.id, a.target, num(a.created), a.valid_until ? PgParam(num(*a.valid_until)) : std::nullopt,
+         a.max_usage ? PgParam(num(*a.max_usage)) : std::nullopt, a.creator_ip, a.token_hash});
+    return r.affected() == 1;  // 0: the id was issued before
+  }
+
+  std::optional<Alias> find(const std::string& id) override {
+    uint32_t pending = 0;
+    return find_with_pending(id, pending);
+  }
+
+  void add_use(const std::string& id) override {
+    pool_->exec("UPDATE aliases SET uses = uses + 1 WHERE id = $1", {id});
+  }
+
+  bool disable(const std::string& id) override {
+    return pool_->exec("UPDATE aliases SET disabled = true WHERE id = $1", {id}).affected() > 0;
+  }
+
+  std::vector<Alias> list(size_t limit) override {
+    auto r = pool_->exec(std::string("SELECT ") + kColumns + " FROM aliases ORDER BY created DESC, id LIMIT $1::bigint",
+                         {num(int64_t(limit))});
+    std::vector<Alias> out;
+    for (int i = 0; i < r.rows(); ++i) out.push_back(row(r, i));
+    return out;
+  }
+
+  size_t purge(int64_t now) override {
+    return pool_
+        ->exec("DELETE FROM aliases WHERE disabled OR (valid_until IS NOT NULL AND valid_until <= $1::bigint) "
+               "OR (max_usage IS NOT NULL AND uses >= max_usage)",
+               {num(now)})
+        .affected();
+  }
+
+  Hold hold(const std::string& id, const std::string& token, int64_t now, int64_t expires) override {
+    Hold h;
+    bool swept = false;
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      // One statement: the row update takes the row lock and is re-checked on
+      // the newest version, and the hold row goes in with it.
+      auto r = pool_->exec(std::string("WITH held AS (UPDATE aliases SET pending = pending + 1 "
+                                       "WHERE id = $1 AND NOT disabled AND (valid_until IS NULL OR valid_until > $2::bigint) "
+                                       "AND (max_usage IS NULL OR uses + pending < max_usage) RETURNING ") +
+                               kColumns +
+                               "), kept AS (INSERT INTO alias_holds(token, alias_id, expires) "
+                               "SELECT $3, id, $4::bigint FROM held) SELECT * FROM held",
+                           {id, num(now), token, num(expires)});
+      h = Hold{};
+      if (r.rows() == 1) {
+        h.alias = row(r, 0);
+        h.pending = uint32_t(r.integer(0, 9) - 1);
+        h.held = true;
+        return h;
+      }
+      // Why not: read the row as it is now.
+      h.alias = find_with_pending(id, h.pending);
+      if (!h.alias) return h;
+      auto state = aliases::state_of(*h.alias, now, h.pending);
+      if (state == aliases::AliasState::Live) continue;  // a hold finished in between
+      // Used up only by holds? Some may have expired (a gateway killed while
+      // holding them): give those back and look once more.
+      if (state == aliases::AliasState::UsedUp && h.pending > 0 && !swept) {
+        swept = true;
+        if (expire_holds(now) > 0) continue;
+      }
+      return h;
+    }
+    return h;
+  }
+
+  void commit_hold(const std::string& id, const std::string& token) override {
+    // The use is counted even when the hold expired (and was given back) meanwhile.
+    pool_->exec(
+        "WITH done AS (DELETE FROM alias_holds WHERE token = $2 RETURNING alias_id) "
+        "UPDATE aliases SET uses = uses + 1, pending = pending - (SELECT count(*) FROM done) WHERE id = $1",
+        {id, token});
+  }
+
+  void release_hold(const std::string& token) override {
+    pool_->exec(
+        "WITH done AS (DELETE FROM alias_holds WHERE token = $1 RETURNING alias_id) "
+        "UPDATE aliases SET pending = aliases.pending - 1 FROM done WHERE aliases.id = done.alias_id",
+        {token});
+  }
+
+  size_t expire_holds(int64_t now) override {
+    auto r = pool_->exec(
+        "WITH gone AS (DELETE FROM alias_holds WHERE expires <= $1::bigint RETURNING alias_id), "
+        "per_alias AS (SELECT alias_id, count(*) AS n FROM gone GROUP BY alias_id), "
+        "given AS (UPDATE aliases SET pending = aliases.pending - per_alias.n FROM per_alias "
+        "WHERE aliases.id = per_alias.alias_id RETURNING per_alias.n) "
+        "SELECT COALESCE(sum(n), 0) FROM given",
+        {num(now)});
+    return r.rows() ? size_t(r.integer(0, 0)) : 0;
+  }
+
+ private:
+  std::optional<Alias> find_with_pending(const std::string& id, uint32_t& pending) {
+    auto r = pool_->exec(std::string("SELECT ") + kColumns + " FROM aliases WHERE id = $1", {id});
+    if (r.rows() == 0) return std::nullopt;
+    pending = uint32_t(r.integer(0, 9));
+    return row(r, 0);
+  }
+
+  static Alias row(const PgResult& r, int i) {
+    Alias a;
+    a.id = r.text(i, 0);
+    a.target = r.text(i, 1);
+    a.created = r.integer(i, 2);
+    if (!r.null(i, 3)) a.valid_until = r.integer(i, 3);
+    if (!r.null(i, 4)) a.max_usage = uint32_t(r.integer(i, 4));
+    a.uses = uint32_t(r.integer(i, 5));
+    a.creator_ip = r.text(i, 6);
+    a.disabled = r.boolean(i, 7);
+    a.token_hash = r.text(i, 8);
+    return a;
+  }
+
+  std::shared_ptr<PgPool> pool_;
+};
+
+}  // namespace
+
+std::unique_ptr<aliases::AliasStore> open_pg_alias_store(std::shared_ptr<PgPool> pool) {
+  return std::make_unique<PgAliasStore>(std::move(pool));
+}
+
+}  // namespace mk::store

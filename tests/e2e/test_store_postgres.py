@@ -1,0 +1,251 @@
+"""Aliases in a shared PostgreSQL ([store] url), with a throwaway PostgreSQL 15 (postgres_support.py)
+and two gateways, one on 127.0.0.2 and one on 127.0.0.3:
+
+- the store test suite (tests/unit/aliases/store_suite_test.cpp) passes against PostgreSQL as it
+  does against SQLite;
+- the race: 20 clients send 200 messages at one max_usage = 50 alias, spread over both gateways:
+  exactly 50 are delivered, the other 150 get 550 5.2.1;
+- an alias created through gateway A's API works on gateway B at once, and disabling it on B
+  stops it on A;
+- kill -9 of a gateway that holds a use: the use comes back after [aliases] hold_seconds;
+- PostgreSQL down: alias recipients get 451 4.3.0 while relay mail flows on; it recovers by itself.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import smtplib
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from alias_support import Http, alias_config, message, send, wait_http
+from harness import MAILKEEP_BIN, Capture, Mailkeep, free_port
+from postgres_support import Postgres, pg_bin
+
+pytestmark = pytest.mark.skipif(pg_bin() is None and os.environ.get("MAILKEEP_REQUIRE_BINARY") != "1",
+                                reason="PostgreSQL 15 not installed")
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    pg = Postgres().init().start().createdb()
+    yield pg
+    print(pg.log.read_text()[-3000:])
+    pg.cleanup()
+
+
+@pytest.fixture
+def fresh_db(postgres):
+    """Every test starts from an empty schema (the gateways migrate it)."""
+    postgres.psql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+    return postgres
+
+
+class Gateway:
+    def __init__(self, workdir: Path, host: str, capture: Capture, url: str, **aliases) -> None:
+        self.smtp_port, self.http_port = free_port(host), free_port()
+        config = alias_config(self.smtp_port, capture.address, self.http_port,
+                              store={"url": url}, aliases={"hold_seconds": 3600, **aliases})
+        config["smtp"]["listen"] = f"{host}:{self.smtp_port}"
+        self.host = host
+        self.mk = Mailkeep(workdir, config)
+        self.http = Http("127.0.0.1", self.http_port)
+
+    def start(self) -> "Gateway":
+        self.mk.start()
+        wait_http(self.http_port, proc=self.mk.proc)
+        return self
+
+    def create(self, **fields) -> dict:
+        r = self.http.create(**fields)
+        assert r.status == 201, r
+        return r.json
+
+    def send(self, rcpt: str, subject: str = "via the shared store"):
+        return send(self.smtp_port, [rcpt], host=self.host, body=message(subject=subject, to=rcpt))
+
+
+@pytest.fixture
+def gateways(tmp_path, fresh_db):
+    capture = Capture().start()
+    started: list[Gateway] = []
+
+    def start(host: str, **aliases) -> Gateway:
+        g = Gateway(tmp_path / f"gw-{host}", host, capture, fresh_db.url, **aliases).start()
+        started.append(g)
+        return g
+
+    start.capture = capture
+    yield start
+    for g in started:
+        code = g.mk.stop()
+        print(f"--- {g.host} (exit {code}) ---\n" + "\n".join(g.mk.log().splitlines()[-40:]))
+    capture.stop()
+
+
+def test_the_store_suite_passes_against_postgresql(fresh_db):
+    binary = Path(MAILKEEP_BIN).parent / "tests" / "unit" / "alias_store_test"
+    if not binary.exists():
+        pytest.fail(f"{binary} not built")
+    r = subprocess.run([str(binary), "--gtest_filter=*StoreSuite*postgres*:PgPool.*", "--gtest_brief=1"],
+                       env={**os.environ, "MK_TEST_POSTGRES_URL": fresh_db.url}, capture_output=True, text=True,
+                       timeout=300)
+    print(r.stdout[-4000:], r.stderr[-2000:])
+    assert r.returncode == 0
+    assert "[  PASSED  ] 7 tests." in r.stdout and "SKIPPED" not in r.stdout, r.stdout
+
+
+def test_the_race_two_gateways_never_deliver_more_than_max_usage(gateways, fresh_db):
+    a, b = gateways("127.0.0.2"), gateways("127.0.0.3")
+    alias = a.create(max_usage=50)["alias"]
+    results: list[int] = []
+    lock = threading.Lock()
+
+    def client(n: int) -> None:
+        for i in range(10):
+            gw = (a, b)[(n + i) % 2]
+            res = gw.send(alias, subject=f"race {n}.{i}")
+            code, msg = res.rcpt[alias]
+            outcome = 250 if res.delivered else code
+            if code == 550:
+                assert msg.startswith(b"5.2.1"), msg
+            with lock:
+                results.append(outcome)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(results) == 200
+    assert results.count(250) == 50 and results.count(550) == 150, {c: results.count(c) for c in set(results)}
+    assert len(gateways.capture.wait_for(50)) == 50
+    time.sleep(0.5)
+    assert len(gateways.capture.messages) == 50, "no more than 50 reached the upstream"
+    aid = alias.split("@")[0]
+    assert fresh_db.psql(f"SELECT uses, pending FROM aliases WHERE id = '{aid}'") == "50|0"
+    assert fresh_db.psql("SELECT count(*) FROM alias_holds") == "0", "every hold finished"
+
+
+def test_an_alias_created_on_one_gateway_works_on_the_other_at_once(gateways):
+    a, b = gateways("127.0.0.2"), gateways("127.0.0.3")
+    made = a.create()
+    res = b.send(made["alias"])
+    assert res.delivered, res
+    # Disabled through B's API (the manage token works there too): A refuses it at once.
+    r = b.http.delete(made["aid"], made["manage_token"])
+    assert r.status in (200, 204), r
+    res = a.send(made["alias"])
+    assert not res.delivered and res.rcpt[made["alias"]][0] == 550, res
+    assert res.rcpt[made["alias"]][1].startswith(b"5.2.1"), res
+
+
+def test_the_uses_a_killed_gateway_held_come_back_after_the_hold_expires(gateways):
+    a = gateways("127.0.0.2", hold_seconds=3)
+    b = gateways("127.0.0.3", hold_seconds=3)
+    made = a.create(max_usage=1)
+    s = smtplib.SMTP(a.host, a.smtp_port, timeout=10)
+    s.ehlo("client.test")
+    s.mail("sender@sender.test")
+    assert s.rcpt(made["alias"])[0] == 250  # held on A
+    os.kill(a.mk.pid, signal.SIGKILL)
+    a.mk.proc.wait(5)
+    s.close()
+    res = b.send(made["alias"])
+    assert res.rcpt[made["alias"]][0] == 550 and res.rcpt[made["alias"]][1].startswith(b"5.2.1"), res
+    time.sleep(3.5)
+    res = b.send(made["alias"])
+    assert res.delivered, res
+    assert len(gateways.capture.wait_for(1)) == 1
+    res = b.send(made["alias"])
+    assert res.rcpt[made["alias"]][0] == 550, "used up by the one delivery"
+
+
+def test_postgresql_down_means_451_for_aliases_only_and_recovery_by_itself(gateways, fresh_db):
+    a = gateways("127.0.0.2")
+    made = a.create(max_usage=10)
+    assert a.send(made["alias"]).delivered
+    fresh_db.stop()
+    try:
+        res = a.send(made["alias"])
+        assert res.rcpt[made["alias"]][0] == 451, res
+        assert res.rcpt[made["alias"]][1].startswith(b"4.3.0"), res
+        relay = send(a.smtp_port, ["someone@example.net"], host=a.host)
+        assert relay.delivered, "relay mail does not need the store"
+    finally:
+        fresh_db.start()
+    deadline = time.monotonic() + 15
+    while True:
+        res = a.send(made["alias"])
+        if res.delivered or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert res.delivered, res
+    assert "alias store failure" in a.mk.log()
+    uses = int(fresh_db.psql(f"SELECT uses FROM aliases WHERE id = '{made['aid']}'"))
+    pending = int(fresh_db.psql(f"SELECT pending FROM aliases WHERE id = '{made['aid']}'"))
+    assert (uses, pending) == (2, 0), "nothing over-counted, nothing left held"
+
+
+def test_migration_from_sqlite_copies_everything_once_and_a_second_run_changes_nothing(tmp_path, fresh_db, gateways):
+    """10,000 aliases (and 100 ids of purged ones) in a gateway's SQLite store, copied twice."""
+    import sqlite3
+    work = tmp_path / "sqlite-gw"
+    work.mkdir()
+    ini = work / "mailkeep.ini"
+    ini.write_text(f"[store]\npath = {work / 'mailkeep.db'}\n[aliases]\ndomains = alias.localhost\n")
+    assert subprocess.run([str(MAILKEEP_BIN), "alias", "list", "-c", str(ini)], capture_output=True).returncode == 0
+    db = sqlite3.connect(work / "mailkeep.db")
+    alphabet = "23456789abcdefghjkmnpqrstuvwxyz"  # the alias id alphabet (src/aliases/alias_id.h)
+
+    def aid_of(prefix: str, n: int) -> str:
+        digits = ""
+        for _ in range(13):
+            digits = alphabet[n % 31] + digits
+            n //= 31
+        return prefix + digits
+
+    rows = []
+    for i in range(10_000):
+        aid = aid_of("m", i)
+        target = 'o"dd\\one@example.org' if i == 7 else f"user{i}@example.org"
+        rows.append((aid, target, 1_700_000_000 + i, None if i % 3 == 0 else 1_800_000_000 + i,
+                     None if i % 4 == 0 else 1 + i % 50, i % 7, f"192.0.2.{i % 250}", 1 if i % 11 == 0 else 0,
+                     f"{i:064x}"))
+    with db:
+        db.executemany("INSERT INTO alias_ids(id) VALUES (?)", [(r[0],) for r in rows] +
+                       [(aid_of("p", i),) for i in range(100)])
+        db.executemany("INSERT INTO aliases(id,target,created,valid_until,max_usage,uses,creator_ip,disabled,"
+                       "token_hash) VALUES (?,?,?,?,?,?,?,?,?)", rows)
+    db.close()
+
+    def migrate() -> str:
+        r = subprocess.run([str(MAILKEEP_BIN), "store", "migrate", "-c", str(ini), "--to", fresh_db.url],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return r.stdout
+
+    def dump() -> str:
+        return fresh_db.psql("SELECT id, target, created, valid_until, max_usage, uses, creator_ip, disabled, "
+                             "token_hash, pending FROM aliases ORDER BY id")
+
+    out = migrate()
+    assert "alias_ids 10100 copied 10100 present 10100" in out and "aliases 10000 copied 10000 present 10000" in out, out
+    assert "verified yes" in out
+    first = dump()
+    expected = "\n".join("|".join(["" if v is None else ("t" if j == 7 and v else "f" if j == 7 else str(v))
+                                   for j, v in enumerate(r)] + ["0"]) for r in sorted(rows))
+    assert first == expected, "PostgreSQL holds what SQLite held"
+    assert fresh_db.psql("SELECT count(*) FROM alias_ids") == "10100", "purged ids stay issued"
+    out = migrate()
+    assert "aliases 10000 copied 0 present 10000" in out and "alias_ids 10100 copied 0" in out, out
+    assert dump() == first, "a second run changes nothing"
+    # A gateway on PostgreSQL serves a migrated alias.
+    g = gateways("127.0.0.2")
+    live = next(r for r in rows if r[7] == 0 and (r[4] is None or r[5] < r[4]) and r[3] is None)
+    res = g.send(f"{live[0]}@alias.localhost")
+    assert res.delivered, res
