@@ -7,6 +7,7 @@
 #include <charconv>
 #include <cstring>
 #include <regex>
+#include <unordered_set>
 
 namespace mk::store {
 namespace {
@@ -22,23 +23,52 @@ std::string message_of(pg_conn* c) {
   return m;
 }
 
-// Runs one statement on `c`. Returns the result or throws; `broken` says
-// whether the connection is gone (to be closed, not pooled again).
-PgResult run(pg_conn* c, const std::string& sql, const std::vector<PgParam>& params, bool& broken) {
-  std::vector<const char*> values;
-  values.reserve(params.size());
-  for (auto& p : params) values.push_back(p ? p->c_str() : nullptr);
-  pg_result* r = params.empty() ? PQexec(c, sql.c_str())
-                                : PQexecParams(c, sql.c_str(), int(values.size()), nullptr, values.data(), nullptr,
-                                               nullptr, 0);
-  PgResult result(r);
+// Throws unless `result` says the statement worked; `broken` says whether
+// the connection is gone (to be closed, not pooled again).
+void check(pg_conn* c, pg_result* r, bool& broken) {
   auto status = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
-  if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) return result;
+  if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) return;
   broken = PQstatus(c) == CONNECTION_BAD;
   std::string why = r && *PQresultErrorMessage(r) ? PQresultErrorMessage(r) : message_of(c);
   while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
   std::replace(why.begin(), why.end(), '\n', ' ');
   throw db::Error("PostgreSQL: " + why);
+}
+
+std::vector<const char*> values_of(const std::vector<PgParam>& params) {
+  std::vector<const char*> values;
+  values.reserve(params.size());
+  for (auto& p : params) values.push_back(p ? p->c_str() : nullptr);
+  return values;
+}
+
+// Runs one statement (or, without parameters, several: migrations) on `c`.
+PgResult run(pg_conn* c, const std::string& sql, const std::vector<PgParam>& params, bool& broken) {
+  auto values = values_of(params);
+  pg_result* r = params.empty() ? PQexec(c, sql.c_str())
+                                : PQexecParams(c, sql.c_str(), int(values.size()), nullptr, values.data(), nullptr,
+                                               nullptr, 0);
+  PgResult result(r);
+  check(c, r, broken);
+  return result;
+}
+
+// As run(), as a statement prepared once per connection (`prepared` names
+// those it has): PostgreSQL parses and plans it once, not on every call.
+PgResult run_prepared(pg_conn* c, std::unordered_set<std::string>& prepared, const std::string& sql,
+                      const std::vector<PgParam>& params, bool& broken) {
+  std::string name = "mk" + std::to_string(std::hash<std::string>{}(sql));
+  if (!prepared.count(name)) {
+    pg_result* p = PQprepare(c, name.c_str(), sql.c_str(), int(params.size()), nullptr);
+    PgResult held(p);  // freed on the way out, thrown or not
+    check(c, p, broken);
+    prepared.insert(name);
+  }
+  auto values = values_of(params);
+  pg_result* r = PQexecPrepared(c, name.c_str(), int(values.size()), values.data(), nullptr, nullptr, 0);
+  PgResult result(r);
+  check(c, r, broken);
+  return result;
 }
 
 }  // namespace
@@ -105,6 +135,7 @@ pg_conn* PgPool::acquire() {
       // An idle connection the server closed (a restart) shows it here, before
       // a statement is sent on it.
       if (PQconsumeInput(c) && PQstatus(c) == CONNECTION_OK) return c;
+      prepared_.erase(c);
       PQfinish(c);
       --open_;
     }
@@ -134,6 +165,7 @@ pg_conn* PgPool::acquire() {
 void PgPool::give_back(pg_conn* c, bool broken) {
   std::lock_guard lock(mutex_);
   if (broken) {
+    prepared_.erase(c);
     PQfinish(c);
     --open_;
   } else {
@@ -149,13 +181,19 @@ struct PgPool::Lease {
   bool broken = false;
   explicit Lease(PgPool& p) : pool(p), c(p.acquire()) {}
   ~Lease() { pool.give_back(c, broken || PQstatus(c) == CONNECTION_BAD); }
+  // The statements prepared on this connection (only its lessee touches them).
+  std::unordered_set<std::string>& prepared() {
+    std::lock_guard lock(pool.mutex_);
+    return pool.prepared_[c];
+  }
 };
 
 void PgPool::check() { Lease lease(*this); }
 
 PgResult PgPool::exec(const std::string& sql, const std::vector<PgParam>& params) {
   Lease lease(*this);
-  return run(lease.c, sql, params, lease.broken);
+  if (params.empty()) return run(lease.c, sql, params, lease.broken);
+  return run_prepared(lease.c, lease.prepared(), sql, params, lease.broken);
 }
 
 void PgPool::migrate(const std::string& component, std::span<const char* const> migrations) {

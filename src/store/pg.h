@@ -1,6 +1,6 @@
 // pg.h — PostgreSQL through libpq, for the stores several gateways share
 // ([store] url): a bounded pool of blocking connections, one statement at a
-// time with text parameters, versioned migrations, and reconnection with
+// time with text parameters (prepared once per connection), versioned migrations, and reconnection with
 // backoff. Blocking by design: callers run on the blocking pool, never on an
 // I/O loop (store.h's rule), and a bounded pool keeps them from opening a
 // connection each.
@@ -20,6 +20,8 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "db/error.h"
@@ -79,6 +81,7 @@ class PgPool {
   std::mutex mutex_;
   std::condition_variable free_cv_;
   std::vector<pg_conn*> free_;
+  std::unordered_map<pg_conn*, std::unordered_set<std::string>> prepared_;  // per connection
   size_t open_ = 0;
   std::chrono::steady_clock::time_point down_until_{};
   std::chrono::milliseconds backoff_{0};
