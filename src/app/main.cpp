@@ -98,36 +98,41 @@ std::unique_ptr<mk::aliases::AliasStore> open_alias_store(const mk::Settings& s)
   return mk::store::open_pg_alias_store(std::move(pool));
 }
 
-// Gives back the uses of alias holds that expired (a gateway killed while it
-// held them; with a shared store, any gateway does it for all).
-asio::awaitable<void> expire_alias_holds(mk::aliases::AliasService& aliases, asio::any_io_executor blocking) {
-  asio::steady_timer timer(co_await asio::this_coro::executor);
-  while (true) {
-    timer.expires_after(std::chrono::seconds(std::clamp<uint32_t>(aliases.policy().hold_seconds / 4, 1, 30)));
-    co_await timer.async_wait(asio::use_awaitable);
-    try {
-      auto n = co_await mk::run_blocking(blocking, [&] { return aliases.expire_holds(); });
-      if (n) spdlog::info("aliases: {} held uses given back (their holds expired unfinished)", n);
-    } catch (const std::exception& e) {
-      spdlog::warn("aliases: expiring holds failed: {}", e.what());
-    }
-  }
-}
-
-// Removes expired and used-up aliases every purge_interval seconds.
-asio::awaitable<void> purge_aliases(mk::aliases::AliasService& aliases, std::chrono::seconds interval,
-                                    asio::any_io_executor blocking) {
+// Runs `job` on the blocking pool every `interval`, for ever; `done` hears a
+// non-zero result, `failed` why a run threw.
+asio::awaitable<void> every(std::chrono::seconds interval, asio::any_io_executor blocking, std::function<size_t()> job,
+                            std::function<void(size_t)> done, std::function<void(const char*)> failed) {
   asio::steady_timer timer(co_await asio::this_coro::executor);
   while (true) {
     timer.expires_after(interval);
     co_await timer.async_wait(asio::use_awaitable);
     try {
-      auto n = co_await mk::run_blocking(blocking, [&] { return aliases.purge(); });
-      if (n) spdlog::info("purged {} expired or used-up aliases", n);
+      auto n = co_await mk::run_blocking(blocking, job);
+      if (n) done(n);
     } catch (const std::exception& e) {
-      spdlog::error("alias purge failed: {}", e.what());
+      failed(e.what());
     }
   }
+}
+
+// Removes expired and used-up aliases every purge_interval seconds, and gives
+// back the uses of holds that expired (a gateway killed while it held them;
+// with a shared store, any gateway does it for all) every hold_seconds / 4, 1 to 30 s.
+void start_alias_upkeep(asio::any_io_executor io, mk::aliases::AliasService& aliases, std::chrono::seconds purge_interval,
+                        asio::any_io_executor blocking) {
+  asio::co_spawn(
+      io,
+      every(purge_interval, blocking, [&aliases] { return aliases.purge(); },
+            [](size_t n) { spdlog::info("purged {} expired or used-up aliases", n); },
+            [](const char* why) { spdlog::error("alias purge failed: {}", why); }),
+      asio::detached);
+  asio::co_spawn(
+      io,
+      every(std::chrono::seconds(std::clamp<uint32_t>(aliases.policy().hold_seconds / 4, 1, 30)), blocking,
+            [&aliases] { return aliases.expire_holds(); },
+            [](size_t n) { spdlog::info("aliases: {} held uses given back (their holds expired unfinished)", n); },
+            [](const char* why) { spdlog::warn("aliases: expiring holds failed: {}", why); }),
+      asio::detached);
 }
 
 // Rewrites the counters file every 5 seconds (for `mailkeep stats`).
@@ -633,12 +638,9 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
     spdlog::critical("{}", e.what());
     return 1;
   }
-  if (aliases) {
-    asio::co_spawn(main_io,
-                   purge_aliases(*aliases, std::chrono::seconds(settings.aliases.purge_interval), blocking.get_executor()),
-                   asio::detached);
-    asio::co_spawn(main_io, expire_alias_holds(*aliases, blocking.get_executor()), asio::detached);
-  }
+  if (aliases)
+    start_alias_upkeep(main_io.get_executor(), *aliases, std::chrono::seconds(settings.aliases.purge_interval),
+                       blocking.get_executor());
   asio::co_spawn(main_io, write_stats(settings.general.stats_file, started, !stats_written), asio::detached);
   if (spam)
     asio::co_spawn(main_io, watch_spam_model(*spam, blocking.get_executor()), asio::detached);

@@ -16,6 +16,7 @@
 #include <map>
 #include <sstream>
 
+#include "core/conninfo.h"
 #include "core/strings.h"
 
 namespace mk {
@@ -93,19 +94,8 @@ Key store_url_key(const char* sec, const char* name, const char* help, Get get) 
                get(s) = std::string(v);
                return "";
              },
-             [=](const Settings& s) {
-               // The password, if the URI holds one, is never shown.
-               std::string u = get(const_cast<Settings&>(s));
-               auto scheme = u.find("://");
-               auto at = u.find('@');
-               if (scheme != std::string::npos && at != std::string::npos) {
-                 auto colon = u.find(':', scheme + 3);
-                 if (colon != std::string::npos && colon < at) u = u.substr(0, colon + 1) + "***" + u.substr(at);
-               }
-               auto pw = u.find("password=");
-               if (pw != std::string::npos) u = u.substr(0, pw + 9) + "***" + u.substr(std::min(u.size(), u.find('&', pw)));
-               return u;
-             }};
+             // The password, if the URI holds one, is never shown.
+             [=](const Settings& s) { return without_password(get(const_cast<Settings&>(s))); }};
 }
 
 // A DNS host name: letters, digits and '-' in non-empty dot-separated labels.

@@ -6,8 +6,9 @@
 #include <algorithm>
 #include <charconv>
 #include <cstring>
-#include <regex>
 #include <unordered_set>
+
+#include "core/conninfo.h"
 
 namespace mk::store {
 namespace {
@@ -16,12 +17,14 @@ using Clock = std::chrono::steady_clock;
 constexpr auto kMaxBackoff = std::chrono::milliseconds(5000);
 constexpr auto kWaitForConnection = std::chrono::seconds(10);
 
-std::string message_of(pg_conn* c) {
-  std::string m = c ? PQerrorMessage(c) : "out of memory";
+// libpq's messages end in a newline and may span lines: one log line.
+std::string one_line(std::string m) {
   while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
   std::replace(m.begin(), m.end(), '\n', ' ');
   return m;
 }
+
+std::string message_of(pg_conn* c) { return one_line(c ? PQerrorMessage(c) : "out of memory"); }
 
 // Throws unless `result` says the statement worked; `broken` says whether
 // the connection is gone (to be closed, not pooled again).
@@ -29,9 +32,7 @@ void check(pg_conn* c, pg_result* r, bool& broken) {
   auto status = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
   if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) return;
   broken = PQstatus(c) == CONNECTION_BAD;
-  std::string why = r && *PQresultErrorMessage(r) ? PQresultErrorMessage(r) : message_of(c);
-  while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
-  std::replace(why.begin(), why.end(), '\n', ' ');
+  std::string why = r && *PQresultErrorMessage(r) ? one_line(PQresultErrorMessage(r)) : message_of(c);
   throw db::Error("PostgreSQL: " + why);
 }
 
@@ -100,15 +101,7 @@ PgPool::~PgPool() {
   for (auto* c : free_) PQfinish(c);
 }
 
-std::string PgPool::redacted(const std::string& url) {
-  // URI form: postgresql://user:secret@host/db; key=value form: password=secret.
-  static const std::regex uri_password(R"(^(postgres(?:ql)?://[^:/@]*:)[^@]*@)");
-  static const std::regex query_password(R"(([?&]password=)[^&]*)");
-  static const std::regex kv_password(R"((password\s*=\s*)('[^']*'|\S+))");
-  if (url.starts_with("postgres"))
-    return std::regex_replace(std::regex_replace(url, uri_password, "$1***@"), query_password, "$1***");
-  return std::regex_replace(url, kv_password, "$1***");
-}
+std::string PgPool::redacted(const std::string& url) { return without_password(url); }
 
 pg_conn* PgPool::connect() {
   // Our connect timeout first: one in the URL, processed later, wins.
