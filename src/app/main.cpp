@@ -23,7 +23,9 @@
 #include "aliases/alias_id.h"
 #include "aliases/service.h"
 #include "aliases/sqlite_store.h"
-#include "store/pg_alias_store.h"
+#include "app/stores.h"
+#include "store/pg_listener.h"
+#include "store/pg_model_share.h"
 #include "app/privileges.h"
 #include "directory/runner.h"
 #include "spf/cares_txt.h"
@@ -88,14 +90,6 @@ int64_t unix_now() { return static_cast<int64_t>(std::time(nullptr)); }
 
 mk::aliases::AliasPolicy alias_policy(const mk::Settings& s) {
   return {s.aliases.domains, s.aliases.default_days, s.aliases.max_days, s.aliases.max_usage, s.aliases.hold_seconds};
-}
-
-// The alias store: PostgreSQL when [store] url is set (shared by every
-// gateway), else the SQLite file at [store] path. Throws db::Error.
-std::unique_ptr<mk::aliases::AliasStore> open_alias_store(const mk::Settings& s) {
-  if (s.store.url.empty()) return mk::aliases::open_sqlite_store(s.store.path);
-  auto pool = std::make_shared<mk::store::PgPool>(s.store.url, s.store.connections);
-  return mk::store::open_pg_alias_store(std::move(pool));
 }
 
 // Runs `job` on the blocking pool every `interval`, for ever; `done` hears a
@@ -331,11 +325,13 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
 
   // The alias store is opened before the privilege drop, so that its
   // directory may be created; the files then belong to [general] user.
+  // [store] url: every store on one PostgreSQL the gateways share (app/stores.h).
+  mk::app::Stores stores(settings);
   std::unique_ptr<mk::aliases::AliasStore> alias_store;
   std::unique_ptr<mk::aliases::AliasService> aliases;
   if (!settings.aliases.domains.empty()) {
     try {
-      alias_store = open_alias_store(settings);
+      alias_store = stores.aliases();
     } catch (const std::exception& e) {
       spdlog::critical("alias store: {}", e.what());
       return 1;
@@ -436,10 +432,13 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
     env.spam = spam.get();
   }
   // The verdict history (the /spam page, reclassification); opened before the privilege drop, like the alias store.
+  // With [store] url the model is shared too: a change on any gateway reaches this one (listener below).
   std::unique_ptr<mk::spam::History> spam_history;
+  std::unique_ptr<mk::spam::ModelShare> model_share;
   if (spam) {
     try {
-      spam_history = mk::spam::make_buffered_history(mk::spam::open_sqlite_history(settings.spam.history));
+      spam_history = mk::spam::make_buffered_history(stores.spam_history());
+      model_share = stores.model_share();
     } catch (const std::exception& e) {
       spdlog::critical("spam history: {}", e.what());
       return 1;
@@ -492,15 +491,15 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
     spam_page = std::make_unique<mk::http::SpamPage>(
         *spam_history, spam.get(),
         mk::http::SpamPageConfig{settings.http.admin_token, settings.spam.model,
-                                 {settings.spam.tag_score, settings.spam.reject_score}});
+                                 {settings.spam.tag_score, settings.spam.reject_score}, nullptr, model_share.get()});
   std::unique_ptr<mk::http::Api> api;
   std::unique_ptr<mk::http::Server> http;
   std::unique_ptr<mk::webreader::MailApi> mail_api;
   mk::webreader::SpamTrainer spam_trainer;
   if (spam_history)
-    spam_trainer = [&settings, &spam, &spam_history](const std::string& signature, bool as_spam) {
+    spam_trainer = [&settings, &spam, &spam_history, &model_share](const std::string& signature, bool as_spam) {
       auto r = mk::spam::reclassify(*spam_history, settings.spam.model, spam->settings(), signature, as_spam,
-                                    {settings.spam.tag_score, settings.spam.reject_score});
+                                    {settings.spam.tag_score, settings.spam.reject_score}, model_share.get());
       return r.outcome == mk::Outcome::Ok ? std::string() : r.code + ": " + r.detail;
     };
   if (mail_reader)
@@ -644,6 +643,20 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
   asio::co_spawn(main_io, write_stats(settings.general.stats_file, started, !stats_written), asio::detached);
   if (spam)
     asio::co_spawn(main_io, watch_spam_model(*spam, blocking.get_executor()), asio::detached);
+  // Several gateways: what another changes in the shared store reaches this one by NOTIFY, and
+  // everything is reloaded after each (re)connection, since notifications sent meanwhile are lost.
+  std::unique_ptr<mk::store::PgListener> listener;
+  if (model_share) {
+    auto pull_model = [&settings, &spam, &model_share] {
+      if (!model_share->pull(settings.spam.model)) return;
+      std::string err;
+      if (spam->reload_if_changed(err)) spdlog::info("spam model: the shared model loaded");
+      else spdlog::warn("spam model: the shared model: {}; keeping the loaded one", err);
+    };
+    listener = std::make_unique<mk::store::PgListener>(
+        settings.store.url, std::vector<std::string>{mk::store::kSpamModelChannel},
+        [pull_model](const std::string&, const std::string&) { pull_model(); }, pull_model);
+  }
   if (spam_history)
     asio::co_spawn(main_io, purge_spam_history(*spam_history, settings.spam, blocking.get_executor()), asio::detached);
   if (accounts)
@@ -746,7 +759,7 @@ struct AliasCommand {
 int alias_command(const mk::Settings& settings, const AliasCommand& cmd) {
   std::unique_ptr<mk::aliases::AliasStore> store;
   try {
-    store = open_alias_store(settings);
+    store = mk::app::Stores(settings).aliases();
   } catch (const std::exception& e) {
     std::cerr << "mailkeep: alias store: " << e.what() << "\n";
     return 1;

@@ -11,6 +11,7 @@
 #include <functional>
 #include <iostream>
 
+#include "app/stores.h"
 #include "core/strings.h"
 #include "spam/corpus.h"
 #include "spam/tokenizer.h"
@@ -188,6 +189,15 @@ int train(const Settings& settings, const SpamCommand& cmd) {
   TokenizerSettings tok;
   spam::ModelLock lock(settings.spam.model);
   if (report(lock.error())) return 1;
+  // With [store] url the model is shared: train on from the newest one, and publish the result.
+  Stores stores(settings);
+  std::unique_ptr<spam::ModelShare> share;
+  try {
+    share = stores.model_share();
+    if (share && !cmd.fresh) share->pull(settings.spam.model);
+  } catch (const std::exception& e) {
+    return report(std::string("the shared spam model: ") + e.what()) ? 75 : 0;
+  }
   Model model(tok);
   if (!cmd.fresh) {
     if (report(spam::load_or_new(settings.spam.model, tok, model))) return 1;
@@ -264,15 +274,23 @@ int train(const Settings& settings, const SpamCommand& cmd) {
     std::cerr << "mailkeep: none of the messages could be read; model left as it was\n";
     return 1;
   }
-  if (report(model.save(settings.spam.model))) return 1;
-  std::cerr << "trained on " << trained << " messages; model " << settings.spam.model << "\n";
+  try {
+    // In the turn across gateways (begin() brings the file up to date, which this save then replaces).
+    auto turn = share ? share->begin(settings.spam.model) : nullptr;
+    if (report(model.save(settings.spam.model))) return 1;
+    if (turn) turn->publish();
+  } catch (const std::exception& e) {
+    return report(std::string("the shared spam model: ") + e.what()) ? 75 : 0;
+  }
+  std::cerr << "trained on " << trained << " messages; model " << settings.spam.model
+            << (share ? " (published to every gateway)" : "") << "\n";
   return 0;
 }
 
-// The [spam] history file, or null after saying why it cannot be opened.
-std::unique_ptr<spam::History> open_history(const Settings& settings) {
+// The spam history ([spam] history, or the shared store), or null after saying why it cannot be opened.
+std::unique_ptr<spam::History> open_history(Stores& stores) {
   try {
-    return spam::open_sqlite_history(settings.spam.history);
+    return stores.spam_history();
   } catch (const std::exception& e) {
     std::cerr << "mailkeep: spam history: " << e.what() << "\n";
     return nullptr;
@@ -280,10 +298,18 @@ std::unique_ptr<spam::History> open_history(const Settings& settings) {
 }
 
 int reclassify(const Settings& settings, const SpamCommand& cmd) {
-  auto history = open_history(settings);
+  Stores stores(settings);
+  auto history = open_history(stores);
   if (!history) return 1;
+  std::unique_ptr<spam::ModelShare> share;
+  try {
+    share = stores.model_share();
+  } catch (const std::exception& e) {
+    std::cerr << "mailkeep: the shared spam model: " << e.what() << "\n";
+    return 75;
+  }
   auto r = spam::reclassify(*history, settings.spam.model, TokenizerSettings{}, cmd.signature, cmd.as == "spam",
-                            {settings.spam.tag_score, settings.spam.reject_score});
+                            {settings.spam.tag_score, settings.spam.reject_score}, share.get());
   if (r.outcome != Outcome::Ok) {
     std::cerr << "mailkeep: " << r.code << ": " << r.detail << "\n";
     return r.outcome == Outcome::TempFail ? 75 : 1;  // EX_TEMPFAIL: try again
@@ -345,10 +371,19 @@ int learn(const Settings& settings, const SpamCommand& cmd) {
   fallback.client = "learn";
   fallback.recipients = printable_ascii(header_value(message, "Delivered-To"), 200);
   const std::string signature = printable_ascii(header_value(message, "X-Mailkeep-Signature"), 100);
-  auto history = open_history(settings);
+  Stores stores(settings);
+  auto history = open_history(stores);
   if (!history) return 75;
+  std::unique_ptr<spam::ModelShare> share;
+  try {
+    share = stores.model_share();
+  } catch (const std::exception& e) {
+    std::cerr << "mailkeep: the shared spam model: " << e.what() << "\n";
+    return 75;
+  }
   auto r = spam::learn(history.get(), settings.spam.model, tok, signature, features, as_spam,
-                       {settings.spam.tag_score, settings.spam.reject_score}, fallback, std::chrono::milliseconds(cmd.lock_wait_ms));
+                       {settings.spam.tag_score, settings.spam.reject_score}, fallback,
+                       std::chrono::milliseconds(cmd.lock_wait_ms), share.get());
   if (r.outcome != Outcome::Ok) {
     std::cerr << "mailkeep: " << r.code << ": " << r.detail << "\n";
     return r.outcome == Outcome::TempFail ? 75 : 1;
@@ -373,9 +408,9 @@ int stats(const Settings& settings, const SpamCommand& cmd) {
   }
   spam::VerdictCounts counts;
   std::error_code ec;
-  if (std::filesystem::exists(settings.spam.history, ec)) {
+  if (!settings.store.url.empty() || std::filesystem::exists(settings.spam.history, ec)) {
     try {
-      counts = spam::open_sqlite_history(settings.spam.history)->counts(since);
+      counts = Stores(settings).spam_history()->counts(since);
     } catch (const std::exception& e) {
       std::cerr << "mailkeep: spam history: " << e.what() << "\n";
       return 1;

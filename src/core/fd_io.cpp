@@ -2,9 +2,12 @@
 #include "core/fd_io.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
+#include <filesystem>
 
 namespace mk {
 
@@ -38,6 +41,26 @@ bool fsync_dir(const std::string& dir) {
   bool ok = ::fsync(fd) == 0;
   ::close(fd);
   return ok;
+}
+
+std::string replace_file(const std::string& path, std::string_view data, unsigned mode) {
+  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) return "cannot create " + tmp + ": " + std::strerror(errno);
+  auto dir = std::filesystem::path(path).parent_path();
+  struct stat st {};
+  if (::geteuid() == 0 && ::stat(dir.empty() ? "." : dir.c_str(), &st) == 0 && st.st_uid != 0)
+    if (::fchown(fd, st.st_uid, st.st_gid) != 0) { /* best effort: the file stays root's */ }
+  bool ok = write_fully(fd, data.data(), data.size()) && ::fsync(fd) == 0;
+  int saved = errno;
+  ::close(fd);
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    if (ok) saved = errno;
+    ::unlink(tmp.c_str());
+    return "cannot write " + path + ": " + std::strerror(saved);
+  }
+  if (!fsync_dir(dir.empty() ? "." : dir.string())) return "cannot sync the directory of " + path + ": " + std::strerror(errno);
+  return "";
 }
 
 }  // namespace mk

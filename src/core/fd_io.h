@@ -3,6 +3,7 @@
 #pragma once
 #include <cstddef>
 #include <string>
+#include <string_view>
 
 namespace mk {
 
@@ -12,5 +13,11 @@ bool write_fully(int fd, const void* data, size_t n);
 bool read_fully(int fd, void* data, size_t n);
 // fsync of a directory, so that a rename into it survives a crash.
 bool fsync_dir(const std::string& dir);
+// Replaces the file at `path` by `data` so that a reader or a crash sees the
+// old file or the new one, never a part: a temporary file beside it (named
+// with the pid), fsync, rename, fsync of the directory. Written by root (a
+// CLI command), the file goes to the directory's owner, so that the service
+// user who owns the directory can still read and replace it. Returns "" or the error.
+std::string replace_file(const std::string& path, std::string_view data, unsigned mode = 0640);
 
 }  // namespace mk

@@ -250,7 +250,7 @@ Response SpamPage::reclassify(const Request& req) {
   std::string signature(sig->as_string());
   bool as_spam = as->as_string() == "spam";
   auto r = spam::reclassify(history_, config_.model_path, classifier_ ? classifier_->settings() : spam::TokenizerSettings{},
-                            signature, as_spam, config_.cutoffs);
+                            signature, as_spam, config_.cutoffs, config_.share);
   if (r.outcome != Outcome::Ok) {
     spdlog::warn("http: spam reclassify {} as {}: {}: {}", signature, as_spam ? "spam" : "ham", r.code, r.detail);
     unsigned status = r.code == "not-found" ? 404 : r.code == "expired" ? 410 : 503;

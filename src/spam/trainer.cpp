@@ -102,10 +102,17 @@ namespace {
 // yet the label (spam: at the spam cutoff; ham: below the unsure one) — each
 // step moves the score a long way, so this ends in a few steps — and saves
 // it. Returns "" or the error (the file is then as it was); `before`/`after`:
-// the message's score; `was`: its verdict before.
+// the message's score; `was`: its verdict before. With `share`, in its turn
+// (the file brought up to date first) and published after.
 std::string retrain_and_save(const std::string& model_path, const TokenizerSettings& settings,
                              const std::vector<uint32_t>& features, bool as_spam, const CutoffOverrides& overrides,
-                             double& before, double& after, Call& was) {
+                             double& before, double& after, Call& was, ModelShare* share) {
+  std::unique_ptr<ModelShare::Turn> turn;
+  try {
+    if (share) turn = share->begin(model_path);
+  } catch (const db::Error& e) {
+    return std::string("the shared model: ") + e.what();
+  }
   Model model(settings);
   if (auto err = load_or_new(model_path, settings, model); !err.empty()) return err;
   const Cutoffs cut = effective_cutoffs(&model, overrides.tag_score, overrides.reject_score);
@@ -116,7 +123,13 @@ std::string retrain_and_save(const std::string& model_path, const TokenizerSetti
   for (int i = 0; i < 50 && call_of(model.score(features), cut) != want; ++i)
     model.train(features, as_spam, TrainMode::Everything, /*count=*/false);
   after = model.score(features);
-  return model.save(model_path);
+  if (auto err = model.save(model_path); !err.empty()) return err;
+  try {
+    if (turn) turn->publish();
+  } catch (const db::Error& e) {
+    return std::string("saved, but not shared with the other gateways: ") + e.what();
+  }
+  return "";
 }
 
 // The results' fail(): sets outcome, code and detail, returns the result.
@@ -133,7 +146,8 @@ auto failer(Result& r) {
 }  // namespace
 
 ReclassifyResult reclassify(History& history, const std::string& model_path, const TokenizerSettings& settings,
-                            const std::string& signature, bool as_spam, const CutoffOverrides& overrides) {
+                            const std::string& signature, bool as_spam, const CutoffOverrides& overrides,
+                            ModelShare* share) {
   ReclassifyResult r;
   auto fail = failer(r);
   std::vector<uint32_t> features;
@@ -150,7 +164,8 @@ ReclassifyResult reclassify(History& history, const std::string& model_path, con
 
   ModelLock lock(model_path);
   if (!lock.error().empty()) return fail(Outcome::TempFail, "model-unavailable", lock.error());
-  if (auto err = retrain_and_save(model_path, settings, features, as_spam, overrides, r.before, r.after, r.was); !err.empty())
+  if (auto err = retrain_and_save(model_path, settings, features, as_spam, overrides, r.before, r.after, r.was, share);
+      !err.empty())
     return fail(Outcome::TempFail, "model-unavailable", err);
   try {
     history.set_reclassified(signature, as_spam);
@@ -163,7 +178,8 @@ ReclassifyResult reclassify(History& history, const std::string& model_path, con
 
 LearnResult learn(History* history, const std::string& model_path, const TokenizerSettings& settings,
                   const std::string& signature, const std::vector<uint32_t>& tokenized, bool as_spam,
-                  const CutoffOverrides& overrides, const Verdict& fallback, std::chrono::milliseconds lock_wait) {
+                  const CutoffOverrides& overrides, const Verdict& fallback, std::chrono::milliseconds lock_wait,
+                  ModelShare* share) {
   LearnResult r;
   auto fail = failer(r);
   std::vector<uint32_t> stored;
@@ -181,7 +197,7 @@ LearnResult learn(History* history, const std::string& model_path, const Tokeniz
     ModelLock lock(model_path, lock_wait);
     if (!lock.error().empty())
       return fail(Outcome::TempFail, lock.error().starts_with("locked") ? "locked" : "model-unavailable", lock.error());
-    if (auto err = retrain_and_save(model_path, settings, features, as_spam, overrides, r.before, r.after, r.was);
+    if (auto err = retrain_and_save(model_path, settings, features, as_spam, overrides, r.before, r.after, r.was, share);
         !err.empty())
       return fail(Outcome::TempFail, "model-unavailable", err);
   }

@@ -45,24 +45,6 @@ PgParam array_of(const std::vector<std::vector<PgParam>>& rows, size_t from, siz
 
 }  // namespace
 
-std::string array_literal(const std::vector<PgParam>& values) {
-  std::string out = "{";
-  for (size_t i = 0; i < values.size(); ++i) {
-    if (i) out += ',';
-    if (!values[i]) {
-      out += "NULL";
-      continue;
-    }
-    out += '"';
-    for (char ch : *values[i]) {
-      if (ch == '"' || ch == '\\') out += '\\';
-      out += ch;
-    }
-    out += '"';
-  }
-  return out + "}";
-}
-
 MigrateReport migrate_sqlite_aliases(const std::string& sqlite_path, PgPool& pool,
                                      const std::function<void(const std::string&)>& progress) {
   std::unique_ptr<sqlite3, Closer> src(db::open_reader(sqlite_path));

@@ -28,7 +28,4 @@ struct MigrateReport {
 MigrateReport migrate_sqlite_aliases(const std::string& sqlite_path, PgPool& pool,
                                      const std::function<void(const std::string&)>& progress);
 
-// {"a","b\"c",NULL}: a PostgreSQL array literal of text (nullopt: NULL).
-std::string array_literal(const std::vector<PgParam>& values);
-
 }  // namespace mk::store

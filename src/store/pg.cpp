@@ -9,6 +9,7 @@
 #include <unordered_set>
 
 #include "core/conninfo.h"
+#include "core/log.h"
 
 namespace mk::store {
 namespace {
@@ -103,18 +104,24 @@ PgPool::~PgPool() {
 
 std::string PgPool::redacted(const std::string& url) { return without_password(url); }
 
-pg_conn* PgPool::connect() {
+pg_conn* pg_connect(const std::string& url) {
   // Our connect timeout first: one in the URL, processed later, wins.
   const char* keys[] = {"connect_timeout", "application_name", "dbname", nullptr};
-  const char* values[] = {"5", "mailkeep", url_.c_str(), nullptr};
+  const char* values[] = {"5", "mailkeep", url.c_str(), nullptr};
   pg_conn* c = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
   if (!c || PQstatus(c) != CONNECTION_OK) {
     std::string why = message_of(c);
     if (c) PQfinish(c);
-    throw db::Error("PostgreSQL " + redacted(url_) + ": cannot connect: " + why);
+    throw db::Error("PostgreSQL " + without_password(url) + ": cannot connect: " + why);
   }
+  // The server's notices ("relation ... already exists, skipping") are not
+  // ours to print on stderr: debug log lines.
+  PQsetNoticeProcessor(
+      c, [](void*, const char* message) { spdlog::debug("PostgreSQL: {}", one_line(message)); }, nullptr);
   return c;
 }
+
+pg_conn* PgPool::connect() { return pg_connect(url_); }
 
 pg_conn* PgPool::acquire() {
   std::unique_lock lock(mutex_);
@@ -182,6 +189,106 @@ struct PgPool::Lease {
 };
 
 void PgPool::check() { Lease lease(*this); }
+
+std::unique_ptr<PgConnection> PgPool::connection() {
+  pg_conn* c = acquire();
+  return std::unique_ptr<PgConnection>(new PgConnection(*this, c));
+}
+
+PgConnection::~PgConnection() {
+  bool broken = broken_ || PQstatus(c_) == CONNECTION_BAD;
+  if (!broken && PQtransactionStatus(c_) != PQTRANS_IDLE) {
+    pg_result* r = PQexec(c_, "ROLLBACK");
+    broken = !r || PQresultStatus(r) != PGRES_COMMAND_OK;
+    if (r) PQclear(r);
+  }
+  pool_.give_back(c_, broken);
+}
+
+PgResult PgConnection::exec(const std::string& sql, const std::vector<PgParam>& params) {
+  if (params.empty()) return run(c_, sql, params, broken_);
+  std::unordered_set<std::string>* prepared;
+  {
+    std::lock_guard lock(pool_.mutex_);
+    prepared = &pool_.prepared_[c_];
+  }
+  return run_prepared(c_, *prepared, sql, params, broken_);
+}
+
+std::string bytea_text(std::string_view bytes) {
+  static const char digits[] = "0123456789abcdef";
+  std::string out = "\\x";
+  out.reserve(2 + bytes.size() * 2);
+  for (unsigned char b : bytes) {
+    out += digits[b >> 4];
+    out += digits[b & 15];
+  }
+  return out;
+}
+
+std::optional<std::string> bytes_of_bytea(std::string_view text) {
+  if (!text.starts_with("\\x") || text.size() % 2) return std::nullopt;
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::string out;
+  out.reserve(text.size() / 2);
+  for (size_t i = 2; i < text.size(); i += 2) {
+    int hi = nibble(text[i]), lo = nibble(text[i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out += char(hi << 4 | lo);
+  }
+  return out;
+}
+
+std::string pg_text(std::string_view s) {
+  // The shortest well-formed sequences only (no overlong forms, no surrogates), as PostgreSQL checks.
+  auto cont = [&](size_t i) { return i < s.size() && (static_cast<unsigned char>(s[i]) & 0xC0) == 0x80; };
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    auto b = static_cast<unsigned char>(s[i]);
+    size_t n = 0;
+    if (b >= 0x01 && b < 0x80) n = 1;
+    else if (b >= 0xC2 && b <= 0xDF && cont(i + 1)) n = 2;
+    else if (b >= 0xE0 && b <= 0xEF && cont(i + 1) && cont(i + 2)) {
+      auto b1 = static_cast<unsigned char>(s[i + 1]);
+      if (!(b == 0xE0 && b1 < 0xA0) && !(b == 0xED && b1 >= 0xA0)) n = 3;
+    } else if (b >= 0xF0 && b <= 0xF4 && cont(i + 1) && cont(i + 2) && cont(i + 3)) {
+      auto b1 = static_cast<unsigned char>(s[i + 1]);
+      if (!(b == 0xF0 && b1 < 0x90) && !(b == 0xF4 && b1 >= 0x90)) n = 4;
+    }
+    if (n) {
+      out.append(s.substr(i, n));
+      i += n;
+    } else {
+      out += "\xEF\xBF\xBD";
+      ++i;
+    }
+  }
+  return out;
+}
+
+std::string array_literal(const std::vector<PgParam>& values) {
+  std::string out = "{";
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (i) out += ',';
+    if (!values[i]) {
+      out += "NULL";
+      continue;
+    }
+    out += '"';
+    for (char ch : *values[i]) {
+      if (ch == '"' || ch == '\\') out += '\\';
+      out += ch;
+    }
+    out += '"';
+  }
+  return out + "}";
+}
 
 PgResult PgPool::exec(const std::string& sql, const std::vector<PgParam>& params) {
   Lease lease(*this);

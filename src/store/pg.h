@@ -20,6 +20,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -51,6 +52,43 @@ class PgResult {
 
 using PgParam = std::optional<std::string>;  // nullopt: NULL
 
+// {"a","b\"c",NULL}: a PostgreSQL array literal of text (nullopt: NULL), to
+// pass many rows as one parameter (unnest($1::text[])).
+std::string array_literal(const std::vector<PgParam>& values);
+
+// `s` as PostgreSQL text can hold it: valid UTF-8 without NUL (each byte
+// that is neither is replaced by U+FFFD).
+std::string pg_text(std::string_view s);
+
+// Bytes as bytea's text form (\x and hex digits), for a parameter ($1::bytea),
+// and back from a result's text (nullopt: not that form).
+std::string bytea_text(std::string_view bytes);
+std::optional<std::string> bytes_of_bytea(std::string_view text);
+
+// A new connection to `url` (connect_timeout 5 s unless the URL says), for
+// what the pool does not do (LISTEN). Throws db::Error, password not shown.
+pg_conn* pg_connect(const std::string& url);
+
+class PgPool;
+
+// One connection of the pool held for a while, for statements that must
+// share a connection: a transaction, a session advisory lock. Given back
+// (closed when broken) when destroyed; a transaction left open is rolled back.
+class PgConnection {
+ public:
+  ~PgConnection();
+  PgConnection(const PgConnection&) = delete;
+  PgConnection& operator=(const PgConnection&) = delete;
+  PgResult exec(const std::string& sql, const std::vector<PgParam>& params = {});
+
+ private:
+  friend class PgPool;
+  PgConnection(PgPool& pool, pg_conn* c) : pool_(pool), c_(c) {}
+  PgPool& pool_;
+  pg_conn* c_;
+  bool broken_ = false;
+};
+
 class PgPool {
  public:
   // `url`: a libpq connection URI or key=value string. Connects lazily;
@@ -61,6 +99,8 @@ class PgPool {
   PgPool& operator=(const PgPool&) = delete;
 
   void check();
+  // A connection for several statements (see PgConnection).
+  std::unique_ptr<PgConnection> connection();
   PgResult exec(const std::string& sql, const std::vector<PgParam>& params = {});
   // Applies `migrations[version..]` of `component` in one transaction under
   // an advisory lock (two gateways starting at once migrate once); versions
@@ -69,9 +109,11 @@ class PgPool {
 
   // The URL without its password, for logs.
   static std::string redacted(const std::string& url);
+  const std::string& url() const { return url_; }
 
  private:
   struct Lease;
+  friend class PgConnection;
   pg_conn* acquire();
   void give_back(pg_conn* c, bool broken);
   pg_conn* connect();

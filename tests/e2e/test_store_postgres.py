@@ -1,8 +1,8 @@
 """Aliases in a shared PostgreSQL ([store] url), with a throwaway PostgreSQL 15 (postgres_support.py)
 and two gateways, one on 127.0.0.2 and one on 127.0.0.3:
 
-- the store test suite (tests/unit/aliases/store_suite_test.cpp) passes against PostgreSQL as it
-  does against SQLite;
+- the store test suites (tests/unit/aliases/store_suite_test.cpp, tests/unit/store/history_suite_test.cpp)
+  pass against PostgreSQL as they do against SQLite;
 - the race: 20 clients send 200 messages at one max_usage = 50 alias, spread over both gateways:
   exactly 50 are delivered, the other 150 get 550 5.2.1;
 - an alias created through gateway A's API works on gateway B at once, and disabling it on B
@@ -91,12 +91,14 @@ def test_the_store_suite_passes_against_postgresql(fresh_db):
     binary = Path(MAILKEEP_BIN).parent / "tests" / "unit" / "alias_store_test"
     if not binary.exists():
         pytest.fail(f"{binary} not built")
-    r = subprocess.run([str(binary), "--gtest_filter=*StoreSuite*postgres*:PgPool.*", "--gtest_brief=1"],
+    r = subprocess.run([str(binary), "--gtest_filter=*StoreSuite*postgres*:PgPool.*:*HistorySuite*postgres*:ModelShareTest.*",
+                        "--gtest_brief=1"],
                        env={**os.environ, "MK_TEST_POSTGRES_URL": fresh_db.url}, capture_output=True, text=True,
                        timeout=300)
     print(r.stdout[-4000:], r.stderr[-2000:])
     assert r.returncode == 0
-    assert "[  PASSED  ] 7 tests." in r.stdout and "SKIPPED" not in r.stdout, r.stdout
+    # 7 alias store cases, 5 history cases, 2 shared-model cases (tests/unit/store/history_suite_test.cpp).
+    assert "[  PASSED  ] 14 tests." in r.stdout and "SKIPPED" not in r.stdout, r.stdout
 
 
 def test_the_race_two_gateways_never_deliver_more_than_max_usage(gateways, fresh_db):

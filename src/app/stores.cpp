@@ -1,0 +1,33 @@
+// stores.cpp — see stores.h.
+#include "app/stores.h"
+
+#include "aliases/sqlite_store.h"
+#include "store/pg.h"
+#include "store/pg_alias_store.h"
+#include "store/pg_history.h"
+#include "store/pg_model_share.h"
+
+namespace mk::app {
+
+Stores::Stores(const Settings& settings) : settings_(settings) {
+  if (!settings.store.url.empty()) pool_ = std::make_shared<store::PgPool>(settings.store.url, settings.store.connections);
+}
+
+Stores::~Stores() = default;
+
+std::unique_ptr<aliases::AliasStore> Stores::aliases() {
+  if (!pool_) return aliases::open_sqlite_store(settings_.store.path);
+  return store::open_pg_alias_store(pool_);
+}
+
+std::unique_ptr<spam::History> Stores::spam_history() {
+  if (!pool_) return spam::open_sqlite_history(settings_.spam.history);
+  return store::open_pg_history(pool_);
+}
+
+std::unique_ptr<spam::ModelShare> Stores::model_share() {
+  if (!pool_) return nullptr;
+  return store::open_pg_model_share(pool_);
+}
+
+}  // namespace mk::app

@@ -1,0 +1,128 @@
+// pg_model_share.cpp — see pg_model_share.h.
+#include "store/pg_model_share.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include "core/fd_io.h"
+
+namespace mk::store {
+namespace {
+
+const char* const kMigrations[] = {
+    // 1: the newest model file, one row.
+    "CREATE TABLE spam_model ("
+    "  name TEXT PRIMARY KEY,"
+    "  version BIGINT NOT NULL,"
+    "  updated BIGINT NOT NULL,"
+    "  data BYTEA NOT NULL"
+    ");",
+};
+
+constexpr auto kTurnWait = std::chrono::seconds(30);
+
+std::string read_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw db::Error("cannot read " + path + ": " + std::strerror(errno));
+  std::string out;
+  char buf[1 << 16];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int e = errno;
+      ::close(fd);
+      throw db::Error("cannot read " + path + ": " + std::strerror(e));
+    }
+    if (n == 0) break;
+    out.append(buf, size_t(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+class PgModelShare final : public spam::ModelShare {
+ public:
+  explicit PgModelShare(std::shared_ptr<PgPool> pool) : pool_(std::move(pool)) { pool_->migrate("spam_model", kMigrations); }
+
+  class PgTurn final : public Turn {
+   public:
+    PgTurn(PgModelShare& share, std::unique_ptr<PgConnection> conn, std::string path)
+        : share_(share), conn_(std::move(conn)), path_(std::move(path)) {}
+    ~PgTurn() override {
+      try {
+        conn_->exec("SELECT pg_advisory_unlock(hashtext('mailkeep_spam_model'))");
+      } catch (const db::Error&) {
+        // The connection broke: the server dropped the lock with it.
+      }
+    }
+    void publish() override {
+      std::string bytes = read_file(path_);
+      conn_->exec("BEGIN");
+      auto r = conn_->exec(
+          "INSERT INTO spam_model(name, version, updated, data) VALUES ('model', 1, $1::bigint, $2::bytea) "
+          "ON CONFLICT (name) DO UPDATE SET version = spam_model.version + 1, updated = EXCLUDED.updated, "
+          "data = EXCLUDED.data RETURNING version",
+          {std::to_string(std::time(nullptr)), bytea_text(bytes)});
+      std::string version = r.text(0, 0);
+      conn_->exec("SELECT pg_notify($1, $2)", {std::string(kSpamModelChannel), version});
+      conn_->exec("COMMIT");
+      share_.seen_ = std::stoll(version);
+    }
+
+    PgConnection& connection() { return *conn_; }
+
+   private:
+    PgModelShare& share_;
+    std::unique_ptr<PgConnection> conn_;
+    std::string path_;
+  };
+
+  std::unique_ptr<Turn> begin(const std::string& path) override {
+    auto conn = pool_->connection();
+    auto deadline = std::chrono::steady_clock::now() + kTurnWait;
+    while (!conn->exec("SELECT pg_try_advisory_lock(hashtext('mailkeep_spam_model'))").boolean(0, 0)) {
+      if (std::chrono::steady_clock::now() > deadline)
+        throw db::Error("another gateway kept the spam model for more than 30 s");
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    auto turn = std::make_unique<PgTurn>(*this, std::move(conn), path);  // unlocks if the pull throws
+    pull_on(turn->connection(), path);
+    return turn;
+  }
+
+  bool pull(const std::string& path) override {
+    auto conn = pool_->connection();
+    return pull_on(*conn, path);
+  }
+
+ private:
+  bool pull_on(PgConnection& conn, const std::string& path) {
+    auto v = conn.exec("SELECT version FROM spam_model WHERE name = 'model'");
+    if (v.rows() == 0 || v.integer(0, 0) == seen_.load()) return false;
+    auto r = conn.exec("SELECT version, data FROM spam_model WHERE name = 'model'");
+    if (r.rows() == 0) return false;
+    auto bytes = bytes_of_bytea(r.text(0, 1));
+    if (!bytes) throw db::Error("the shared spam model is not bytea as expected");
+    if (auto err = replace_file(path, *bytes); !err.empty()) throw db::Error("spam model: " + err);
+    seen_ = r.integer(0, 0);
+    return true;
+  }
+
+  std::shared_ptr<PgPool> pool_;
+  std::atomic<int64_t> seen_{-1};  // the version this process last wrote or published
+};
+
+}  // namespace
+
+std::unique_ptr<spam::ModelShare> open_pg_model_share(std::shared_ptr<PgPool> pool) {
+  return std::make_unique<PgModelShare>(std::move(pool));
+}
+
+}  // namespace mk::store
