@@ -88,6 +88,11 @@ class AliasService {
   size_t expire_holds();
   int64_t now() const { return clock_(); }
   const AliasPolicy& policy() const { return policy_; }
+  // The creation limit per client key (AliasStore::creation_wait and the
+  // rest), on every gateway sharing the store. Throw StoreError.
+  std::optional<int64_t> creation_wait(const std::string& key) { return store_.creation_wait(key, clock_()); }
+  bool take_creation(const std::string& key, int64_t interval) { return store_.take_creation(key, clock_(), interval); }
+  void give_back_creation(const std::string& key) { store_.give_back_creation(key, clock_()); }
 
  private:
   std::string validate_target(const std::string& target) const;

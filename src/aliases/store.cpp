@@ -70,4 +70,28 @@ size_t AliasStore::expire_holds(int64_t now) {
   return gone.size();
 }
 
+std::optional<int64_t> AliasStore::creation_wait(const std::string& key, int64_t now) {
+  std::lock_guard lock(creations_mutex_);
+  auto it = next_creation_.find(key);
+  if (it == next_creation_.end() || it->second <= now) return std::nullopt;
+  return it->second - now;
+}
+
+bool AliasStore::take_creation(const std::string& key, int64_t now, int64_t interval) {
+  std::lock_guard lock(creations_mutex_);
+  if (++takes_since_sweep_ >= 1024) {  // bounded memory: turns that passed are forgotten
+    takes_since_sweep_ = 0;
+    std::erase_if(next_creation_, [now](const auto& kv) { return kv.second <= now; });
+  }
+  auto& next = next_creation_[key];
+  if (next > now) return false;
+  next = now + interval;
+  return true;
+}
+
+void AliasStore::give_back_creation(const std::string& key, int64_t now) {
+  std::lock_guard lock(creations_mutex_);
+  if (auto it = next_creation_.find(key); it != next_creation_.end() && it->second > now) next_creation_.erase(it);
+}
+
 }  // namespace mk::aliases

@@ -62,7 +62,24 @@ class AliasStore {
   // Returns how many held uses were given back.
   virtual size_t expire_holds(int64_t now);
 
+  // The alias-creation limit per client ([aliases] create_interval: one
+  // creation per `interval` seconds per client key, policy::client_key), kept
+  // with the aliases so that it holds across every gateway sharing the store.
+  // creation_wait(): seconds until `key` may create again (nullopt: now).
+  // take_creation(): takes the turn in one atomic step; false when it is not
+  // `key`'s turn yet (another request, on any gateway, took it first).
+  // give_back_creation(): undoes a take whose request was then refused.
+  // The defaults keep the turns in this process's memory (the SQLite file,
+  // the fake); a shared store overrides all three.
+  virtual std::optional<int64_t> creation_wait(const std::string& key, int64_t now);
+  virtual bool take_creation(const std::string& key, int64_t now, int64_t interval);
+  virtual void give_back_creation(const std::string& key, int64_t now);
+
  private:
+  std::mutex creations_mutex_;
+  std::unordered_map<std::string, int64_t> next_creation_;  // client key → when it may create again
+  size_t takes_since_sweep_ = 0;
+
   std::mutex holds_mutex_;  // makes find + count + hold one step
   struct Held {
     std::string id;

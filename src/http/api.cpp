@@ -96,8 +96,7 @@ Response json_error(unsigned status, std::string_view code, std::string_view des
 }
 
 Api::Api(aliases::AliasService* aliases, ApiConfig config, std::vector<RouteHandler*> more_routes)
-    : aliases_(aliases), config_(std::move(config)),
-      create_limiter_(config_.create_interval) {
+    : aliases_(aliases), config_(std::move(config)) {
   for (auto* r : more_routes)
     if (r) more_routes_.push_back(r);
 }
@@ -189,14 +188,17 @@ Response Api::create(const Request& req, const IpAddress& client, bool tempalias
   if (!ctype.starts_with("application/json"))
     return json_error(415, "invalid-request-type", "send the request as application/json", v);
   auto key = policy::client_key(client);
-  int64_t now = aliases_->now();
-  if (auto wait = create_limiter_.retry_after(key, now)) {
+  // The limit lives in the alias store: with [store] url it holds across every gateway.
+  const bool limited = config_.create_interval > 0;
+  auto rate_limited = [&](int64_t wait) {
     stats::count(stats::Counter::http_reject_rate_limited);
-    spdlog::info("http: reject: alias creation from {}: rate-limited for {}s", client.to_string(), *wait);
-    auto res = json_error(429, "rate-limited", "please wait " + std::to_string(*wait) + " s before creating the next alias", v);
-    res.set(bh::field::retry_after, std::to_string(*wait));
+    spdlog::info("http: reject: alias creation from {}: rate-limited for {}s", client.to_string(), wait);
+    auto res = json_error(429, "rate-limited", "please wait " + std::to_string(wait) + " s before creating the next alias", v);
+    res.set(bh::field::retry_after, std::to_string(wait));
     return res;
-  }
+  };
+  if (limited)
+    if (auto wait = aliases_->creation_wait(key)) return rate_limited(*wait);
   boost::system::error_code ec;
   auto doc = json::parse(req.body(), ec);
   if (ec || !doc.is_object()) return json_error(400, "invalid-data", "the body must be a JSON object", v);
@@ -221,13 +223,24 @@ Response Api::create(const Request& req, const IpAddress& client, bool tempalias
   if (!optional_int(o, "days", cr.days, error) ||
       !optional_int(o, tempalias_shape ? "max-usage" : "max_usage", cr.max_usage, error))
     return json_error(400, "invalid-data", error, v);
-  auto created = aliases_->create(cr);
+  // Taken before the alias is made (one atomic step, so that racing requests on
+  // two gateways cannot both pass), and given back when the request is refused:
+  // only valid requests spend the allowance.
+  if (limited && !aliases_->take_creation(key, config_.create_interval))
+    return rate_limited(aliases_->creation_wait(key).value_or(config_.create_interval));
+  aliases::CreateResult created;
+  try {
+    created = aliases_->create(cr);
+  } catch (...) {
+    if (limited) aliases_->give_back_creation(key);
+    throw;
+  }
   if (!created.alias) {
+    if (limited) aliases_->give_back_creation(key);
     stats::count(stats::Counter::http_reject_invalid);
     spdlog::info("http: reject: alias creation from {}: invalid-data: {}", client.to_string(), created.error);
     return json_error(400, "invalid-data", created.error, v);
   }
-  create_limiter_.spend(key, now);  // only valid requests spend the allowance
   stats::count(stats::Counter::http_alias_created);
   auto& a = *created.alias;
   spdlog::info("http: alias {} created by {} for <{}>, valid until {}, max_usage {}", a.id, client.to_string(),

@@ -54,7 +54,6 @@ class Api {
   aliases::AliasService* aliases_;
   std::vector<RouteHandler*> more_routes_;
   ApiConfig config_;
-  policy::IntervalLimiter create_limiter_;
 };
 
 // A JSON response (no-store, CORS headers).

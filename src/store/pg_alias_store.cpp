@@ -29,6 +29,12 @@ const char* const kMigrations[] = {
     "  expires BIGINT NOT NULL"
     ");"
     "CREATE INDEX alias_holds_expires ON alias_holds(expires);",
+    // 2: the alias-creation limit per client key, shared by every gateway.
+    "CREATE TABLE alias_creation_turns ("
+    "  client_key TEXT PRIMARY KEY,"
+    "  next_allowed BIGINT NOT NULL"
+    ");"
+    "CREATE INDEX alias_creation_turns_next ON alias_creation_turns(next_allowed);",
 };
 
 constexpr const char* kColumns = "id, target, created, valid_until, max_usage, uses, creator_ip, disabled, token_hash, pending";
@@ -73,6 +79,7 @@ class PgAliasStore final : public aliases::AliasStore {
   }
 
   size_t purge(int64_t now) override {
+    pool_->exec("DELETE FROM alias_creation_turns WHERE next_allowed <= $1::bigint", {num(now)});  // turns that passed
     return pool_
         ->exec("DELETE FROM aliases WHERE disabled OR (valid_until IS NOT NULL AND valid_until <= $1::bigint) "
                "OR (max_usage IS NOT NULL AND uses >= max_usage)",
@@ -129,6 +136,28 @@ class PgAliasStore final : public aliases::AliasStore {
         "WITH done AS (DELETE FROM alias_holds WHERE token = $1 RETURNING alias_id) "
         "UPDATE aliases SET pending = aliases.pending - 1 FROM done WHERE aliases.id = done.alias_id",
         {token});
+  }
+
+  std::optional<int64_t> creation_wait(const std::string& key, int64_t now) override {
+    auto r = pool_->exec("SELECT next_allowed FROM alias_creation_turns WHERE client_key = $1", {pg_text(key)});
+    if (r.rows() == 0 || r.integer(0, 0) <= now) return std::nullopt;
+    return r.integer(0, 0) - now;
+  }
+
+  bool take_creation(const std::string& key, int64_t now, int64_t interval) override {
+    // One statement: the row lock makes racing takes (on any gateway) queue, and
+    // the WHERE is re-checked on the newest row, so only one of them gets the turn.
+    return pool_
+               ->exec("INSERT INTO alias_creation_turns(client_key, next_allowed) VALUES ($1, $2::bigint + $3::bigint) "
+                      "ON CONFLICT (client_key) DO UPDATE SET next_allowed = EXCLUDED.next_allowed "
+                      "WHERE alias_creation_turns.next_allowed <= $2::bigint",
+                      {pg_text(key), num(now), num(interval)})
+               .affected() == 1;
+  }
+
+  void give_back_creation(const std::string& key, int64_t now) override {
+    pool_->exec("DELETE FROM alias_creation_turns WHERE client_key = $1 AND next_allowed > $2::bigint",
+                {pg_text(key), num(now)});
   }
 
   size_t expire_holds(int64_t now) override {

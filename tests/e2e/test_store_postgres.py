@@ -7,6 +7,7 @@ and two gateways, one on 127.0.0.2 and one on 127.0.0.3:
   exactly 50 are delivered, the other 150 get 550 5.2.1;
 - an alias created through gateway A's API works on gateway B at once, and disabling it on B
   stops it on A;
+- the alias-creation limit per client holds across both gateways, racing requests included;
 - kill -9 of a gateway that holds a use: the use comes back after [aliases] hold_seconds;
 - PostgreSQL down: alias recipients get 451 4.3.0 while relay mail flows on; it recovers by itself.
 """
@@ -97,8 +98,8 @@ def test_the_store_suite_passes_against_postgresql(fresh_db):
                        timeout=300)
     print(r.stdout[-4000:], r.stderr[-2000:])
     assert r.returncode == 0
-    # 7 alias store cases, 5 history cases, 2 shared-model cases (tests/unit/store/history_suite_test.cpp).
-    assert "[  PASSED  ] 14 tests." in r.stdout and "SKIPPED" not in r.stdout, r.stdout
+    # 8 alias store cases, 5 history cases, 2 shared-model cases (tests/unit/store/history_suite_test.cpp).
+    assert "[  PASSED  ] 15 tests." in r.stdout and "SKIPPED" not in r.stdout, r.stdout
 
 
 def test_the_race_two_gateways_never_deliver_more_than_max_usage(gateways, fresh_db):
@@ -144,6 +145,31 @@ def test_an_alias_created_on_one_gateway_works_on_the_other_at_once(gateways):
     res = a.send(made["alias"])
     assert not res.delivered and res.rcpt[made["alias"]][0] == 550, res
     assert res.rcpt[made["alias"]][1].startswith(b"5.2.1"), res
+
+
+def test_the_alias_creation_limit_holds_across_gateways(gateways, fresh_db):
+    a, b = gateways("127.0.0.2", create_interval=30), gateways("127.0.0.3", create_interval=30)
+    assert a.http.create().status == 201
+    r = b.http.create()  # the same client (127.0.0.1) on the other gateway
+    assert r.status == 429 and r.json["error"] == "rate-limited", r
+    assert 0 < int(r.headers["retry-after"]) <= 30, r
+    # Racing clients of one address on both gateways at once: exactly one alias.
+    fresh_db.psql("DELETE FROM alias_creation_turns")
+    results: list[int] = []
+
+    def create(g) -> None:
+        results.append(g.http.create().status)
+
+    threads = [threading.Thread(target=create, args=(g,)) for g in (a, b) * 5]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [201] + [429] * 9, results
+    # A refused request spends nothing.
+    fresh_db.psql("DELETE FROM alias_creation_turns")
+    assert a.http.create(target="not an address").status == 400
+    assert b.http.create().status == 201
 
 
 def test_the_uses_a_killed_gateway_held_come_back_after_the_hold_expires(gateways):

@@ -41,7 +41,7 @@ class StoreSuite : public ::testing::TestWithParam<Backend> {
       if (!url || !*url) GTEST_SKIP() << "MK_TEST_POSTGRES_URL not set (tests/e2e/test_store_postgres.py sets it)";
       auto pool = std::make_shared<store::PgPool>(url, 8);
       store_ = store::open_pg_alias_store(pool);
-      pool->exec("TRUNCATE alias_holds, aliases, alias_ids");
+      pool->exec("TRUNCATE alias_holds, aliases, alias_ids, alias_creation_turns");
     }
   }
   void TearDown() override {
@@ -188,6 +188,29 @@ TEST_P(StoreSuite, RacingHoldsNeverExceedMaxUsage) {
   EXPECT_EQ(held.load(), 50);
   EXPECT_EQ(refused.load(), 16 * 20 - 50);
   EXPECT_EQ(store_->find("fifty000000000")->uses, 0u) << "held, not stored";
+}
+
+TEST_P(StoreSuite, CreationTurnsAreOnePerIntervalPerClientAndAtomic) {
+  auto& s = *store_;
+  EXPECT_FALSE(s.creation_wait("192.0.2.7", 1000));
+  EXPECT_TRUE(s.take_creation("192.0.2.7", 1000, 30));
+  EXPECT_EQ(s.creation_wait("192.0.2.7", 1010), std::optional<int64_t>(20));
+  EXPECT_FALSE(s.take_creation("192.0.2.7", 1010, 30));
+  EXPECT_TRUE(s.take_creation("2001:db8::/64", 1010, 30)) << "another client has its own turn";
+  s.give_back_creation("192.0.2.7", 1011);  // the request was refused after all
+  EXPECT_FALSE(s.creation_wait("192.0.2.7", 1011));
+  EXPECT_TRUE(s.take_creation("192.0.2.7", 1011, 30));
+  EXPECT_TRUE(s.take_creation("192.0.2.7", 1041, 30)) << "the interval passed";
+
+  // Racing requests of one client: one gets the turn.
+  std::atomic<int> got{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t)
+    threads.emplace_back([&] {
+      if (s.take_creation("198.51.100.1", 5000, 30)) ++got;
+    });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(got.load(), 1);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, StoreSuite, ::testing::Values(Backend{"sqlite"}, Backend{"postgres"}),
