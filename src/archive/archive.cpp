@@ -2,6 +2,7 @@
 #include "archive/archive.h"
 
 #include <fcntl.h>
+#include <cerrno>
 #include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -21,8 +22,34 @@ namespace {
 namespace fs = std::filesystem;
 
 // Serialises "seen before? publish, remember" for deduplicated folders, so
-// that two sessions carrying copies of one message cannot both publish it.
+// that two sessions carrying copies of one message cannot both publish it:
+// this mutex between the threads of one process, and a POSIX record lock on
+// <dedupe dir>/.lock between processes — gateways sharing one archive file
+// system (docs/several-gateways.md); fcntl locks work over NFS, and the
+// kernel drops them when a holder dies, so a crash never leaves one behind.
 std::mutex dedupe_mutex;
+constexpr const char* kDedupeLock = ".lock";
+
+class DedupeLock {
+ public:
+  explicit DedupeLock(const std::string& dir) {
+    fd_ = ::open((dir + "/" + kDedupeLock).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd_ < 0) return;  // no lock file (the directory cannot be made): as one process
+    struct flock l {};
+    l.l_type = F_WRLCK;
+    l.l_whence = SEEK_SET;
+    while (::fcntl(fd_, F_SETLKW, &l) != 0 && errno == EINTR) {
+    }
+  }
+  ~DedupeLock() {
+    if (fd_ >= 0) ::close(fd_);  // closing drops the lock
+  }
+  DedupeLock(const DedupeLock&) = delete;
+  DedupeLock& operator=(const DedupeLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
 
 PublishListener publish_listener;
 
@@ -168,6 +195,8 @@ MaildirResult ArchiveCopies::commit() {
       continue;
     }
     std::lock_guard lock(dedupe_mutex);
+    make_dirs(c.target.dedupe_dir);
+    DedupeLock across_processes(c.target.dedupe_dir);
     auto marker = c.target.dedupe_dir + "/" + *fingerprint_;
     if (::access(marker.c_str(), F_OK) == 0) {
       c.file.abort();  // already in this folder
@@ -182,10 +211,7 @@ MaildirResult ArchiveCopies::commit() {
     ++published_;
     notify_published(c.target, name);
     // Remembered after publishing: a crash in between costs at most a duplicate, never a copy.
-    if (make_dirs(c.target.dedupe_dir)) {
-      int fd = ::open(marker.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-      if (fd >= 0) ::close(fd);
-    }
+    if (int fd = ::open(marker.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600); fd >= 0) ::close(fd);
   }
   copies_.clear();
   return result;
@@ -225,7 +251,7 @@ size_t clean_archive(const std::string& root, int64_t now, int64_t tmp_max_age_s
   ec.clear();
   for (auto it = fs::recursive_directory_iterator(fs::path(root) / ".mailkeep" / "sent-seen", options, ec);
        !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
-    if (it->is_regular_file(ec)) remove_if_old(*it, marker_max_age_s);
+    if (it->is_regular_file(ec) && it->path().filename() != kDedupeLock) remove_if_old(*it, marker_max_age_s);
   return removed;
 }
 
