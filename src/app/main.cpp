@@ -502,9 +502,18 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
                                     {settings.spam.tag_score, settings.spam.reject_score}, model_share.get());
       return r.outcome == mk::Outcome::Ok ? std::string() : r.code + ": " + r.detail;
     };
-  if (mail_reader)
+  if (mail_reader) {
+    std::unique_ptr<mk::webreader::SessionStore> web_sessions;
+    try {
+      web_sessions = stores.web_sessions(mk::webreader::SessionLimits{});  // [store] url: shared by every gateway
+    } catch (const std::exception& e) {
+      spdlog::critical("web sessions: {}", e.what());
+      return 1;
+    }
     mail_api = std::make_unique<mk::webreader::MailApi>(settings, *authenticator, https != nullptr,
-                                                        mk::webreader::SessionLimits{}, spam_trainer);
+                                                        mk::webreader::SessionLimits{}, spam_trainer,
+                                                        std::move(web_sessions));
+  }
   if ((aliases || spam_page || mail_api) && !settings.http.listen.empty()) {
     api = std::make_unique<mk::http::Api>(
         aliases.get(), mk::http::ApiConfig{settings.http.trusted_proxies, settings.aliases.create_interval},

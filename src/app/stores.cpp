@@ -6,6 +6,7 @@
 #include "store/pg_alias_store.h"
 #include "store/pg_history.h"
 #include "store/pg_model_share.h"
+#include "store/pg_sessions.h"
 
 namespace mk::app {
 
@@ -28,6 +29,11 @@ std::unique_ptr<spam::History> Stores::spam_history() {
 std::unique_ptr<spam::ModelShare> Stores::model_share() {
   if (!pool_) return nullptr;
   return store::open_pg_model_share(pool_);
+}
+
+std::unique_ptr<webreader::SessionStore> Stores::web_sessions(webreader::SessionLimits limits) {
+  if (!pool_) return std::make_unique<webreader::MemorySessionStore>(limits);
+  return store::open_pg_sessions(pool_, limits);
 }
 
 }  // namespace mk::app

@@ -10,6 +10,7 @@
 #include "config/settings.h"
 #include "spam/history.h"
 #include "spam/model_share.h"
+#include "webreader/sessions.h"
 
 namespace mk::store {
 class PgPool;
@@ -26,6 +27,8 @@ class Stores {
   std::unique_ptr<aliases::AliasStore> aliases();
   std::unique_ptr<spam::History> spam_history();      // unbuffered
   std::unique_ptr<spam::ModelShare> model_share();    // null without [store] url
+  // The web view's sessions: in this process's memory without [store] url.
+  std::unique_ptr<webreader::SessionStore> web_sessions(webreader::SessionLimits limits);
   std::shared_ptr<store::PgPool> pool() const { return pool_; }  // null without [store] url
 
  private:

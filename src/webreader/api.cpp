@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "core/log.h"
+#include "db/error.h"
 #include "core/strings.h"
 #include "http/api.h"
 #include "http/assets.h"
@@ -240,8 +241,10 @@ struct MailApi::Context {
 };
 
 MailApi::MailApi(const Settings& settings, users::Authenticator& auth, bool https, SessionLimits limits,
-                 SpamTrainer trainer)
-    : settings_(settings), auth_(auth), https_(https), sessions_(limits), trainer_(std::move(trainer)) {
+                 SpamTrainer trainer, std::unique_ptr<SessionStore> sessions)
+    : settings_(settings), auth_(auth), https_(https),
+      sessions_(sessions ? std::move(sessions) : std::make_unique<MemorySessionStore>(limits)),
+      trainer_(std::move(trainer)) {
   index::init_mime();
 }
 
@@ -280,6 +283,9 @@ Response MailApi::handle(const Request& req, const IpAddress& client) {
   }
   try {
     return route(req, client, ctx);
+  } catch (const db::Error& e) {  // the shared store ([store] url) keeps the sessions
+    spdlog::error("web: {} {}: {}", std::string(req.method_string()), std::string(req.target().substr(0, 200)), e.what());
+    return error(503, "store-unavailable", "the session store is unavailable; try again later", ctx.version);
   } catch (const std::exception& e) {
     spdlog::error("web: {} {}: {}", std::string(req.method_string()), std::string(req.target().substr(0, 200)), e.what());
     return error(503, "index-unavailable", "the archive cannot be read right now", ctx.version);
@@ -515,7 +521,7 @@ Response MailApi::route(const Request& req, const IpAddress& client, Context& ct
                     : error(401, "invalid-credentials", "wrong user name or password", v);
     }
     SessionInfo info;
-    auto token = sessions_.create(outcome.user, now, &info);
+    auto token = sessions_->create(outcome.user, now, &info);
     spdlog::info("web: auth ok: client=[{}] user=<{}> mechanism=web", client.to_string(), outcome.user);
     auto res = reply(200, json::object{{"username", info.user}, {"csrfToken", info.csrf}}, v);
     res.set(bh::field::set_cookie, std::string(kCookie) + "=" + token + "; Path=/; HttpOnly; SameSite=Strict" +
@@ -524,7 +530,7 @@ Response MailApi::route(const Request& req, const IpAddress& client, Context& ct
   }
 
   // Everything else needs a live session.
-  auto session = sessions_.find(cookie(req), now);
+  auto session = sessions_->find(cookie(req), now);
   if (!session) return error(401, "unauthorized", "log in first", v);
   ctx.session = *session;
   ctx.user = session->user;
@@ -542,7 +548,7 @@ Response MailApi::route(const Request& req, const IpAddress& client, Context& ct
     if (req.method() == bh::verb::get)
       return reply(200, json::object{{"username", ctx.user}, {"csrfToken", session->csrf}}, v);
     if (req.method() == bh::verb::delete_) {
-      sessions_.remove(cookie(req));
+      sessions_->remove(cookie(req));
       Response res{bh::status::no_content, v};
       secure(res);
       res.set(bh::field::set_cookie, std::string(kCookie) + "=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict" +

@@ -59,8 +59,9 @@ using SpamTrainer = std::function<std::string(const std::string& signature, bool
 
 class MailApi final : public http::RouteHandler {
  public:
+  // `sessions` null: in this process's memory (MemorySessionStore with `limits`).
   MailApi(const Settings& settings, users::Authenticator& auth, bool https, SessionLimits limits = {},
-          SpamTrainer trainer = nullptr);
+          SpamTrainer trainer = nullptr, std::unique_ptr<SessionStore> sessions = nullptr);
   bool handles(std::string_view path) const override;
   http::Response handle(const http::Request& request, const IpAddress& client) override;
 
@@ -73,7 +74,7 @@ class MailApi final : public http::RouteHandler {
   const Settings& settings_;
   users::Authenticator& auth_;
   bool https_;
-  SessionStore sessions_;
+  std::unique_ptr<SessionStore> sessions_;
   SpamTrainer trainer_;
 };
 

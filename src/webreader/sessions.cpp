@@ -10,30 +10,27 @@
 #include "core/strings.h"
 
 namespace mk::webreader {
-namespace {
-
-std::string random_token() {
+std::string new_session_token() {
   unsigned char bytes[32];
   if (RAND_bytes(bytes, sizeof bytes) != 1) throw std::runtime_error("no random bytes for a session token");
   return to_hex(bytes, sizeof bytes);
 }
 
-std::string digest(const std::string& token) {
+std::string session_key(const std::string& cookie) {
+  if (cookie.size() != 64) return "";
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  EVP_Digest(token.data(), token.size(), md, &len, EVP_sha256(), nullptr);
+  EVP_Digest(cookie.data(), cookie.size(), md, &len, EVP_sha256(), nullptr);
   return std::string(reinterpret_cast<char*>(md), len);
 }
-
-}  // namespace
 
 bool same_token(const std::string& a, const std::string& b) {
   return a.size() == b.size() && !a.empty() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
-std::string SessionStore::create(const std::string& user, int64_t now, SessionInfo* info) {
-  auto cookie = random_token();
-  Entry e{SessionInfo{user, random_token(), now}, now};
+std::string MemorySessionStore::create(const std::string& user, int64_t now, SessionInfo* info) {
+  auto cookie = new_session_token();
+  Entry e{SessionInfo{user, new_session_token(), now}, now};
   std::lock_guard lock(mutex_);
   if (sessions_.size() >= limits_.max_sessions) {
     std::erase_if(sessions_, [&](auto& kv) {
@@ -47,13 +44,13 @@ std::string SessionStore::create(const std::string& user, int64_t now, SessionIn
     }
   }
   if (info) *info = e.info;
-  sessions_[digest(cookie)] = std::move(e);
+  sessions_[session_key(cookie)] = std::move(e);
   return cookie;
 }
 
-std::optional<SessionInfo> SessionStore::find(const std::string& cookie, int64_t now) {
-  if (cookie.size() != 64) return std::nullopt;
-  auto key = digest(cookie);
+std::optional<SessionInfo> MemorySessionStore::find(const std::string& cookie, int64_t now) {
+  auto key = session_key(cookie);
+  if (key.empty()) return std::nullopt;
   std::lock_guard lock(mutex_);
   auto it = sessions_.find(key);
   if (it == sessions_.end()) return std::nullopt;
@@ -65,13 +62,13 @@ std::optional<SessionInfo> SessionStore::find(const std::string& cookie, int64_t
   return it->second.info;
 }
 
-void SessionStore::remove(const std::string& cookie) {
-  auto key = digest(cookie);
+void MemorySessionStore::remove(const std::string& cookie) {
+  auto key = session_key(cookie);
   std::lock_guard lock(mutex_);
   sessions_.erase(key);
 }
 
-size_t SessionStore::size() {
+size_t MemorySessionStore::size() {
   std::lock_guard lock(mutex_);
   return sessions_.size();
 }

@@ -4,10 +4,14 @@
 // A session ends after `idle` seconds without a request, `absolute` seconds
 // after the login, or at logout. Tokens are 256 random bits (OpenSSL's
 // RAND_bytes), compared in constant time; the store keeps only their SHA-256,
-// so a memory dump or a log never yields a usable cookie. Sessions live in
-// memory: a restart logs everyone out (the PostgreSQL issue moves them).
-// Memory is bounded: at `max_sessions` the oldest session goes.
-// Threading: safe from any thread (one mutex).
+// so a memory dump, a log or a database dump never yields a usable cookie.
+// An interface: MemorySessionStore keeps them in this process (a restart
+// logs everyone out; memory is bounded: at `max_sessions` the oldest session
+// goes); with [store] url, store/pg_sessions.h keeps them in PostgreSQL,
+// where every gateway finds them. Its own small library (mk_web_sessions),
+// so that the stores can implement it without the web view's dependencies.
+// Threading: implementations are safe from any thread; the PostgreSQL one
+// blocks and throws db::Error (the web view answers 503).
 #pragma once
 #include <cstdint>
 #include <map>
@@ -31,12 +35,20 @@ struct SessionInfo {
 
 class SessionStore {
  public:
-  explicit SessionStore(SessionLimits limits = {}) : limits_(limits) {}
+  virtual ~SessionStore() = default;
   // A new session for `user`; returns the cookie value.
-  std::string create(const std::string& user, int64_t now, SessionInfo* info = nullptr);
+  virtual std::string create(const std::string& user, int64_t now, SessionInfo* info = nullptr) = 0;
   // The live session of a cookie value (and marks it used), or nullopt.
-  std::optional<SessionInfo> find(const std::string& cookie, int64_t now);
-  void remove(const std::string& cookie);
+  virtual std::optional<SessionInfo> find(const std::string& cookie, int64_t now) = 0;
+  virtual void remove(const std::string& cookie) = 0;
+};
+
+class MemorySessionStore final : public SessionStore {
+ public:
+  explicit MemorySessionStore(SessionLimits limits = {}) : limits_(limits) {}
+  std::string create(const std::string& user, int64_t now, SessionInfo* info = nullptr) override;
+  std::optional<SessionInfo> find(const std::string& cookie, int64_t now) override;
+  void remove(const std::string& cookie) override;
   size_t size();
 
  private:
@@ -51,5 +63,9 @@ class SessionStore {
 
 // Constant-time comparison of two tokens.
 bool same_token(const std::string& a, const std::string& b);
+// 256 random bits as 64 hex digits (a cookie, a CSRF token). Throws when the CSPRNG fails.
+std::string new_session_token();
+// What a store keeps of a cookie: its SHA-256 (32 bytes); "" for a value that is no cookie of ours.
+std::string session_key(const std::string& cookie);
 
 }  // namespace mk::webreader

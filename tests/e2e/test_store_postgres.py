@@ -92,14 +92,16 @@ def test_the_store_suite_passes_against_postgresql(fresh_db):
     binary = Path(MAILKEEP_BIN).parent / "tests" / "unit" / "alias_store_test"
     if not binary.exists():
         pytest.fail(f"{binary} not built")
-    r = subprocess.run([str(binary), "--gtest_filter=*StoreSuite*postgres*:PgPool.*:*HistorySuite*postgres*:ModelShareTest.*",
+    r = subprocess.run([str(binary), "--gtest_filter=*StoreSuite*postgres*:PgPool.*:*HistorySuite*postgres*:ModelShareTest.*:"
+                        "*SessionsSuite*postgres*",
                         "--gtest_brief=1"],
                        env={**os.environ, "MK_TEST_POSTGRES_URL": fresh_db.url}, capture_output=True, text=True,
                        timeout=300)
     print(r.stdout[-4000:], r.stderr[-2000:])
     assert r.returncode == 0
-    # 8 alias store cases, 5 history cases, 2 shared-model cases (tests/unit/store/history_suite_test.cpp).
-    assert "[  PASSED  ] 15 tests." in r.stdout and "SKIPPED" not in r.stdout, r.stdout
+    # 8 alias store cases, 5 history and 2 shared-model cases (tests/unit/store/history_suite_test.cpp),
+    # 1 sessions case (tests/unit/store/sessions_suite_test.cpp).
+    assert "[  PASSED  ] 16 tests." in r.stdout and "SKIPPED" not in r.stdout, r.stdout
 
 
 def test_the_race_two_gateways_never_deliver_more_than_max_usage(gateways, fresh_db):
@@ -277,3 +279,81 @@ def test_migration_from_sqlite_copies_everything_once_and_a_second_run_changes_n
     live = next(r for r in rows if r[7] == 0 and (r[4] is None or r[5] < r[4]) and r[3] is None)
     res = g.send(f"{live[0]}@alias.localhost")
     assert res.delivered, res
+
+
+def test_a_web_login_on_one_gateway_is_good_on_the_other_and_logout_ends_it_on_both(tmp_path, fresh_db):
+    """The web view's sessions live in PostgreSQL: a load balancer may send each request elsewhere."""
+    import http.client
+    import json as jsonlib
+
+    from backup_support import DOMAIN, backup_config, write_accounts
+
+    capture = Capture().start()
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    write_accounts(tmp_path / "accounts.txt", ["alice"])
+    passwd = tmp_path / "users.passwd"
+    gws = []
+    try:
+        for host in ("127.0.0.2", "127.0.0.3"):
+            http_port = free_port()
+            config = backup_config(free_port(host), capture.address, archive, tmp_path / "accounts.txt",
+                                   upstream=capture.address, http={"listen": f"127.0.0.1:{http_port}"},
+                                   store={"url": fresh_db.url})
+            config["smtp"]["listen"] = f"{host}:{config['smtp']['listen'].rsplit(':', 1)[1]}"
+            config["users"] = {"passwd": str(passwd)}
+            mk = Mailkeep(tmp_path / f"gw-{host}", config)
+            gws.append((mk, http_port))
+        user = f"alice@{DOMAIN}"
+        res = subprocess.run([str(MAILKEEP_BIN), "user", "passwd", user, "--stdin", "-c", str(gws[0][0].config_path)],
+                             input="correct horse battery\n", capture_output=True, text=True, timeout=30)
+        assert res.returncode == 0, res.stderr
+        for mk, port in gws:
+            mk.start()
+            wait_http(port, proc=mk.proc)
+
+        def call(port: int, method: str, body=None, cookie=None, csrf=None):
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            h = {"Content-Type": "application/json"}
+            if cookie:
+                h["Cookie"] = cookie
+            if csrf:
+                h["X-CSRF-Token"] = csrf
+            c.request(method, "/api/v1/mail/session", body=jsonlib.dumps(body) if body else None, headers=h)
+            r = c.getresponse()
+            raw = r.read()
+            cookies = [v for k, v in r.getheaders() if k.lower() == "set-cookie"]
+            c.close()
+            return r.status, (jsonlib.loads(raw) if raw else None), cookies
+
+        (_, a), (_, b) = gws
+        status, body, cookies = call(a, "POST", {"username": user, "password": "correct horse battery"})
+        assert status == 200, body
+        cookie, csrf = cookies[0].split(";")[0], body["csrfToken"]
+        status, body, _ = call(b, "GET", cookie=cookie)
+        assert status == 200 and body == {"username": user, "csrfToken": csrf}, body
+        assert call(b, "DELETE", cookie=cookie)[0] == 403, "a state change without the CSRF token"
+        assert call(b, "DELETE", cookie=cookie, csrf=csrf)[0] == 204
+        for port in (a, b):
+            status, body, _ = call(port, "GET", cookie=cookie)
+            assert status == 401 and body["error"] == "unauthorized", body
+        # Only the cookie's hash is stored.
+        assert cookie.split("=", 1)[1] not in fresh_db.psql("SELECT encode(key, 'hex') || username || csrf FROM web_sessions")
+        # PostgreSQL down: 503 store-unavailable, not a crash or a 401; back by itself.
+        status, body, cookies = call(a, "POST", {"username": user, "password": "correct horse battery"})
+        cookie = cookies[0].split(";")[0]
+        fresh_db.stop()
+        try:
+            status, body, _ = call(b, "GET", cookie=cookie)
+            assert status == 503 and body["error"] == "store-unavailable", body
+        finally:
+            fresh_db.start()
+        deadline = time.monotonic() + 15
+        while (status := call(b, "GET", cookie=cookie)[0]) != 200 and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert status == 200
+    finally:
+        for mk, _ in gws:
+            mk.stop()
+            print("\n".join(mk.log().splitlines()[-20:]))
+        capture.stop()

@@ -155,7 +155,7 @@ TEST(Sanitize, EscapesTextAndDeepNesting) {
 }
 
 TEST(Sessions, ExpireIdleAbsoluteAndLogout) {
-  SessionStore s({10, 100, 3});
+  MemorySessionStore s({10, 100, 3});
   SessionInfo info;
   auto c = s.create("alice@example.org", 1000, &info);
   EXPECT_EQ(c.size(), 64u);
