@@ -1,5 +1,6 @@
 // accounts_cli.cpp — see accounts_cli.h.
 #include "app/accounts_cli.h"
+#include "app/stores.h"
 
 #include <pwd.h>
 #include <unistd.h>
@@ -90,7 +91,30 @@ int sync_accounts(const Settings& s, const AccountsCommand& cmd) {
     std::cerr << "mailkeep: " << e.what() << "\n";
     return 1;
   }
+  // With [store] url: in the turn of the shared list (which first brings the file up to date), and
+  // published after, so that every gateway has it at once.
+  Stores stores(s);
+  std::unique_ptr<SharedFile> share;
+  std::unique_ptr<SharedFile::Turn> turn;
+  try {
+    share = stores.accounts_share();
+    if (share && !cmd.dry_run) {
+      turn = share->begin(current.path());
+      current.reload();
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "mailkeep: the shared account list: " << e.what() << "\n";
+    return 75;
+  }
   auto r = syncer->run(*current.snapshot(), opt);
+  if (r.ok && turn && !cmd.dry_run) {
+    try {
+      turn->publish();
+    } catch (const std::exception& e) {
+      std::cerr << "mailkeep: the list was written here but not shared with the other gateways: " << e.what() << "\n";
+      return 75;
+    }
+  }
   if (!r.ok && !r.held) {
     std::cerr << "mailkeep: directory sync failed: " << r.error << "; the account list is unchanged\n";
     return 1;

@@ -24,8 +24,9 @@
 #include "aliases/service.h"
 #include "aliases/sqlite_store.h"
 #include "app/stores.h"
+#include "store/pg_election.h"
 #include "store/pg_listener.h"
-#include "store/pg_model_share.h"
+#include "store/pg_shared_file.h"
 #include "app/privileges.h"
 #include "directory/runner.h"
 #include "spf/cares_txt.h"
@@ -392,10 +393,19 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
                            mk::route::SpfNetworks{spf ? spf->relay() : nullptr, spf ? spf->backup() : nullptr},
                            srs.get());
   // [directory] provider = google | microsoft: the account list is synced on its own thread.
+  // With [store] url one gateway syncs for all (elected by an advisory lock) and shares the list.
   std::unique_ptr<mk::directory::Runner> directory;
+  std::unique_ptr<mk::SharedFile> accounts_share;
+  std::unique_ptr<mk::store::PgElection> sync_election;
   if (accounts && settings.directory.provider != "file") {
     try {
-      directory = std::make_unique<mk::directory::Runner>(settings, *accounts);
+      std::function<bool()> lead;
+      if (stores.shared()) {
+        accounts_share = stores.accounts_share();
+        sync_election = std::make_unique<mk::store::PgElection>(stores.pool(), "directory sync");
+        lead = [&sync_election] { return sync_election->lead(); };
+      }
+      directory = std::make_unique<mk::directory::Runner>(settings, *accounts, lead, accounts_share.get());
     } catch (const std::exception& e) {
       spdlog::critical("[directory] {}", e.what());
       return 1;
@@ -434,7 +444,7 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
   // The verdict history (the /spam page, reclassification); opened before the privilege drop, like the alias store.
   // With [store] url the model is shared too: a change on any gateway reaches this one (listener below).
   std::unique_ptr<mk::spam::History> spam_history;
-  std::unique_ptr<mk::spam::ModelShare> model_share;
+  std::unique_ptr<mk::SharedFile> model_share;
   if (spam) {
     try {
       spam_history = mk::spam::make_buffered_history(stores.spam_history());
@@ -655,16 +665,30 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
   // Several gateways: what another changes in the shared store reaches this one by NOTIFY, and
   // everything is reloaded after each (re)connection, since notifications sent meanwhile are lost.
   std::unique_ptr<mk::store::PgListener> listener;
-  if (model_share) {
+  if (model_share || accounts_share) {
     auto pull_model = [&settings, &spam, &model_share] {
-      if (!model_share->pull(settings.spam.model)) return;
+      if (!model_share || !model_share->pull(settings.spam.model)) return;
       std::string err;
       if (spam->reload_if_changed(err)) spdlog::info("spam model: the shared model loaded");
       else spdlog::warn("spam model: the shared model: {}; keeping the loaded one", err);
     };
+    auto pull_accounts = [&accounts, &accounts_share] {
+      if (!accounts_share || !accounts_share->pull(accounts->path())) return;
+      if (accounts->reload()) spdlog::info("accounts: the shared list loaded");  // reload() logs a broken one
+    };
+    std::vector<std::string> channels;
+    if (model_share) channels.push_back(mk::store::channel_of(mk::store::kSpamModel));
+    if (accounts_share) channels.push_back(mk::store::channel_of(mk::store::kAccounts));
     listener = std::make_unique<mk::store::PgListener>(
-        settings.store.url, std::vector<std::string>{mk::store::kSpamModelChannel},
-        [pull_model](const std::string&, const std::string&) { pull_model(); }, pull_model);
+        settings.store.url, channels,
+        [pull_model, pull_accounts](const std::string& channel, const std::string&) {
+          if (channel == mk::store::channel_of(mk::store::kSpamModel)) pull_model();
+          else pull_accounts();
+        },
+        [pull_model, pull_accounts] {
+          pull_model();
+          pull_accounts();
+        });
   }
   if (spam_history)
     asio::co_spawn(main_io, purge_spam_history(*spam_history, settings.spam, blocking.get_executor()), asio::detached);

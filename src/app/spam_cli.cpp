@@ -191,7 +191,7 @@ int train(const Settings& settings, const SpamCommand& cmd) {
   if (report(lock.error())) return 1;
   // With [store] url the model is shared: train on from the newest one, and publish the result.
   Stores stores(settings);
-  std::unique_ptr<spam::ModelShare> share;
+  std::unique_ptr<SharedFile> share;
   try {
     share = stores.model_share();
     if (share && !cmd.fresh) share->pull(settings.spam.model);
@@ -301,7 +301,7 @@ int reclassify(const Settings& settings, const SpamCommand& cmd) {
   Stores stores(settings);
   auto history = open_history(stores);
   if (!history) return 1;
-  std::unique_ptr<spam::ModelShare> share;
+  std::unique_ptr<SharedFile> share;
   try {
     share = stores.model_share();
   } catch (const std::exception& e) {
@@ -374,7 +374,7 @@ int learn(const Settings& settings, const SpamCommand& cmd) {
   Stores stores(settings);
   auto history = open_history(stores);
   if (!history) return 75;
-  std::unique_ptr<spam::ModelShare> share;
+  std::unique_ptr<SharedFile> share;
   try {
     share = stores.model_share();
   } catch (const std::exception& e) {

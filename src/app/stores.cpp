@@ -5,7 +5,7 @@
 #include "store/pg.h"
 #include "store/pg_alias_store.h"
 #include "store/pg_history.h"
-#include "store/pg_model_share.h"
+#include "store/pg_shared_file.h"
 #include "store/pg_sessions.h"
 
 namespace mk::app {
@@ -26,9 +26,14 @@ std::unique_ptr<spam::History> Stores::spam_history() {
   return store::open_pg_history(pool_);
 }
 
-std::unique_ptr<spam::ModelShare> Stores::model_share() {
+std::unique_ptr<SharedFile> Stores::model_share() {
   if (!pool_) return nullptr;
-  return store::open_pg_model_share(pool_);
+  return store::open_pg_shared_file(pool_, store::kSpamModel);
+}
+
+std::unique_ptr<SharedFile> Stores::accounts_share() {
+  if (!pool_) return nullptr;
+  return store::open_pg_shared_file(pool_, store::kAccounts);
 }
 
 std::unique_ptr<webreader::SessionStore> Stores::web_sessions(webreader::SessionLimits limits) {

@@ -9,7 +9,7 @@
 #include "aliases/store.h"
 #include "config/settings.h"
 #include "spam/history.h"
-#include "spam/model_share.h"
+#include "core/shared_file.h"
 #include "webreader/sessions.h"
 
 namespace mk::store {
@@ -26,7 +26,8 @@ class Stores {
   // Each opens (and migrates) its store; throws db::Error.
   std::unique_ptr<aliases::AliasStore> aliases();
   std::unique_ptr<spam::History> spam_history();      // unbuffered
-  std::unique_ptr<spam::ModelShare> model_share();    // null without [store] url
+  std::unique_ptr<SharedFile> model_share();    // the spam model; null without [store] url
+  std::unique_ptr<SharedFile> accounts_share();  // the synced account list; null without [store] url
   // The web view's sessions: in this process's memory without [store] url.
   std::unique_ptr<webreader::SessionStore> web_sessions(webreader::SessionLimits limits);
   std::shared_ptr<store::PgPool> pool() const { return pool_; }  // null without [store] url

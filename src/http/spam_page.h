@@ -25,7 +25,7 @@
 #include "spam/calibration.h"
 #include "spam/classifier.h"
 #include "spam/history.h"
-#include "spam/model_share.h"
+#include "core/shared_file.h"
 
 namespace mk::http {
 
@@ -34,7 +34,7 @@ struct SpamPageConfig {
   std::string model_path;
   spam::CutoffOverrides cutoffs;  // [spam] tag_score, reject_score
   int64_t (*clock)() = nullptr;  // Unix seconds; null: the system clock (tests set their own)
-  spam::ModelShare* share = nullptr;  // several gateways: the shared model (spam/model_share.h)
+  SharedFile* share = nullptr;  // several gateways: the shared model (core/shared_file.h)
 };
 
 class SpamPage final : public RouteHandler {

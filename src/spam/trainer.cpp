@@ -106,8 +106,8 @@ namespace {
 // (the file brought up to date first) and published after.
 std::string retrain_and_save(const std::string& model_path, const TokenizerSettings& settings,
                              const std::vector<uint32_t>& features, bool as_spam, const CutoffOverrides& overrides,
-                             double& before, double& after, Call& was, ModelShare* share) {
-  std::unique_ptr<ModelShare::Turn> turn;
+                             double& before, double& after, Call& was, SharedFile* share) {
+  std::unique_ptr<SharedFile::Turn> turn;
   try {
     if (share) turn = share->begin(model_path);
   } catch (const db::Error& e) {
@@ -147,7 +147,7 @@ auto failer(Result& r) {
 
 ReclassifyResult reclassify(History& history, const std::string& model_path, const TokenizerSettings& settings,
                             const std::string& signature, bool as_spam, const CutoffOverrides& overrides,
-                            ModelShare* share) {
+                            SharedFile* share) {
   ReclassifyResult r;
   auto fail = failer(r);
   std::vector<uint32_t> features;
@@ -179,7 +179,7 @@ ReclassifyResult reclassify(History& history, const std::string& model_path, con
 LearnResult learn(History* history, const std::string& model_path, const TokenizerSettings& settings,
                   const std::string& signature, const std::vector<uint32_t>& tokenized, bool as_spam,
                   const CutoffOverrides& overrides, const Verdict& fallback, std::chrono::milliseconds lock_wait,
-                  ModelShare* share) {
+                  SharedFile* share) {
   LearnResult r;
   auto fail = failer(r);
   std::vector<uint32_t> stored;

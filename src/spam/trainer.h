@@ -16,7 +16,7 @@
 #include "spam/calibration.h"
 #include "spam/history.h"
 #include "spam/model.h"
-#include "spam/model_share.h"
+#include "core/shared_file.h"
 
 namespace mk::spam {
 
@@ -83,11 +83,11 @@ struct ReclassifyResult {
 // message gets the verdict it was labelled with — spam at the spam cutoff,
 // ham below the unsure one (DSPAM's "retrain until corrected") — saves the
 // model atomically and records the operator's label. With `share` (several
-// gateways, model_share.h) it does so in its turn, on the newest shared
+// gateways, core/shared_file.h) it does so in its turn, on the newest shared
 // model, and publishes the result; the store unreachable: model-unavailable.
 ReclassifyResult reclassify(History& history, const std::string& model_path, const TokenizerSettings& settings,
                             const std::string& signature, bool as_spam, const CutoffOverrides& overrides,
-                            ModelShare* share = nullptr);
+                            SharedFile* share = nullptr);
 
 // Learns one message the user labelled (`mailkeep spam learn`, fed by
 // Dovecot's IMAPSieve when a message is moved into or out of Junk): its
@@ -108,6 +108,6 @@ struct LearnResult {
 LearnResult learn(History* history, const std::string& model_path, const TokenizerSettings& settings,
                   const std::string& signature, const std::vector<uint32_t>& tokenized, bool as_spam,
                   const CutoffOverrides& overrides, const Verdict& fallback, std::chrono::milliseconds lock_wait,
-                  ModelShare* share = nullptr);
+                  SharedFile* share = nullptr);
 
 }  // namespace mk::spam

@@ -92,7 +92,7 @@ def test_the_store_suite_passes_against_postgresql(fresh_db):
     binary = Path(MAILKEEP_BIN).parent / "tests" / "unit" / "alias_store_test"
     if not binary.exists():
         pytest.fail(f"{binary} not built")
-    r = subprocess.run([str(binary), "--gtest_filter=*StoreSuite*postgres*:PgPool.*:*HistorySuite*postgres*:ModelShareTest.*:"
+    r = subprocess.run([str(binary), "--gtest_filter=*StoreSuite*postgres*:PgPool.*:*HistorySuite*postgres*:SharedFileTest.*:"
                         "*SessionsSuite*postgres*",
                         "--gtest_brief=1"],
                        env={**os.environ, "MK_TEST_POSTGRES_URL": fresh_db.url}, capture_output=True, text=True,

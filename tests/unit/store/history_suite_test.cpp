@@ -2,7 +2,7 @@
 // SQLite file, and PostgreSQL when MK_TEST_POSTGRES_URL names a server
 // (tests/e2e/test_store_postgres.py runs this binary against a throwaway
 // PostgreSQL 15; without the variable those cases skip). Also the shared
-// model (store/pg_model_share.h): turns, publishing and pulling.
+// model (store/pg_shared_file.h): turns, publishing and pulling.
 // What it pins down: verdicts and their features round-trip exactly, in
 // order, batches included; labels count as errors; purging drops features
 // before rows; text PostgreSQL cannot hold is stored, not refused.
@@ -18,7 +18,7 @@
 #include "spam/history.h"
 #include "store/pg.h"
 #include "store/pg_history.h"
-#include "store/pg_model_share.h"
+#include "store/pg_shared_file.h"
 
 namespace mk::spam {
 namespace {
@@ -186,15 +186,15 @@ INSTANTIATE_TEST_SUITE_P(Backends, HistorySuite, ::testing::Values("sqlite", "po
                          [](const auto& info) { return std::string(info.param); });
 
 // The shared model, PostgreSQL only (without a shared store there is none).
-class ModelShareTest : public ::testing::Test {
+class SharedFileTest : public ::testing::Test {
  protected:
   void SetUp() override {
     const char* url = std::getenv("MK_TEST_POSTGRES_URL");
     if (!url || !*url) GTEST_SKIP() << "MK_TEST_POSTGRES_URL not set";
     pool_ = std::make_shared<store::PgPool>(url, 4);
-    a_ = store::open_pg_model_share(pool_);  // two gateways: two shares, two files
-    b_ = store::open_pg_model_share(pool_);
-    pool_->exec("TRUNCATE spam_model");
+    a_ = store::open_pg_shared_file(pool_, store::kSpamModel);  // two gateways: two shares, two files
+    b_ = store::open_pg_shared_file(pool_, store::kSpamModel);
+    pool_->exec("TRUNCATE shared_files");
     dir_ = temp_dir();
   }
   void TearDown() override {
@@ -206,11 +206,11 @@ class ModelShareTest : public ::testing::Test {
     return std::string(std::istreambuf_iterator<char>(in), {});
   }
   std::shared_ptr<store::PgPool> pool_;
-  std::unique_ptr<ModelShare> a_, b_;
+  std::unique_ptr<SharedFile> a_, b_;
   fs::path dir_;
 };
 
-TEST_F(ModelShareTest, PublishedBytesReachTheOtherFileOnceAndTurnsStartFromTheNewest) {
+TEST_F(SharedFileTest, PublishedBytesReachTheOtherFileOnceAndTurnsStartFromTheNewest) {
   auto fa = (dir_ / "a.model").string(), fb = (dir_ / "b.model").string();
   EXPECT_FALSE(b_->pull(fb)) << "nothing shared yet";
   EXPECT_FALSE(fs::exists(fb));
@@ -240,13 +240,13 @@ TEST_F(ModelShareTest, PublishedBytesReachTheOtherFileOnceAndTurnsStartFromTheNe
   }
   EXPECT_TRUE(a_->pull(fa));
   EXPECT_EQ(read(fa), "third");
-  EXPECT_EQ(pool_->exec("SELECT version FROM spam_model").integer(0, 0), 3);
+  EXPECT_EQ(pool_->exec("SELECT version FROM shared_files WHERE name = 'spam_model'").integer(0, 0), 3);
 }
 
-TEST_F(ModelShareTest, OneTurnAtATimeAcrossShares) {
+TEST_F(SharedFileTest, OneTurnAtATimeAcrossShares) {
   auto fa = (dir_ / "a.model").string(), fb = (dir_ / "b.model").string();
   std::atomic<int> inside{0}, most{0};
-  auto writer = [&](ModelShare& share, const std::string& file) {
+  auto writer = [&](SharedFile& share, const std::string& file) {
     for (int i = 0; i < 5; ++i) {
       auto turn = share.begin(file);
       int now = ++inside;

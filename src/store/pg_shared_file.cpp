@@ -1,5 +1,5 @@
-// pg_model_share.cpp — see pg_model_share.h.
-#include "store/pg_model_share.h"
+// pg_shared_file.cpp — see pg_shared_file.h.
+#include "store/pg_shared_file.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -16,8 +16,8 @@ namespace mk::store {
 namespace {
 
 const char* const kMigrations[] = {
-    // 1: the newest model file, one row.
-    "CREATE TABLE spam_model ("
+    // 1: the newest version of each shared file.
+    "CREATE TABLE shared_files ("
     "  name TEXT PRIMARY KEY,"
     "  version BIGINT NOT NULL,"
     "  updated BIGINT NOT NULL,"
@@ -47,17 +47,20 @@ std::string read_file(const std::string& path) {
   return out;
 }
 
-class PgModelShare final : public spam::ModelShare {
+class PgSharedFile final : public SharedFile {
  public:
-  explicit PgModelShare(std::shared_ptr<PgPool> pool) : pool_(std::move(pool)) { pool_->migrate("spam_model", kMigrations); }
+  PgSharedFile(std::shared_ptr<PgPool> pool, std::string name)
+      : pool_(std::move(pool)), name_(std::move(name)), lock_("mailkeep_shared_file:" + name_) {
+    pool_->migrate("shared_files", kMigrations);
+  }
 
   class PgTurn final : public Turn {
    public:
-    PgTurn(PgModelShare& share, std::unique_ptr<PgConnection> conn, std::string path)
+    PgTurn(PgSharedFile& share, std::unique_ptr<PgConnection> conn, std::string path)
         : share_(share), conn_(std::move(conn)), path_(std::move(path)) {}
     ~PgTurn() override {
       try {
-        conn_->exec("SELECT pg_advisory_unlock(hashtext('mailkeep_spam_model'))");
+        conn_->exec("SELECT pg_advisory_unlock(hashtext($1))", {share_.lock_});
       } catch (const db::Error&) {
         // The connection broke: the server dropped the lock with it.
       }
@@ -66,12 +69,12 @@ class PgModelShare final : public spam::ModelShare {
       std::string bytes = read_file(path_);
       conn_->exec("BEGIN");
       auto r = conn_->exec(
-          "INSERT INTO spam_model(name, version, updated, data) VALUES ('model', 1, $1::bigint, $2::bytea) "
-          "ON CONFLICT (name) DO UPDATE SET version = spam_model.version + 1, updated = EXCLUDED.updated, "
+          "INSERT INTO shared_files(name, version, updated, data) VALUES ($1, 1, $2::bigint, $3::bytea) "
+          "ON CONFLICT (name) DO UPDATE SET version = shared_files.version + 1, updated = EXCLUDED.updated, "
           "data = EXCLUDED.data RETURNING version",
-          {std::to_string(std::time(nullptr)), bytea_text(bytes)});
+          {share_.name_, std::to_string(std::time(nullptr)), bytea_text(bytes)});
       std::string version = r.text(0, 0);
-      conn_->exec("SELECT pg_notify($1, $2)", {std::string(kSpamModelChannel), version});
+      conn_->exec("SELECT pg_notify($1, $2)", {channel_of(share_.name_), version});
       conn_->exec("COMMIT");
       share_.seen_ = std::stoll(version);
     }
@@ -79,7 +82,7 @@ class PgModelShare final : public spam::ModelShare {
     PgConnection& connection() { return *conn_; }
 
    private:
-    PgModelShare& share_;
+    PgSharedFile& share_;
     std::unique_ptr<PgConnection> conn_;
     std::string path_;
   };
@@ -87,9 +90,9 @@ class PgModelShare final : public spam::ModelShare {
   std::unique_ptr<Turn> begin(const std::string& path) override {
     auto conn = pool_->connection();
     auto deadline = std::chrono::steady_clock::now() + kTurnWait;
-    while (!conn->exec("SELECT pg_try_advisory_lock(hashtext('mailkeep_spam_model'))").boolean(0, 0)) {
+    while (!conn->exec("SELECT pg_try_advisory_lock(hashtext($1))", {lock_}).boolean(0, 0)) {
       if (std::chrono::steady_clock::now() > deadline)
-        throw db::Error("another gateway kept the spam model for more than 30 s");
+        throw db::Error("another gateway kept the shared " + name_ + " for more than 30 s");
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     auto turn = std::make_unique<PgTurn>(*this, std::move(conn), path);  // unlocks if the pull throws
@@ -104,25 +107,28 @@ class PgModelShare final : public spam::ModelShare {
 
  private:
   bool pull_on(PgConnection& conn, const std::string& path) {
-    auto v = conn.exec("SELECT version FROM spam_model WHERE name = 'model'");
+    auto v = conn.exec("SELECT version FROM shared_files WHERE name = $1", {name_});
     if (v.rows() == 0 || v.integer(0, 0) == seen_.load()) return false;
-    auto r = conn.exec("SELECT version, data FROM spam_model WHERE name = 'model'");
+    auto r = conn.exec("SELECT version, data FROM shared_files WHERE name = $1", {name_});
     if (r.rows() == 0) return false;
     auto bytes = bytes_of_bytea(r.text(0, 1));
-    if (!bytes) throw db::Error("the shared spam model is not bytea as expected");
-    if (auto err = replace_file(path, *bytes); !err.empty()) throw db::Error("spam model: " + err);
+    if (!bytes) throw db::Error("the shared " + name_ + " is not bytea as expected");
+    if (auto err = replace_file(path, *bytes); !err.empty()) throw db::Error("the shared " + name_ + ": " + err);
     seen_ = r.integer(0, 0);
     return true;
   }
 
   std::shared_ptr<PgPool> pool_;
+  std::string name_, lock_;
   std::atomic<int64_t> seen_{-1};  // the version this process last wrote or published
 };
 
 }  // namespace
 
-std::unique_ptr<spam::ModelShare> open_pg_model_share(std::shared_ptr<PgPool> pool) {
-  return std::make_unique<PgModelShare>(std::move(pool));
+std::string channel_of(const std::string& name) { return "mailkeep_" + name; }
+
+std::unique_ptr<SharedFile> open_pg_shared_file(std::shared_ptr<PgPool> pool, const std::string& name) {
+  return std::make_unique<PgSharedFile>(std::move(pool), name);
 }
 
 }  // namespace mk::store
