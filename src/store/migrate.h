@@ -1,5 +1,7 @@
 // migrate.h — `mailkeep store migrate`: copies a gateway's SQLite store into
-// the shared PostgreSQL one. Every issued alias id (purged ones too: ids are
+// the shared PostgreSQL one: the aliases ([store] path), the spam verdict
+// history ([spam] history), and the files every gateway shares (the spam
+// model, the synced account list) when PostgreSQL has none yet. Every issued alias id (purged ones too: ids are
 // never reused) and every alias with its use count, in batches of one
 // statement each that skip rows already there, so a run that stopped half
 // way is resumed by running it again, and a second full run copies nothing.
@@ -27,5 +29,21 @@ struct MigrateReport {
 // one line per batch (may be empty).
 MigrateReport migrate_sqlite_aliases(const std::string& sqlite_path, PgPool& pool,
                                      const std::function<void(const std::string&)>& progress);
+
+// The spam history: verdicts and their features, in batches read by key (a
+// history of millions of rows is never in memory at once), each row written
+// unless its signature is there already; then the same check as above.
+struct HistoryReport {
+  size_t verdicts = 0, verdicts_copied = 0, verdicts_present = 0;
+  size_t features = 0, features_copied = 0, features_present = 0;
+  bool verified() const { return verdicts_present == verdicts && features_present == features; }
+};
+HistoryReport migrate_sqlite_history(const std::string& sqlite_path, PgPool& pool,
+                                     const std::function<void(const std::string&)>& progress);
+
+// A shared file (pg_shared_file.h) from this gateway's copy at `path`, unless
+// PostgreSQL has one already (a second run, or another gateway published).
+enum class FileCopy { Copied, AlreadyShared };
+FileCopy migrate_shared_file(const std::string& name, const std::string& path, PgPool& pool);
 
 }  // namespace mk::store

@@ -9,7 +9,10 @@ and two gateways, one on 127.0.0.2 and one on 127.0.0.3:
   stops it on A;
 - the alias-creation limit per client holds across both gateways, racing requests included;
 - kill -9 of a gateway that holds a use: the use comes back after [aliases] hold_seconds;
-- PostgreSQL down: alias recipients get 451 4.3.0 while relay mail flows on; it recovers by itself.
+- PostgreSQL down: alias recipients get 451 4.3.0 while relay mail flows on; it recovers by itself;
+- `mailkeep store migrate`: 10,000 aliases, and a spam history of 2,500 verdicts with the model file,
+  each copied exactly once, a second run changing nothing;
+- a web login on one gateway is good on the other, and a logout there ends it on both.
 """
 from __future__ import annotations
 
@@ -279,6 +282,76 @@ def test_migration_from_sqlite_copies_everything_once_and_a_second_run_changes_n
     live = next(r for r in rows if r[7] == 0 and (r[4] is None or r[5] < r[4]) and r[3] is None)
     res = g.send(f"{live[0]}@alias.localhost")
     assert res.delivered, res
+
+
+def test_migration_copies_the_spam_history_and_the_shared_files_once(tmp_path, fresh_db):
+    """2,500 verdicts (features kept for most, some labelled, raw 8-bit subjects) in batches of 1,000,
+    the model file and the synced account list: copied once, a second run copies nothing."""
+    import sqlite3
+    work = tmp_path / "sqlite-gw"
+    work.mkdir()
+    history, model_file = work / "history.db", work / "spam.model"
+    ini = work / "mailkeep.ini"
+    ini.write_text(f"[store]\npath = {work / 'none.db'}\n[spam]\nenabled = true\nmodel = {model_file}\n"
+                   f"history = {history}\n")
+    model_file.write_bytes(bytes(range(256)) * 64)
+    # The history's schema as mailkeep writes it (src/spam/history.cpp, migrations 1 and 2).
+    db = sqlite3.connect(history)
+    db.executescript(
+        "CREATE TABLE verdicts (signature TEXT PRIMARY KEY, time INTEGER NOT NULL, client TEXT NOT NULL,"
+        " sender TEXT NOT NULL, recipients TEXT NOT NULL, subject TEXT NOT NULL, score REAL NOT NULL,"
+        " spam INTEGER NOT NULL, action TEXT NOT NULL, reclassified INTEGER);"
+        "CREATE TABLE features (signature TEXT PRIMARY KEY REFERENCES verdicts(signature) ON DELETE CASCADE,"
+        " time INTEGER NOT NULL, data BLOB NOT NULL);"
+        "ALTER TABLE verdicts ADD COLUMN unsure INTEGER NOT NULL DEFAULT 0;"
+        "PRAGMA user_version = 2;")
+    rows, feats = [], []
+    for i in range(2500):
+        sig = f"{1_790_000_000 + i:08x}{i * 2654435761 % 2**32:08x}"
+        spam, unsure = (1, 0) if i % 3 == 0 else (0, 1) if i % 3 == 1 else (0, 0)
+        subject = "caf\xe9 raw" if i == 5 else f"subject {i}"
+        rows.append((sig, 1_790_000_000 + i, f"192.0.2.{i % 200}", f"s{i}@example.net", "r@example.org",
+                     subject, i / 2500, spam, "relayed", None if i % 5 else i % 2, unsure))
+        if i % 4:
+            feats.append((sig, 1_790_000_000 + i, bytes([i % 127 + 1, 2, 3])))
+    with db:
+        db.executemany("INSERT INTO verdicts(signature,time,client,sender,recipients,subject,score,spam,action,"
+                       "reclassified,unsure) VALUES (?,?,?,?,?,CAST(? AS TEXT),?,?,?,?,?)", rows)
+        db.execute("UPDATE verdicts SET subject = CAST(X'636166E920726177' AS TEXT) WHERE signature = ?", (rows[5][0],))
+        db.executemany("INSERT INTO features(signature,time,data) VALUES (?,?,?)", feats)
+    db.close()
+
+    def migrate() -> str:
+        r = subprocess.run([str(MAILKEEP_BIN), "store", "migrate", "-c", str(ini), "--to", fresh_db.url],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return r.stdout
+
+    def dump() -> str:
+        return fresh_db.psql("SELECT v.signature, v.time, v.call, v.score, v.reclassified, encode(f.data, 'hex') "
+                             "FROM spam_verdicts v LEFT JOIN spam_features f USING (signature) ORDER BY signature")
+
+    out = migrate()
+    assert "spam_verdicts 2500 copied 2500 present 2500" in out, out
+    assert f"spam_features {len(feats)} copied {len(feats)} present {len(feats)}" in out, out
+    assert "spam_model copied" in out and "verified yes" in out and "aliases none" in out, out
+    first = dump()
+    call = {(1, 0): 2, (0, 1): 1, (0, 0): 0}
+    by_sig = {f[0]: f[2].hex() for f in feats}
+    want = [[r[0], str(r[1]), str(call[(r[7], r[10])]), r[6], "" if r[9] is None else "t" if r[9] else "f",
+             by_sig.get(r[0], "")] for r in sorted(rows)]
+    got = [line.split("|") for line in first.splitlines()]
+    assert len(got) == len(want) == 2500
+    for g_row, w_row in zip(got, want):
+        assert g_row[:3] + g_row[4:] == w_row[:3] + w_row[4:], (g_row, w_row)
+        assert abs(float(g_row[3]) - w_row[3]) < 1e-12, (g_row, w_row)
+    subject = fresh_db.psql(f"SELECT subject FROM spam_verdicts WHERE signature = '{rows[5][0]}'")
+    assert subject == "caf\ufffd raw", "a raw 8-bit byte becomes U+FFFD, not an error"
+    shared = fresh_db.psql("SELECT encode(data, 'hex') FROM shared_files WHERE name = 'spam_model'")
+    assert bytes.fromhex(shared) == model_file.read_bytes()
+    out = migrate()
+    assert "spam_verdicts 2500 copied 0 present 2500" in out and "spam_model already shared" in out, out
+    assert dump() == first, "a second run changes nothing"
 
 
 def test_a_web_login_on_one_gateway_is_good_on_the_other_and_logout_ends_it_on_both(tmp_path, fresh_db):
