@@ -1,6 +1,12 @@
 // pg_alias_store.cpp — see pg_alias_store.h.
 #include "store/pg_alias_store.h"
 
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "core/log.h"
+
 namespace mk::store {
 namespace {
 
@@ -45,6 +51,20 @@ class PgAliasStore final : public aliases::AliasStore {
  public:
   explicit PgAliasStore(std::shared_ptr<PgPool> pool) : pool_(std::move(pool)) {
     pool_->migrate("aliases", kMigrations);
+    writer_ = std::thread([this] { run(); });
+  }
+  ~PgAliasStore() override {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_one();
+    writer_.join();
+    try {
+      flush();
+    } catch (const db::Error& e) {
+      spdlog::warn("alias store: {} committed uses not written at exit ({}); their holds lapse", queued(), e.what());
+    }
   }
 
   bool insert(const Alias& a) override {
@@ -58,6 +78,7 @@ class PgAliasStore final : public aliases::AliasStore {
   }
 
   std::optional<Alias> find(const std::string& id) override {
+    flush();  // this process's committed uses are in what it reads
     uint32_t pending = 0;
     return find_with_pending(id, pending);
   }
@@ -71,6 +92,7 @@ class PgAliasStore final : public aliases::AliasStore {
   }
 
   std::vector<Alias> list(size_t limit) override {
+    flush();
     auto r = pool_->exec(std::string("SELECT ") + kColumns + " FROM aliases ORDER BY created DESC, id LIMIT $1::bigint",
                          {num(int64_t(limit))});
     std::vector<Alias> out;
@@ -123,12 +145,19 @@ class PgAliasStore final : public aliases::AliasStore {
     return h;
   }
 
+  // Queued, and written with the others of the next few milliseconds in one
+  // statement (the writer thread), so that a message costs PostgreSQL one
+  // statement (its hold) rather than two, and the session does not wait for
+  // the second. Until written the use still counts, as its hold. A gateway
+  // killed in those milliseconds loses the queue: the holds lapse after
+  // hold_seconds and those uses are not counted (as when a commit fails).
   void commit_hold(const std::string& id, const std::string& token) override {
-    // The use is counted even when the hold expired (and was given back) meanwhile.
-    pool_->exec(
-        "WITH done AS (DELETE FROM alias_holds WHERE token = $2 RETURNING alias_id) "
-        "UPDATE aliases SET uses = uses + 1, pending = pending - (SELECT count(*) FROM done) WHERE id = $1",
-        {id, token});
+    {
+      std::lock_guard lock(mutex_);
+      queue_.emplace_back(id, token);
+      if (queue_.size() < kBatch) return;
+    }
+    wake_.notify_one();
   }
 
   void release_hold(const std::string& token) override {
@@ -193,7 +222,77 @@ class PgAliasStore final : public aliases::AliasStore {
     return a;
   }
 
+  static constexpr size_t kBatch = 256;
+  static constexpr auto kInterval = std::chrono::milliseconds(5);
+
+  size_t queued() {
+    std::lock_guard lock(mutex_);
+    return queue_.size();
+  }
+
+  void run() {
+    std::unique_lock lock(mutex_);
+    bool failing = false;
+    while (!stopping_) {
+      wake_.wait_for(lock, failing ? std::chrono::milliseconds(200) : kInterval,
+                     [this] { return stopping_ || queue_.size() >= kBatch; });
+      if (stopping_) break;
+      lock.unlock();
+      try {
+        flush();
+        if (failing) spdlog::info("alias store: committed uses written again");
+        failing = false;
+      } catch (const db::Error& e) {
+        if (!failing) spdlog::warn("alias store: committed uses not written yet ({}); retrying", e.what());
+        failing = true;
+      }
+      lock.lock();
+    }
+  }
+
+  // Writes the queued commits: each hold row goes and its alias gains a use
+  // (also when the hold expired meanwhile: the message was delivered). The
+  // aliases' rows are locked in id order, so that two gateways' batches never
+  // deadlock. One statement: on failure nothing changed, and the batch is
+  // queued again. Throws db::Error.
+  void flush() {
+    std::lock_guard writing(write_mutex_);
+    std::vector<std::pair<std::string, std::string>> batch;
+    {
+      std::lock_guard lock(mutex_);
+      batch.swap(queue_);
+    }
+    if (batch.empty()) return;
+    std::vector<PgParam> ids, tokens;
+    for (auto& [id, token] : batch) {
+      ids.push_back(id);
+      tokens.push_back(token);
+    }
+    try {
+      pool_->exec(
+          "WITH c AS (SELECT * FROM unnest($1::text[], $2::text[]) AS c(id, token)), "
+          "locked AS (SELECT id FROM aliases WHERE id IN (SELECT id FROM c) ORDER BY id FOR NO KEY UPDATE), "
+          "done AS (DELETE FROM alias_holds h USING c WHERE h.token = c.token RETURNING h.alias_id), "
+          "used AS (SELECT id, count(*) AS n FROM c GROUP BY id), "
+          "freed AS (SELECT alias_id, count(*) AS n FROM done GROUP BY alias_id) "
+          "UPDATE aliases a SET uses = a.uses + used.n, pending = a.pending - COALESCE(freed.n, 0) "
+          "FROM used JOIN locked ON locked.id = used.id LEFT JOIN freed ON freed.alias_id = used.id "
+          "WHERE a.id = used.id",
+          {array_literal(ids), array_literal(tokens)});
+    } catch (...) {
+      std::lock_guard lock(mutex_);
+      queue_.insert(queue_.begin(), std::make_move_iterator(batch.begin()), std::make_move_iterator(batch.end()));
+      throw;
+    }
+  }
+
   std::shared_ptr<PgPool> pool_;
+  std::mutex mutex_;        // guards queue_, stopping_
+  std::mutex write_mutex_;  // one batch at a time
+  std::condition_variable wake_;
+  std::vector<std::pair<std::string, std::string>> queue_;  // (alias id, hold token)
+  bool stopping_ = false;
+  std::thread writer_;  // last: started when everything above exists
 };
 
 }  // namespace
