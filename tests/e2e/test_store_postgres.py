@@ -10,6 +10,8 @@ and two gateways, one on 127.0.0.2 and one on 127.0.0.3:
 - the alias-creation limit per client holds across both gateways, racing requests included;
 - kill -9 of a gateway that holds a use: the use comes back after [aliases] hold_seconds;
 - PostgreSQL down: alias recipients get 451 4.3.0 while relay mail flows on; it recovers by itself;
+- PostgreSQL restarted mid-load (10 clients, both gateways): 451 while down, recovery without a
+  restart, every acknowledged message upstream, uses == deliveries;
 - `mailkeep store migrate`: 10,000 aliases, and a spam history of 2,500 verdicts with the model file,
   each copied exactly once, a second run changing nothing;
 - a web login on one gateway is good on the other, and a logout there ends it on both.
@@ -228,6 +230,62 @@ def test_postgresql_down_means_451_for_aliases_only_and_recovery_by_itself(gatew
             break
         time.sleep(0.1)
     assert (uses, pending) == (2, 0), "nothing over-counted, nothing left held"
+
+
+def test_postgresql_restarted_mid_load_loses_nothing_acknowledged_and_counts_every_delivery(gateways, fresh_db):
+    """10 clients keep sending to one alias through both gateways while PostgreSQL stops and starts."""
+    a, b = gateways("127.0.0.2", max_usage=100_000), gateways("127.0.0.3", max_usage=100_000)
+    made = a.create(max_usage=100_000)
+    alias, aid = made["alias"], made["aid"]
+    stop = threading.Event()
+    acked: list[str] = []
+    codes: list[int] = []
+    lock = threading.Lock()
+
+    def client(n: int) -> None:
+        i = 0
+        while not stop.is_set():
+            subject = f"mid-load {n}.{i}"
+            i += 1
+            try:
+                res = (a, b)[(n + i) % 2].send(alias, subject=subject)
+            except (smtplib.SMTPException, OSError):
+                continue
+            with lock:
+                codes.append(res.rcpt[alias][0])
+                if res.delivered:
+                    acked.append(subject)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(10)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.5)
+        fresh_db.stop()
+        time.sleep(1.5)
+        fresh_db.start()
+        time.sleep(6)  # the pools' backoff is at most 5 s
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    down = [c for c in codes if c != 250]
+    assert down and set(down) == {451}, f"4xx (451) while PostgreSQL was down, nothing else: {set(codes)}"
+    after = codes[-20:]
+    assert after.count(250) == len(after), f"recovered without a restart: {after}"
+    # Nothing acknowledged lost: every 250 reached the upstream.
+    import email
+    got = {email.message_from_bytes(m.data)["Subject"] for m in gateways.capture.wait_for(len(acked), timeout=30)}
+    assert set(acked) <= got, f"{len(set(acked) - got)} acknowledged messages missing upstream"
+    # Nothing over-counted, nothing left held: uses == deliveries once the batches are written.
+    deadline = time.monotonic() + 10
+    while True:
+        uses, pending = map(int, fresh_db.psql(f"SELECT uses || ' ' || pending FROM aliases WHERE id = '{aid}'").split())
+        if (uses, pending) == (len(acked), 0) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert (uses, pending) == (len(acked), 0), (uses, pending, len(acked))
+    assert len(acked) > 100, len(acked)
 
 
 def test_migration_from_sqlite_copies_everything_once_and_a_second_run_changes_nothing(tmp_path, fresh_db, gateways):
