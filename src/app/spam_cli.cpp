@@ -297,17 +297,23 @@ std::unique_ptr<spam::History> open_history(Stores& stores) {
   }
 }
 
+// The shared model ([store] url; stays null without), or false after saying why it cannot be opened.
+bool open_model_share(Stores& stores, std::unique_ptr<SharedFile>& share) {
+  try {
+    share = stores.model_share();
+    return true;
+  } catch (const std::exception& e) {
+    std::cerr << "mailkeep: the shared spam model: " << e.what() << "\n";
+    return false;
+  }
+}
+
 int reclassify(const Settings& settings, const SpamCommand& cmd) {
   Stores stores(settings);
   auto history = open_history(stores);
   if (!history) return 1;
   std::unique_ptr<SharedFile> share;
-  try {
-    share = stores.model_share();
-  } catch (const std::exception& e) {
-    std::cerr << "mailkeep: the shared spam model: " << e.what() << "\n";
-    return 75;
-  }
+  if (!open_model_share(stores, share)) return 75;
   auto r = spam::reclassify(*history, settings.spam.model, TokenizerSettings{}, cmd.signature, cmd.as == "spam",
                             {settings.spam.tag_score, settings.spam.reject_score}, share.get());
   if (r.outcome != Outcome::Ok) {
@@ -375,12 +381,7 @@ int learn(const Settings& settings, const SpamCommand& cmd) {
   auto history = open_history(stores);
   if (!history) return 75;
   std::unique_ptr<SharedFile> share;
-  try {
-    share = stores.model_share();
-  } catch (const std::exception& e) {
-    std::cerr << "mailkeep: the shared spam model: " << e.what() << "\n";
-    return 75;
-  }
+  if (!open_model_share(stores, share)) return 75;
   auto r = spam::learn(history.get(), settings.spam.model, tok, signature, features, as_spam,
                        {settings.spam.tag_score, settings.spam.reject_score}, fallback,
                        std::chrono::milliseconds(cmd.lock_wait_ms), share.get());

@@ -288,6 +288,14 @@ def test_postgresql_restarted_mid_load_loses_nothing_acknowledged_and_counts_eve
     assert len(acked) > 100, len(acked)
 
 
+def store_migrate(ini: Path, url: str) -> str:
+    """`mailkeep store migrate -c INI --to URL`; its stdout (exit 0 asserted)."""
+    r = subprocess.run([str(MAILKEEP_BIN), "store", "migrate", "-c", str(ini), "--to", url],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout
+
+
 def test_migration_from_sqlite_copies_everything_once_and_a_second_run_changes_nothing(tmp_path, fresh_db, gateways):
     """10,000 aliases (and 100 ids of purged ones) in a gateway's SQLite store, copied twice."""
     import sqlite3
@@ -321,10 +329,7 @@ def test_migration_from_sqlite_copies_everything_once_and_a_second_run_changes_n
     db.close()
 
     def migrate() -> str:
-        r = subprocess.run([str(MAILKEEP_BIN), "store", "migrate", "-c", str(ini), "--to", fresh_db.url],
-                           capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, r.stderr[-3000:]
-        return r.stdout
+        return store_migrate(ini, fresh_db.url)
 
     def dump() -> str:
         return fresh_db.psql("SELECT id, target, created, valid_until, max_usage, uses, creator_ip, disabled, "
@@ -386,10 +391,7 @@ def test_migration_copies_the_spam_history_and_the_shared_files_once(tmp_path, f
     db.close()
 
     def migrate() -> str:
-        r = subprocess.run([str(MAILKEEP_BIN), "store", "migrate", "-c", str(ini), "--to", fresh_db.url],
-                           capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, r.stderr[-3000:]
-        return r.stdout
+        return store_migrate(ini, fresh_db.url)
 
     def dump() -> str:
         return fresh_db.psql("SELECT v.signature, v.time, v.call, v.score, v.reclassified, encode(f.data, 'hex') "
