@@ -41,6 +41,11 @@ const char* const kMigrations[] = {
     "  next_allowed BIGINT NOT NULL"
     ");"
     "CREATE INDEX alias_creation_turns_next ON alias_creation_turns(next_allowed);",
+    // 3: a hold is one index entry: no foreign key (its check locked the alias's row once more per
+    // RCPT; a purged alias's holds just expire) and no index on the expiry (expire_holds reads the
+    // table, which holds only the uses in flight).
+    "ALTER TABLE alias_holds DROP CONSTRAINT alias_holds_alias_id_fkey;"
+    "DROP INDEX alias_holds_expires;",
 };
 
 constexpr const char* kColumns = "id, target, created, valid_until, max_usage, uses, creator_ip, disabled, token_hash, pending";
