@@ -665,7 +665,15 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
   // Several gateways: what another changes in the shared store reaches this one by NOTIFY, and
   // everything is reloaded after each (re)connection, since notifications sent meanwhile are lost.
   std::unique_ptr<mk::store::PgListener> listener;
-  if (model_share || accounts_share) {
+  std::unique_ptr<mk::SharedFile> passwd_share;  // [users] passwd: this gateway's Dovecot and logins read it
+  if (stores.shared() && !settings.users.passwd.empty()) {
+    try {
+      passwd_share = stores.passwd_share();
+    } catch (const std::exception& e) {
+      spdlog::warn("users: the shared password file: {}; the local one stays until the store answers", e.what());
+    }
+  }
+  if (model_share || accounts_share || passwd_share) {
     auto pull_model = [&settings, &spam, &model_share] {
       if (!model_share || !model_share->pull(settings.spam.model)) return;
       std::string err;
@@ -676,18 +684,25 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
       if (!accounts_share || !accounts_share->pull(accounts->path())) return;
       if (accounts->reload()) spdlog::info("accounts: the shared list loaded");  // reload() logs a broken one
     };
+    auto pull_passwd = [&settings, &passwd_share] {
+      if (passwd_share && passwd_share->pull(settings.users.passwd))
+        spdlog::info("users: the shared password file written to {}", settings.users.passwd);
+    };
     std::vector<std::string> channels;
     if (model_share) channels.push_back(mk::store::channel_of(mk::store::kSpamModel));
+    if (passwd_share) channels.push_back(mk::store::channel_of(mk::store::kPasswd));
     if (accounts_share) channels.push_back(mk::store::channel_of(mk::store::kAccounts));
     listener = std::make_unique<mk::store::PgListener>(
         settings.store.url, channels,
-        [pull_model, pull_accounts](const std::string& channel, const std::string&) {
+        [pull_model, pull_accounts, pull_passwd](const std::string& channel, const std::string&) {
           if (channel == mk::store::channel_of(mk::store::kSpamModel)) pull_model();
+          else if (channel == mk::store::channel_of(mk::store::kPasswd)) pull_passwd();
           else pull_accounts();
         },
-        [pull_model, pull_accounts] {
+        [pull_model, pull_accounts, pull_passwd] {
           pull_model();
           pull_accounts();
+          pull_passwd();
         });
   }
   if (spam_history)

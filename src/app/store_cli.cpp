@@ -74,6 +74,7 @@ int store_command(const Settings& settings, const StoreCommand& cmd) {
     };
     if (settings.spam.enabled || exists(settings.spam.model)) file(store::kSpamModel, settings.spam.model);
     if (synced) file(store::kAccounts, settings.directory.cache);
+    file(store::kPasswd, settings.users.passwd);
   } catch (const db::Error& e) {
     std::string what = e.what();
     std::cerr << "mailkeep store migrate: " << what << "\n";

@@ -7,6 +7,7 @@
 #include "store/pg_history.h"
 #include "store/pg_shared_file.h"
 #include "store/pg_sessions.h"
+#include "users/passwd_file.h"
 
 namespace mk::app {
 
@@ -34,6 +35,18 @@ std::unique_ptr<SharedFile> Stores::model_share() {
 std::unique_ptr<SharedFile> Stores::accounts_share() {
   if (!pool_) return nullptr;
   return store::open_pg_shared_file(pool_, store::kAccounts);
+}
+
+std::unique_ptr<SharedFile> Stores::passwd_share() {
+  if (!pool_) return nullptr;
+  const Settings& s = settings_;
+  return store::open_pg_shared_file(pool_, store::kPasswd, [&s](const std::string& path, std::string_view bytes) {
+    // Its owner, group and mode as `mailkeep user passwd` gives them (Dovecot reads it).
+    return users::update_passwd(path, s.general.user, s.users.group, [bytes](users::PasswdFile& f) {
+      f = users::parse_passwd(bytes);
+      return std::string();
+    });
+  });
 }
 
 std::unique_ptr<webreader::SessionStore> Stores::web_sessions(webreader::SessionLimits limits) {

@@ -1,6 +1,7 @@
 // users_cli.cpp — see users_cli.h. The runbook these commands serve is the
 // README's "The provider is gone".
 #include "app/users_cli.h"
+#include "app/stores.h"
 
 #include <CLI/CLI.hpp>
 #include <openssl/crypto.h>
@@ -63,6 +64,28 @@ std::string home_of(const Settings& s, const std::string& address) {
   return absolute(s.backup.archive) + "/" + address.substr(at + 1) + "/" + address.substr(0, at);
 }
 
+// Changes [users] passwd: with [store] url in its turn of the shared file
+// (which first brings this copy up to date) and published after, so that
+// every gateway (and its Dovecot) has it at once. Returns "" or the error.
+std::string change_passwd(const Settings& s, const std::function<std::string(users::PasswdFile&)>& change) {
+  Stores stores(s);
+  std::unique_ptr<SharedFile> share;
+  std::unique_ptr<SharedFile::Turn> turn;
+  try {
+    share = stores.passwd_share();
+    if (share) turn = share->begin(s.users.passwd);
+  } catch (const std::exception& e) {
+    return std::string("the shared password file: ") + e.what();
+  }
+  if (auto err = users::update_passwd(s.users.passwd, s.general.user, s.users.group, change); !err.empty()) return err;
+  try {
+    if (turn) turn->publish();
+  } catch (const std::exception& e) {
+    return std::string("changed here, but not shared with the other gateways: ") + e.what();
+  }
+  return "";
+}
+
 int user_passwd(const Settings& s, const UsersCommand& cmd) {
   auto address = account_address(s, cmd.address);
   if (!address) return 1;
@@ -106,7 +129,7 @@ int user_passwd(const Settings& s, const UsersCommand& cmd) {
     return 1;
   }
   wipe(password);
-  auto err = users::update_passwd(s.users.passwd, s.general.user, s.users.group, [&](users::PasswdFile& f) {
+  auto err = change_passwd(s, [&](users::PasswdFile& f) {
     bool locked = f.find(*address) && f.find(*address)->locked;
     f.put(users::PasswdEntry{*address, hash, home_of(s, *address), locked});
     return std::string();
@@ -134,7 +157,7 @@ int user_list(const Settings& s) {
 
 int user_change(const Settings& s, const UsersCommand& cmd) {
   auto address = to_lower(trim(cmd.address));
-  auto err = users::update_passwd(s.users.passwd, s.general.user, s.users.group, [&](users::PasswdFile& f) {
+  auto err = change_passwd(s, [&](users::PasswdFile& f) {
     auto* e = f.find(address);
     if (!e) return address + " has no password (see mailkeep user list)";
     if (cmd.action == "delete") f.erase(address);

@@ -49,8 +49,11 @@ std::string read_file(const std::string& path) {
 
 class PgSharedFile final : public SharedFile {
  public:
-  PgSharedFile(std::shared_ptr<PgPool> pool, std::string name)
-      : pool_(std::move(pool)), name_(std::move(name)), lock_("mailkeep_shared_file:" + name_) {
+  PgSharedFile(std::shared_ptr<PgPool> pool, std::string name, FileWriter writer)
+      : pool_(std::move(pool)), name_(std::move(name)), lock_("mailkeep_shared_file:" + name_),
+        writer_(writer ? std::move(writer) : [](const std::string& path, std::string_view bytes) {
+          return replace_file(path, bytes);
+        }) {
     pool_->migrate("shared_files", kMigrations);
   }
 
@@ -113,13 +116,14 @@ class PgSharedFile final : public SharedFile {
     if (r.rows() == 0) return false;
     auto bytes = bytes_of_bytea(r.text(0, 1));
     if (!bytes) throw db::Error("the shared " + name_ + " is not bytea as expected");
-    if (auto err = replace_file(path, *bytes); !err.empty()) throw db::Error("the shared " + name_ + ": " + err);
+    if (auto err = writer_(path, *bytes); !err.empty()) throw db::Error("the shared " + name_ + ": " + err);
     seen_ = r.integer(0, 0);
     return true;
   }
 
   std::shared_ptr<PgPool> pool_;
   std::string name_, lock_;
+  FileWriter writer_;
   std::atomic<int64_t> seen_{-1};  // the version this process last wrote or published
 };
 
@@ -127,8 +131,9 @@ class PgSharedFile final : public SharedFile {
 
 std::string channel_of(const std::string& name) { return "mailkeep_" + name; }
 
-std::unique_ptr<SharedFile> open_pg_shared_file(std::shared_ptr<PgPool> pool, const std::string& name) {
-  return std::make_unique<PgSharedFile>(std::move(pool), name);
+std::unique_ptr<SharedFile> open_pg_shared_file(std::shared_ptr<PgPool> pool, const std::string& name,
+                                                FileWriter writer) {
+  return std::make_unique<PgSharedFile>(std::move(pool), name, std::move(writer));
 }
 
 }  // namespace mk::store

@@ -421,7 +421,8 @@ def test_migration_copies_the_spam_history_and_the_shared_files_once(tmp_path, f
 
 
 def test_a_web_login_on_one_gateway_is_good_on_the_other_and_logout_ends_it_on_both(tmp_path, fresh_db):
-    """The web view's sessions live in PostgreSQL: a load balancer may send each request elsewhere."""
+    """The web view's sessions live in PostgreSQL: a load balancer may send each request elsewhere;
+    and [users] passwd, each gateway's own file, is shared: a password or a lock set on one is on all."""
     import http.client
     import json as jsonlib
 
@@ -431,7 +432,6 @@ def test_a_web_login_on_one_gateway_is_good_on_the_other_and_logout_ends_it_on_b
     archive = tmp_path / "archive"
     archive.mkdir()
     write_accounts(tmp_path / "accounts.txt", ["alice"])
-    passwd = tmp_path / "users.passwd"
     gws = []
     try:
         for host in ("127.0.0.2", "127.0.0.3"):
@@ -440,16 +440,26 @@ def test_a_web_login_on_one_gateway_is_good_on_the_other_and_logout_ends_it_on_b
                                    upstream=capture.address, http={"listen": f"127.0.0.1:{http_port}"},
                                    store={"url": fresh_db.url})
             config["smtp"]["listen"] = f"{host}:{config['smtp']['listen'].rsplit(':', 1)[1]}"
-            config["users"] = {"passwd": str(passwd)}
+            config["users"] = {"passwd": str(tmp_path / f"users-{host}.passwd")}  # each its own, as on two machines
             mk = Mailkeep(tmp_path / f"gw-{host}", config)
             gws.append((mk, http_port))
         user = f"alice@{DOMAIN}"
-        res = subprocess.run([str(MAILKEEP_BIN), "user", "passwd", user, "--stdin", "-c", str(gws[0][0].config_path)],
-                             input="correct horse battery\n", capture_output=True, text=True, timeout=30)
-        assert res.returncode == 0, res.stderr
         for mk, port in gws:
             mk.start()
             wait_http(port, proc=mk.proc)
+
+        def user_cli(mk, *args: str, password: str | None = None) -> None:
+            res = subprocess.run([str(MAILKEEP_BIN), "user", *args, "-c", str(mk.config_path)],
+                                 input=password, capture_output=True, text=True, timeout=30)
+            assert res.returncode == 0, res.stderr
+
+        # The password set on A's machine reaches B's [users] passwd (and its Dovecot) through PostgreSQL.
+        user_cli(gws[0][0], "passwd", user, "--stdin", password="correct horse battery\n")
+        b_passwd = tmp_path / "users-127.0.0.3.passwd"
+        deadline = time.monotonic() + 3
+        while not (b_passwd.exists() and user in b_passwd.read_text()):
+            assert time.monotonic() < deadline, gws[1][0].log()[-2000:]
+            time.sleep(0.05)
 
         def call(port: int, method: str, body=None, cookie=None, csrf=None):
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -476,6 +486,18 @@ def test_a_web_login_on_one_gateway_is_good_on_the_other_and_logout_ends_it_on_b
         for port in (a, b):
             status, body, _ = call(port, "GET", cookie=cookie)
             assert status == 401 and body["error"] == "unauthorized", body
+        # B's own copy of the password file lets alice log in there; a lock set on B stops her on A.
+        assert call(b, "POST", {"username": user, "password": "correct horse battery"})[0] == 200
+        user_cli(gws[1][0], "lock", user)
+        deadline = time.monotonic() + 3
+        while call(a, "POST", {"username": user, "password": "correct horse battery"})[0] == 200:
+            assert time.monotonic() < deadline, "the lock set on B never reached A"
+            time.sleep(0.1)
+        user_cli(gws[1][0], "unlock", user)
+        deadline = time.monotonic() + 3
+        while call(a, "POST", {"username": user, "password": "correct horse battery"})[0] != 200:
+            assert time.monotonic() < deadline, "the unlock on B never reached A"
+            time.sleep(0.1)
         # Only the cookie's hash is stored.
         assert cookie.split("=", 1)[1] not in fresh_db.psql("SELECT encode(key, 'hex') || username || csrf FROM web_sessions")
         # PostgreSQL down: 503 store-unavailable, not a crash or a 401; back by itself.
