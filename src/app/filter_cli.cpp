@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "app/users_cli.h"
+#include "app/stores.h"
 #include "filters/filters.h"
 #include "index/query.h"
 
@@ -82,6 +83,33 @@ int filter_command(const Settings& s, const FilterCommand& cmd) {
   auto address = account_address(s, cmd.user);
   if (!address) return 1;
   auto dir = index_dir(s, *address);
+  // A change with [store] url: in the turn of the account's shared filters (which first brings this
+  // copy up to date), published after each save, so that every gateway files mail the same way.
+  std::unique_ptr<SharedFile> share;
+  std::unique_ptr<SharedFile::Turn> turn;
+  if (cmd.action != "list" && cmd.action != "export") {
+    try {
+      auto at = address->rfind('@');
+      share = Stores(s).filters_share(address->substr(at + 1) + "/" + address->substr(0, at));
+      if (share) {
+        std::error_code mkdir_ec;
+        std::filesystem::create_directories(dir, mkdir_ec);
+        turn = share->begin(filters::filters_path(dir));
+      }
+    } catch (const std::exception& e) {
+      std::cerr << "mailkeep: the shared filters: " << e.what() << "\n";
+      return 75;
+    }
+  }
+  auto publish = [&turn] {
+    try {
+      if (turn) turn->publish();
+      return true;
+    } catch (const std::exception& e) {
+      std::cerr << "mailkeep: saved here, but not shared with the other gateways: " << e.what() << "\n";
+      return false;
+    }
+  };
   auto current = filters::load_filters(dir);
   if (!current.error.empty()) {
     std::cerr << "mailkeep: " << current.error << "\n";
@@ -108,6 +136,7 @@ int filter_command(const Settings& s, const FilterCommand& cmd) {
       std::cerr << "mailkeep: " << err << "\n";
       return 1;
     }
+    if (!publish()) return 75;
     std::cout << "filter " << cmd.id << " deleted\n";
     return 0;
   }
@@ -160,6 +189,7 @@ int filter_command(const Settings& s, const FilterCommand& cmd) {
     std::cerr << "mailkeep: " << err << "\n";
     return 1;
   }
+  if (!publish()) return 75;
   std::vector<filters::Filter> fresh(current.filters.end() - std::ptrdiff_t(added.size()), current.filters.end());
   for (auto& f : fresh) std::cout << "filter " << f.id << " added: " << f.query() << " → " << f.actions() << "\n";
   return cmd.apply_existing ? apply_existing(s, *address, fresh) : 0;

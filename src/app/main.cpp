@@ -11,6 +11,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <csignal>
 #include <ctime>
+#include <map>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -523,6 +524,8 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
     mail_api = std::make_unique<mk::webreader::MailApi>(settings, *authenticator, https != nullptr,
                                                         mk::webreader::SessionLimits{}, spam_trainer,
                                                         std::move(web_sessions));
+    if (stores.shared())
+      mail_api->set_filters_share([&stores](const std::string& account) { return stores.filters_share(account); });
   }
   if ((aliases || spam_page || mail_api) && !settings.http.listen.empty()) {
     api = std::make_unique<mk::http::Api>(
@@ -673,7 +676,11 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
       spdlog::warn("users: the shared password file: {}; the local one stays until the store answers", e.what());
     }
   }
-  if (model_share || accounts_share || passwd_share) {
+  // The accounts' filters (one shared file each), when this gateway files mail (the indexer runs them).
+  const bool share_filters = stores.shared() && indexing;
+  // The listener's thread alone uses this map: one shared file per account, so each remembers its version.
+  std::map<std::string, std::unique_ptr<mk::SharedFile>> filter_shares;
+  if (model_share || accounts_share || passwd_share || share_filters) {
     auto pull_model = [&settings, &spam, &model_share] {
       if (!model_share || !model_share->pull(settings.spam.model)) return;
       std::string err;
@@ -688,21 +695,47 @@ int serve(const mk::Settings& settings, const std::string& config_path) {
       if (passwd_share && passwd_share->pull(settings.users.passwd))
         spdlog::info("users: the shared password file written to {}", settings.users.passwd);
     };
+    // A name from the store becomes a path only when it is "filters/<domain>/<localpart>" of safe parts.
+    auto pull_filters = [&settings, &stores, &filter_shares](const std::string& name) {
+      std::string account = name.substr(std::string_view(mk::store::kFiltersPrefix).size());
+      auto slash = account.find('/');
+      auto safe = [](std::string_view part) {
+        return !part.empty() && part != "." && part != ".." && part.find('/') == std::string_view::npos &&
+               part.find('\0') == std::string_view::npos;
+      };
+      if (!name.starts_with(mk::store::kFiltersPrefix) || slash == std::string::npos ||
+          !safe(std::string_view(account).substr(0, slash)) || !safe(std::string_view(account).substr(slash + 1))) {
+        spdlog::warn("filters: ignoring the shared file named '{}'", mk::printable_ascii(name, 200));
+        return;
+      }
+      auto& share = filter_shares[account];
+      if (!share) share = stores.filters_share(account);
+      std::string dir = settings.index.path + "/" + account;
+      std::error_code ec;
+      std::filesystem::create_directories(dir, ec);
+      if (share->pull(mk::filters::filters_path(dir))) spdlog::info("filters {}: the shared filters loaded", account);
+    };
+    auto pull_all_filters = [&stores, pull_filters] {
+      for (auto& name : mk::store::shared_file_names(*stores.pool(), mk::store::kFiltersPrefix)) pull_filters(name);
+    };
     std::vector<std::string> channels;
+    if (share_filters) channels.push_back(mk::store::channel_of(mk::store::kFiltersPrefix));
     if (model_share) channels.push_back(mk::store::channel_of(mk::store::kSpamModel));
     if (passwd_share) channels.push_back(mk::store::channel_of(mk::store::kPasswd));
     if (accounts_share) channels.push_back(mk::store::channel_of(mk::store::kAccounts));
     listener = std::make_unique<mk::store::PgListener>(
         settings.store.url, channels,
-        [pull_model, pull_accounts, pull_passwd](const std::string& channel, const std::string&) {
+        [pull_model, pull_accounts, pull_passwd, pull_filters](const std::string& channel, const std::string& name) {
           if (channel == mk::store::channel_of(mk::store::kSpamModel)) pull_model();
           else if (channel == mk::store::channel_of(mk::store::kPasswd)) pull_passwd();
-          else pull_accounts();
+          else if (channel == mk::store::channel_of(mk::store::kAccounts)) pull_accounts();
+          else pull_filters(name);
         },
-        [pull_model, pull_accounts, pull_passwd] {
+        [pull_model, pull_accounts, pull_passwd, pull_all_filters, share_filters] {
           pull_model();
           pull_accounts();
           pull_passwd();
+          if (share_filters) pull_all_filters();
         });
   }
   if (spam_history)

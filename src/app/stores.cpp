@@ -49,6 +49,11 @@ std::unique_ptr<SharedFile> Stores::passwd_share() {
   });
 }
 
+std::unique_ptr<SharedFile> Stores::filters_share(const std::string& account) {
+  if (!pool_) return nullptr;
+  return store::open_pg_shared_file(pool_, store::kFiltersPrefix + account);
+}
+
 std::unique_ptr<webreader::SessionStore> Stores::web_sessions(webreader::SessionLimits limits) {
   if (!pool_) return std::make_unique<webreader::MemorySessionStore>(limits);
   return store::open_pg_sessions(pool_, limits);

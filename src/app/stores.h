@@ -30,6 +30,8 @@ class Stores {
   std::unique_ptr<SharedFile> accounts_share();  // the synced account list; null without [store] url
   // [users] passwd (written as users::update_passwd writes it); null without [store] url.
   std::unique_ptr<SharedFile> passwd_share();
+  // One account's filters ("domain/localpart", the index's account path); null without [store] url.
+  std::unique_ptr<SharedFile> filters_share(const std::string& account);
   // The web view's sessions: in this process's memory without [store] url.
   std::unique_ptr<webreader::SessionStore> web_sessions(webreader::SessionLimits limits);
   std::shared_ptr<store::PgPool> pool() const { return pool_; }  // null without [store] url

@@ -77,7 +77,7 @@ class PgSharedFile final : public SharedFile {
           "data = EXCLUDED.data RETURNING version",
           {share_.name_, std::to_string(std::time(nullptr)), bytea_text(bytes)});
       std::string version = r.text(0, 0);
-      conn_->exec("SELECT pg_notify($1, $2)", {channel_of(share_.name_), version});
+      conn_->exec("SELECT pg_notify($1, $2)", {channel_of(share_.name_), share_.name_});
       conn_->exec("COMMIT");
       share_.seen_ = std::stoll(version);
     }
@@ -129,7 +129,14 @@ class PgSharedFile final : public SharedFile {
 
 }  // namespace
 
-std::string channel_of(const std::string& name) { return "mailkeep_" + name; }
+std::string channel_of(const std::string& name) { return "mailkeep_" + name.substr(0, name.find('/')); }
+
+std::vector<std::string> shared_file_names(PgPool& pool, const std::string& prefix) {
+  auto r = pool.exec("SELECT name FROM shared_files WHERE starts_with(name, $1) ORDER BY name", {prefix});
+  std::vector<std::string> out;
+  for (int i = 0; i < r.rows(); ++i) out.push_back(r.text(i, 0));
+  return out;
+}
 
 std::unique_ptr<SharedFile> open_pg_shared_file(std::shared_ptr<PgPool> pool, const std::string& name,
                                                 FileWriter writer) {

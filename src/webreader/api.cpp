@@ -393,6 +393,18 @@ Response MailApi::send(const Request& req, Context& ctx, int64_t now) {
 // existing mail), delete, and Gmail's XML out and in.
 Response MailApi::filters(const Request& req, const std::string& path, Context& ctx, int64_t now) {
   const auto v = ctx.version;
+  // A change on several gateways: in the turn of the account's shared filters, published on save.
+  std::unique_ptr<SharedFile> share;
+  std::unique_ptr<SharedFile::Turn> turn;
+  if (filters_share_ && req.method() != bh::verb::get && req.method() != bh::verb::head) {
+    auto at = ctx.user.rfind('@');
+    share = filters_share_(ctx.user.substr(at + 1) + "/" + ctx.user.substr(0, at));
+    if (share) {
+      std::error_code ec;
+      std::filesystem::create_directories(ctx.index_dir, ec);
+      turn = share->begin(filters::filters_path(ctx.index_dir));  // db::Error: 503 store-unavailable
+    }
+  }
   auto list = filters::load_filters(ctx.index_dir);
   if (!list.error.empty()) return error(503, "index-unavailable", list.error, v);
   auto to_json = [](const filters::Filter& f) {
@@ -405,7 +417,9 @@ Response MailApi::filters(const Request& req, const std::string& path, Context& 
   auto save = [&](const std::vector<filters::Filter>& fs) {
     std::error_code ec;
     std::filesystem::create_directories(ctx.index_dir, ec);
-    return filters::save_filters(ctx.index_dir, fs);
+    auto err = filters::save_filters(ctx.index_dir, fs);
+    if (err.empty() && turn) turn->publish();  // db::Error: 503 store-unavailable (saved here)
+    return err;
   };
   auto apply_existing = [&](const std::vector<filters::Filter>& fs) {
     auto db = index::Database::open_writable_waiting(ctx.index_dir, {settings_.index.language}, std::chrono::seconds(20));

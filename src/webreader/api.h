@@ -47,6 +47,7 @@
 #include <string>
 
 #include "config/settings.h"
+#include "core/shared_file.h"
 #include "http/message.h"
 #include "users/authenticator.h"
 #include "webreader/sessions.h"
@@ -62,6 +63,10 @@ class MailApi final : public http::RouteHandler {
   // `sessions` null: in this process's memory (MemorySessionStore with `limits`).
   MailApi(const Settings& settings, users::Authenticator& auth, bool https, SessionLimits limits = {},
           SpamTrainer trainer = nullptr, std::unique_ptr<SessionStore> sessions = nullptr);
+  // Several gateways ([store] url): an account's filters ("domain/localpart")
+  // as a shared file; a change is made in its turn and published.
+  using FiltersShare = std::function<std::unique_ptr<SharedFile>(const std::string& account)>;
+  void set_filters_share(FiltersShare share) { filters_share_ = std::move(share); }
   bool handles(std::string_view path) const override;
   http::Response handle(const http::Request& request, const IpAddress& client) override;
 
@@ -76,6 +81,7 @@ class MailApi final : public http::RouteHandler {
   bool https_;
   std::unique_ptr<SessionStore> sessions_;
   SpamTrainer trainer_;
+  FiltersShare filters_share_;
 };
 
 }  // namespace mk::webreader

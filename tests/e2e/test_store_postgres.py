@@ -518,3 +518,68 @@ def test_a_web_login_on_one_gateway_is_good_on_the_other_and_logout_ends_it_on_b
             mk.stop()
             print("\n".join(mk.log().splitlines()[-20:]))
         capture.stop()
+
+
+def test_filters_made_on_one_gateway_file_mail_on_the_other(tmp_path, fresh_db):
+    """An account's filters (in each gateway's own [index] path) are shared: a filter added through A
+    files mail that B delivers, and one deleted on B is gone on A."""
+    from backup_support import DOMAIN, backup_config, write_accounts
+
+    capture = Capture().start()
+    write_accounts(tmp_path / "accounts.txt", ["alice"])
+    gws = []
+    try:
+        for host in ("127.0.0.2", "127.0.0.3"):
+            own = tmp_path / host  # each gateway its own archive and index, as on two machines
+            (own / "archive").mkdir(parents=True)
+            port = free_port(host)
+            config = backup_config(port, capture.address, own / "archive", tmp_path / "accounts.txt",
+                                   upstream=capture.address, http={"listen": f"127.0.0.1:{free_port()}"},
+                                   store={"url": fresh_db.url},
+                                   index={"path": str(own / "index"), "enabled": "true", "scan_interval": 5})
+            config["smtp"]["listen"] = f"{host}:{port}"
+            mk = Mailkeep(own / "mk", config)
+            mk.start()
+            gws.append((mk, host, port, own))
+
+        def cli(mk, *args: str) -> subprocess.CompletedProcess:
+            res = subprocess.run([str(MAILKEEP_BIN), *args, "-c", str(mk.config_path)], capture_output=True,
+                                 text=True, timeout=60)
+            assert res.returncode == 0, res.stderr
+            return res
+
+        (a, _, _, _), (b, b_host, b_port, b_own) = gws
+        user = f"alice@{DOMAIN}"
+        cli(a, "filter", "add", "--user", user, "--subject", "svn commit", "--skip-inbox", "--label", "Builds")
+        b_filters = b_own / "index" / DOMAIN / "alice" / "filters.xml"
+        deadline = time.monotonic() + 3
+        while not (b_filters.exists() and "svn commit" in b_filters.read_text()):
+            assert time.monotonic() < deadline, b.log()[-2000:]
+            time.sleep(0.05)
+        listed = cli(b, "filter", "list", "--user", user).stdout
+        assert "svn commit" in listed and "skip-inbox" in listed, listed
+
+        # Mail through B meets A's filter: out of the Inbox, into Archive.
+        with smtplib.SMTP(b_host, b_port, timeout=30) as s:
+            s.ehlo("mx.sender.test")
+            s.sendmail("dev@remote.test", [user], b"From: dev@remote.test\r\nTo: " + user.encode() +
+                       b"\r\nSubject: svn commit r42\r\nMessage-ID: <r42@remote.test>\r\n\r\ncommitted\r\n")
+        maildir = b_own / "archive" / DOMAIN / "alice"
+        deadline = time.monotonic() + 15
+        while not list((maildir / ".Archive").glob("*/*")):
+            assert time.monotonic() < deadline, f"not filed: {sorted(p.name for p in maildir.rglob('*'))}\n{b.log()[-2000:]}"
+            time.sleep(0.1)
+        assert not list((maildir / "new").glob("*")) and not list((maildir / "cur").glob("*")), "left in the Inbox"
+
+        # Deleted on B: gone on A.
+        fid = listed.split("\t")[0]
+        cli(b, "filter", "delete", "--user", user, fid)
+        deadline = time.monotonic() + 3
+        while "svn commit" in cli(a, "filter", "list", "--user", user).stdout:
+            assert time.monotonic() < deadline, a.log()[-2000:]
+            time.sleep(0.1)
+    finally:
+        for mk, *_ in gws:
+            mk.stop()
+            print("\n".join(mk.log().splitlines()[-20:]))
+        capture.stop()
