@@ -135,7 +135,7 @@ def test_forged_expired_and_unknown_srs_addresses_get_550(srs_env):
     env = srs_env()
     good = ref_srs0("bob", "shop.example")
     local = good.split("@")[0]
-    flipped = local[:5] + ("A" if local[5] != "A" else "B") + local[6:]
+    flipped = local[:5] + ("A" if local[5].upper() != "A" else "B") + local[6:]
     cases = {
         "forged hash": flipped + "@" + SRS_DOMAIN,
         "other secret": ref_srs0("bob", "shop.example", secret="someone else's"),
@@ -322,7 +322,9 @@ def test_encoding_and_decoding_agree_with_postsrsd_on_1000_addresses(tmp_path):
         assert all(not x.startswith("error") for x in mailkeep_srs(config, "reverse", older))
         assert all(x is not None for x in peer.lookup_all(peer.reverse_port, older))
         # And a forged one fails in both.
-        forged = [o[:5] + ("A" if o[5] != "A" else "B") + o[6:] for o in ours[:20] if o.startswith("SRS0=")]
+        # (The hash compares case-insensitively, as in libsrs2: the changed character must differ in
+        # more than case, or a hash starting with "a" would "forge" into the same one.)
+        forged = [o[:5] + ("A" if o[5].upper() != "A" else "B") + o[6:] for o in ours[:20] if o.startswith("SRS0=")]
         assert all(x.startswith("error: SRS hash does not verify") for x in mailkeep_srs(config, "reverse", forged))
         assert all(x is None for x in peer.lookup_all(peer.reverse_port, forged))
     finally:
