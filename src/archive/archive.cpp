@@ -183,14 +183,13 @@ MaildirResult ArchiveCopies::commit() {
   } observe{std::exchange(write_time_, {}), started};
   MaildirResult result;
   for (auto& c : copies_) {
-    const std::string name = c.file.name();
     if (c.target.dedupe_dir.empty() || !fingerprint_) {
       auto r = c.file.commit();
       if (r.outcome != Outcome::Ok) {
         result = {Outcome::TempFail, c.target.label + ": " + r.detail};
       } else {
         ++published_;
-        notify_published(c.target, name);
+        notify_published(c.target, r.detail);  // the name it got in new/
       }
       continue;
     }
@@ -209,7 +208,7 @@ MaildirResult ArchiveCopies::commit() {
       continue;
     }
     ++published_;
-    notify_published(c.target, name);
+    notify_published(c.target, r.detail);
     // Remembered after publishing: a crash in between costs at most a duplicate, never a copy.
     if (int fd = ::open(marker.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600); fd >= 0) ::close(fd);
   }

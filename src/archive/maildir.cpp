@@ -6,6 +6,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -42,6 +43,15 @@ std::string unique_name(uint64_t size) {
          std::to_string(++sequence) + "." + host + ",S=" + std::to_string(size);
 }
 
+// `name` with "R<attempt>" ending its unique part (time.unique.host...), for a
+// name another writer took: still a Maildir name, with the same ,S= and flags.
+std::string with_retry_tag(const std::string& name, unsigned attempt) {
+  auto first = name.find('.');
+  auto second = first == std::string::npos ? std::string::npos : name.find('.', first + 1);
+  if (second == std::string::npos) second = std::min(name.find(':'), name.size());
+  return name.substr(0, second) + "R" + std::to_string(attempt) + name.substr(second);
+}
+
 // mkdir -p for the folders above a Maildir (mode 0700).
 MaildirResult ensure_parent(const std::string& dir) {
   if (::mkdir(dir.c_str(), 0700) == 0 || errno == EEXIST) return {};
@@ -75,8 +85,21 @@ MaildirResult PendingMaildirFile::commit_seen(std::string_view flags) {
 MaildirResult PendingMaildirFile::commit_to(const char* sub, std::string final_name) {
   if (name_.empty()) return {Outcome::TempFail, "nothing to commit"};
   auto from = folder_ + "/tmp/" + name_;
-  auto to = folder_ + "/" + sub + "/" + final_name;
-  if (::rename(from.c_str(), to.c_str()) != 0) return {Outcome::TempFail, errno_text("rename " + from)};
+  const std::string wanted = final_name;
+  for (unsigned attempt = 1;; ++attempt) {
+    auto to = folder_ + "/" + sub + "/" + final_name;
+    if (::link(from.c_str(), to.c_str()) == 0) {
+      ::unlink(from.c_str());  // left behind (a crash), the tmp/ link is swept by clean_archive
+      break;
+    }
+    if (errno == EPERM || errno == ENOTSUP || errno == EOPNOTSUPP || errno == EXDEV || errno == EMLINK) {
+      // No hard links here: rename (which would replace a file of the same name).
+      if (::rename(from.c_str(), to.c_str()) != 0) return {Outcome::TempFail, errno_text("rename " + from)};
+      break;
+    }
+    if (errno != EEXIST || attempt > 8) return {Outcome::TempFail, errno_text("link " + from)};
+    final_name = with_retry_tag(wanted, attempt);  // the name is taken: never replace that message
+  }
   name_.clear();
   auto dir = folder_ + "/" + sub;
   if (!fsync_dir(dir)) return {Outcome::TempFail, errno_text("fsync " + dir)};

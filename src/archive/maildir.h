@@ -3,7 +3,11 @@
 // The Maildir protocol (cr.yp.to/proto/maildir.html, Dovecot/Courier Maildir++):
 // the file is created in tmp/ with O_EXCL under a unique name
 // `time.M<usec>P<pid>Q<seq>.<host>,S=<exact size>`, written, fsynced, then
-// renamed into new/ and the directory fsynced. Two phases, so that a caller
+// linked into new/ (and removed from tmp/) and the directory fsynced. link(),
+// not rename(), as the Maildir protocol says: should another writer have
+// taken the name (gateways with one host name on one shared archive), link
+// fails instead of replacing that message, and the file gets a name of its
+// own (an R<n> in the unique part). Where links are not supported, rename. Two phases, so that a caller
 // can hold the fsynced tmp/ file until the upstream has accepted the message
 // (prepare), then publish it (commit) or remove it (abort).
 // Threading: blocking file I/O; each call is independent.

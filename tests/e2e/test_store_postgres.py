@@ -232,6 +232,7 @@ def test_postgresql_down_means_451_for_aliases_only_and_recovery_by_itself(gatew
     assert (uses, pending) == (2, 0), "nothing over-counted, nothing left held"
 
 
+@pytest.mark.release_only  # long; its C++ paths run under ASan in the other cases here
 def test_postgresql_restarted_mid_load_loses_nothing_acknowledged_and_counts_every_delivery(gateways, fresh_db):
     """10 clients keep sending to one alias through both gateways while PostgreSQL stops and starts."""
     a, b = gateways("127.0.0.2", max_usage=100_000), gateways("127.0.0.3", max_usage=100_000)
@@ -296,6 +297,7 @@ def store_migrate(ini: Path, url: str) -> str:
     return r.stdout
 
 
+@pytest.mark.release_only  # long; its C++ paths run under ASan in the other cases here
 def test_migration_from_sqlite_copies_everything_once_and_a_second_run_changes_nothing(tmp_path, fresh_db, gateways):
     """10,000 aliases (and 100 ids of purged ones) in a gateway's SQLite store, copied twice."""
     import sqlite3
@@ -353,6 +355,7 @@ def test_migration_from_sqlite_copies_everything_once_and_a_second_run_changes_n
     assert res.delivered, res
 
 
+@pytest.mark.release_only  # long; its C++ paths run under ASan in the other cases here
 def test_migration_copies_the_spam_history_and_the_shared_files_once(tmp_path, fresh_db):
     """2,500 verdicts (features kept for most, some labelled, raw 8-bit subjects) in batches of 1,000,
     the model file and the synced account list: copied once, a second run copies nothing."""

@@ -25,8 +25,9 @@ from test_directory_sync import SUMMARY_RE, assert_ok, make_site  # noqa: F401  
 from test_store_postgres import fresh_db, postgres  # noqa: F401  (fixtures)
 from harness import free_port
 
-pytestmark = pytest.mark.skipif(pg_bin() is None and os.environ.get("MAILKEEP_REQUIRE_BINARY") != "1",
-                                reason="PostgreSQL 15 not installed")
+pytestmark = [pytest.mark.skipif(pg_bin() is None and os.environ.get("MAILKEEP_REQUIRE_BINARY") != "1",
+                                 reason="PostgreSQL 15 not installed"),
+              pytest.mark.release_only]  # the election and the listener run under ASan in test_store_postgres.py (filters, passwd)
 
 
 def syncs(mk) -> int:

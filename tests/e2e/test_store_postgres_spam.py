@@ -25,8 +25,9 @@ from postgres_support import pg_bin
 from test_spam_smtp import corpus, header, model, pick  # noqa: F401  (model is a fixture)
 from test_store_postgres import fresh_db, postgres  # noqa: F401  (fixtures)
 
-pytestmark = pytest.mark.skipif(pg_bin() is None and os.environ.get("MAILKEEP_REQUIRE_BINARY") != "1",
-                                reason="PostgreSQL 15 not installed")
+pytestmark = [pytest.mark.skipif(pg_bin() is None and os.environ.get("MAILKEEP_REQUIRE_BINARY") != "1",
+                                 reason="PostgreSQL 15 not installed"),
+              pytest.mark.release_only]  # the shared model and history run under ASan in the unit suites and test_store_postgres.py
 
 TOKEN = "op-secret-0123456789abcdef"
 

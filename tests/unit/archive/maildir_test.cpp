@@ -68,6 +68,29 @@ TEST(Maildir, TwoPhaseCommitAndAbort) {
   EXPECT_EQ(files_in(fs::path(folder) / "new").size(), 1u);
 }
 
+TEST(Maildir, ANameAnotherWriterTookIsNeverReplaced) {
+  // Two gateways with one host name on one shared archive can meet on a name: the
+  // message already in new/ stays, and ours gets a name of its own.
+  auto folder = fresh_dir("mk_maildir_taken").string();
+  StringContent body("ours\r\n");
+  PendingMaildirFile pending;
+  ASSERT_EQ(prepare_maildir_file(folder, "", body, pending).outcome, Outcome::Ok);
+  const std::string taken = pending.name();
+  auto theirs = fs::path(folder) / "new" / taken;
+  std::ofstream(theirs, std::ios::binary) << "theirs\r\n";
+  auto r = pending.commit();
+  ASSERT_EQ(r.outcome, Outcome::Ok) << r.detail;
+  EXPECT_NE(r.detail, taken);
+  auto dot = taken.find('.', taken.find('.') + 1);
+  EXPECT_EQ(r.detail, taken.substr(0, dot) + "R1" + taken.substr(dot)) << "still a Maildir name, same S=";
+  std::ifstream in(theirs, std::ios::binary);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), "theirs\r\n");
+  std::ifstream ours(fs::path(folder) / "new" / r.detail, std::ios::binary);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(ours), {}), "ours\r\n");
+  EXPECT_TRUE(files_in(fs::path(folder) / "tmp").empty());
+  EXPECT_EQ(files_in(fs::path(folder) / "new").size(), 2u);
+}
+
 TEST(Maildir, DestructorRemovesUncommittedFile) {
   auto folder = fresh_dir("mk_maildir_dtor").string();
   StringContent body("x\r\n");
