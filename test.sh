@@ -31,9 +31,9 @@ rm -f "$results"/*.xml
 status=0
 
 run_suites() {  # $1 = build dir, $2 = label
-  echo "== unit tests ($2)"
+  echo "== unit tests ($2) at $(date +%T), ${SECONDS}s in"
   (cd "$1" && ctest --output-on-failure -j 2 --output-junit "$PWD/../$results/unit-$2.xml") || status=1
-  echo "== end-to-end tests ($2)"
+  echo "== end-to-end tests ($2) at $(date +%T), ${SECONDS}s in"
   MAILKEEP_BIN="$PWD/$1/mailkeep" MAILKEEP_REQUIRE_BINARY=1 /usr/bin/python3 -m pytest tests/e2e -q \
     -p no:cacheprovider --junitxml="$results/e2e-$2.xml" || status=1
 }
@@ -41,7 +41,7 @@ run_suites() {  # $1 = build dir, $2 = label
 run_suites build release
 
 if [ "${MAILKEEP_QUICK:-0}" != 1 ]; then
-  echo "== sanitizer build (ASan + UBSan)"
+  echo "== sanitizer build (ASan + UBSan) at $(date +%T), ${SECONDS}s in"
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   if cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMAILKEEP_SANITIZE=ON >/dev/null &&
      cmake --build build-asan -j 2; then
@@ -50,7 +50,7 @@ if [ "${MAILKEEP_QUICK:-0}" != 1 ]; then
     echo "sanitizer build failed"; status=1
   fi
 
-  echo "== fuzzing (libFuzzer, 30 s per target)"
+  echo "== fuzzing (libFuzzer, 30 s per target) at $(date +%T), ${SECONDS}s in"
   if cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++-14 \
        -DMAILKEEP_FUZZ=ON -DMAILKEEP_TESTS=OFF >/dev/null && cmake --build build-fuzz -j 2; then
     {
@@ -74,6 +74,7 @@ if [ "${MAILKEEP_QUICK:-0}" != 1 ]; then
   fi
 fi
 
+echo "== all suites done at $(date +%T), ${SECONDS}s in"
 /usr/bin/python3 - "$results" <<'PY'
 import glob, sys, xml.etree.ElementTree as ET
 passed = failed = skipped = 0
