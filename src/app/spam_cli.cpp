@@ -196,7 +196,8 @@ int train(const Settings& settings, const SpamCommand& cmd) {
     share = stores.model_share();
     if (share && !cmd.fresh) share->pull(settings.spam.model);
   } catch (const std::exception& e) {
-    return report(std::string("the shared spam model: ") + e.what()) ? 75 : 0;
+    report(std::string("the shared spam model: ") + e.what());
+    return 75;  // EX_TEMPFAIL: the store may answer later
   }
   Model model(tok);
   if (!cmd.fresh) {
@@ -280,7 +281,8 @@ int train(const Settings& settings, const SpamCommand& cmd) {
     if (report(model.save(settings.spam.model))) return 1;
     if (turn) turn->publish();
   } catch (const std::exception& e) {
-    return report(std::string("the shared spam model: ") + e.what()) ? 75 : 0;
+    report(std::string("the shared spam model: ") + e.what());
+    return 75;  // EX_TEMPFAIL: the store may answer later
   }
   std::cerr << "trained on " << trained << " messages; model " << settings.spam.model
             << (share ? " (published to every gateway)" : "") << "\n";
