@@ -291,12 +291,30 @@ std::unique_ptr<Database> Database::open_readonly(const std::string& dir, const 
   struct stat st {};
   if (::stat((dir + "/xapian").c_str(), &st) != 0) return nullptr;
   auto impl = std::make_unique<Impl>(opt);
+  impl->opened = {st.st_dev, st.st_ino};
+  impl->read_dir = dir;
   try {
     impl->db = Xapian::Database(dir + "/xapian");
   } catch (const Xapian::Error& e) {
     throw std::runtime_error(dir + ": " + e.get_description());
   }
   return std::unique_ptr<Database>(new Database(std::move(impl), opt));
+}
+
+bool Database::refresh() {
+  if (impl_->writable) return true;
+  struct stat st {};
+  // A rebuild or compaction puts a new directory in place (compact()): this
+  // handle would go on reading the old one.
+  if (::stat((impl_->read_dir + "/xapian").c_str(), &st) != 0 ||
+      std::pair<uint64_t, uint64_t>{st.st_dev, st.st_ino} != impl_->opened)
+    return false;
+  try {
+    impl_->db.reopen();
+    return true;
+  } catch (const Xapian::Error&) {
+    return false;
+  }
 }
 
 namespace {
@@ -659,6 +677,17 @@ void Database::compact() {
     throw std::runtime_error(tmp + ": rename failed");
   }
   std::filesystem::remove_all(old, ec);
+  // This handle still has the old files open: a commit through it would put
+  // their revision into the new directory. Reopened on the compacted copy.
+  try {
+    impl_->wdb->close();
+    impl_->wdb.emplace(cur, Xapian::DB_OPEN);
+    impl_->db = *impl_->wdb;
+  } catch (const Xapian::DatabaseLockError&) {
+    throw IndexLocked(dir_ + ": the index is being written by another process");
+  } catch (const Xapian::Error& e) {
+    throw std::runtime_error(dir_ + ": " + e.get_description());
+  }
 }
 
 std::string Database::metadata(const std::string& key) const { return impl_->db.get_metadata(key); }
@@ -699,11 +728,14 @@ std::vector<LabelCount> Database::label_counts() const {
 }
 
 StoredMessage Database::stored(uint32_t docid) const {
+  return stored_of(impl_->db.get_document(docid, Xapian::DOC_ASSUME_VALID), docid);
+}
+
+StoredMessage stored_of(const Xapian::Document& doc, uint32_t docid, const std::string* conversation) {
   StoredMessage m;
-  auto doc = impl_->db.get_document(docid);
   decode_data(doc.get_data(), m);
   m.docid = docid;
-  m.conversation = doc.get_value(prefix::kThreadSlot);
+  m.conversation = conversation ? *conversation : doc.get_value(prefix::kThreadSlot);
   if (auto f = message_file_from_rel(doc.get_value(prefix::kPathSlot))) m.file = *f;
   m.id = m.file.base();
   return m;

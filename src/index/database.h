@@ -111,6 +111,9 @@ class Database {
                                                          const std::atomic<bool>* stop = nullptr);
   // Opens for reading; nullptr when there is no index yet.
   static std::unique_ptr<Database> open_readonly(const std::string& dir, const IndexOptions& opt);
+  // A read-only database moves to the newest committed revision; false when
+  // the index was replaced (rebuilt, compacted) or is gone: open it anew.
+  bool refresh();
   ~Database();
 
   // Indexes `file` (under `maildir`) as a new message. False with `note` when

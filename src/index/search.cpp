@@ -199,6 +199,20 @@ class Compiler {
   }
 };
 
+// Counts, per conversation of a page, its matching messages and whether one
+// of them is unread or starred (the Maildir flags of its file name).
+struct PageSpy : Xapian::MatchSpy {
+  std::map<std::string, Conversation*> by_id;
+  void operator()(const Xapian::Document& doc, double) override {
+    auto it = by_id.find(doc.get_value(prefix::kThreadSlot));
+    if (it == by_id.end()) return;
+    ++it->second->matched;
+    auto f = message_file_from_rel(doc.get_value(prefix::kPathSlot));
+    if (f && f->flags().find('S') == std::string::npos) it->second->unread = true;
+    if (f && f->flags().find('F') != std::string::npos) it->second->flagged = true;
+  }
+};
+
 Query ghost_free(Query q) {
   return Query(Query::OP_AND_NOT, q, Query(std::string(prefix::kGhost)));
 }
@@ -210,9 +224,9 @@ std::vector<StoredMessage> conversation_messages(const Database& db, const std::
   std::vector<StoredMessage> out;
   std::string term = std::string(prefix::kThread) + conversation;
   for (auto it = x.db.postlist_begin(term); it != x.db.postlist_end(term); ++it) {
-    auto doc = x.db.get_document(*it);
-    if (doc.get_data().empty()) continue;  // a ghost
-    out.push_back(db.stored(*it));
+    auto doc = x.db.get_document(*it, Xapian::DOC_ASSUME_VALID);
+    if (doc.get_data().empty()) continue;  // a ghost (Xapian keeps the data it read)
+    out.push_back(stored_of(doc, *it, &conversation));
   }
   std::stable_sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.date < b.date; });
   return out;
@@ -283,6 +297,17 @@ SearchResult search(const Database& db, const SearchRequest& req) {
       const int64_t now = req.now > 0 ? req.now : static_cast<int64_t>(::time(nullptr));
       const auto upper = x.db.get_value_upper_bound(prefix::kDateSlot);
       newest = upper.empty() ? now : std::min(now, static_cast<int64_t>(Xapian::sortable_unserialise(upper)));
+      // Each window's pass reads the date of every message, so windows that
+      // cannot fill the page are skipped: at the archive's average rate of
+      // matches a window must be expected to hold twice the page. Mail
+      // denser lately only means a fuller window; sparser, the next one.
+      const auto lower_bound = x.db.get_value_lower_bound(prefix::kDateSlot);
+      const double oldest = lower_bound.empty() ? double(newest) : Xapian::sortable_unserialise(lower_bound);
+      const double span_days = std::max(1.0, (double(newest) - oldest) / 86400.0);
+      const double per_day = double(estimated) / span_days;
+      while (first_window < std::size(kWindowDays) &&
+             per_day * double(kWindowDays[first_window]) < 2.0 * double(req.offset + req.limit))
+        ++first_window;
     }
   }
   for (size_t w = first_window;; ++w) {
@@ -342,11 +367,12 @@ SearchResult search(const Database& db, const SearchRequest& req) {
   }
   for (auto it = mset.begin(); it != mset.end(); ++it) {
     Conversation conv;
-    auto newest_match = db.stored(*it);
-    conv.id = newest_match.conversation;
-    conv.snippet = newest_match.snippet;
+    conv.id = it.get_collapse_key();  // the conversation slot, without reading the document
     auto members = conversation_messages(db, conv.id);
     conv.messages = members.size();
+    // The newest match is one of the members: its snippet without reading it again.
+    for (auto& m : members)
+      if (m.docid == *it) conv.snippet = m.snippet;
     std::set<std::string> labels, folders;
     for (auto& m : members) {
       conv.date = std::max(conv.date, m.date);
@@ -361,28 +387,22 @@ SearchResult search(const Database& db, const SearchRequest& req) {
     conv.folders.assign(folders.begin(), folders.end());
     out.conversations.push_back(std::move(conv));
   }
-  // Which messages of the page's conversations match: one more query,
-  // within those conversations only.
+  // Which messages of the page's conversations match, and which of those are
+  // unread or starred: one more query, within those conversations only. A
+  // match spy reads the conversation and file slots as the matcher streams
+  // them; reading each match's document instead is a B-tree lookup apiece.
   if (!out.conversations.empty()) {
     std::vector<Query> threads;
-    std::map<std::string, Conversation*> by_id;
+    PageSpy spy;
     for (auto& c : out.conversations) {
       threads.emplace_back(std::string(prefix::kThread) + c.id);
-      by_id[c.id] = &c;
+      spy.by_id[c.id] = &c;
     }
     Xapian::Enquire inner(x.db);
     inner.set_query(Query(Query::OP_FILTER, q, Query(Query::OP_OR, threads.begin(), threads.end())));
     inner.set_weighting_scheme(Xapian::BoolWeight());
-    auto matched = inner.get_mset(0, all);
-    for (auto m = matched.begin(); m != matched.end(); ++m) {
-      auto doc = m.get_document();
-      auto it = by_id.find(doc.get_value(prefix::kThreadSlot));
-      if (it == by_id.end()) continue;
-      ++it->second->matched;
-      auto f = message_file_from_rel(doc.get_value(prefix::kPathSlot));
-      if (f && f->flags().find('S') == std::string::npos) it->second->unread = true;
-      if (f && f->flags().find('F') != std::string::npos) it->second->flagged = true;
-    }
+    inner.add_matchspy(&spy);
+    inner.get_mset(0, 0, all);
   }
   return out;
 }

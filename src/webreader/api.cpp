@@ -644,7 +644,7 @@ Response MailApi::route(const Request& req, const IpAddress& client, Context& ct
   }
 
   if (req.method() != bh::verb::get) return error(405, "method-not-allowed", "GET", v);
-  auto db = index::Database::open_readonly(ctx.index_dir, opt);
+  auto db = readers_.open(ctx.index_dir, opt);  // kept open between requests (index/readers.h)
   if (!db) return error(503, "index-unavailable", "this account has no index yet", v);
 
   if (path == "/api/v1/mail/mailboxes") {

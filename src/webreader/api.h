@@ -49,6 +49,7 @@
 #include "config/settings.h"
 #include "core/shared_file.h"
 #include "http/message.h"
+#include "index/readers.h"
 #include "users/authenticator.h"
 #include "webreader/sessions.h"
 
@@ -82,6 +83,7 @@ class MailApi final : public http::RouteHandler {
   std::unique_ptr<SessionStore> sessions_;
   SpamTrainer trainer_;
   FiltersShare filters_share_;
+  index::ReaderPool readers_;
 };
 
 }  // namespace mk::webreader

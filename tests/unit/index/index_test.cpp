@@ -11,6 +11,7 @@
 #include <set>
 
 #include "index/database.h"
+#include "index/readers.h"
 #include "index/search.h"
 #include "index/sync.h"
 
@@ -122,6 +123,82 @@ TEST_F(IndexTest, TheSentCopyOfAReplyJoinsTheConversation) {
   EXPECT_EQ(res.conversations[0].messages, 2u);
   EXPECT_EQ(res.conversations[0].matched, 1u);
   EXPECT_EQ(res.conversations[0].subject, "question");
+}
+
+TEST_F(IndexTest, APageCountsMatchedUnreadAndStarredPerConversationWithTheNewestMatchsSnippet) {
+  put("INBOX", "Message-ID: <p1@x>\r\nSubject: plan\r\nDate: Mon, 2 Jan 2019 10:00:00 +0000\r\n", "first words\n", "S");
+  put("INBOX", "Message-ID: <p2@x>\r\nIn-Reply-To: <p1@x>\r\nDate: Tue, 3 Jan 2019 10:00:00 +0000\r\n",
+      "second words\n", "");
+  put("Sent", "Message-ID: <p3@x>\r\nIn-Reply-To: <p2@x>\r\nDate: Wed, 4 Jan 2019 10:00:00 +0000\r\n",
+      "third words\n", "FS");
+  put("INBOX", "Message-ID: <o1@x>\r\nSubject: other\r\nDate: Sun, 1 Jan 2019 10:00:00 +0000\r\n", "read\n", "S");
+  sync();
+  auto page = [&](const std::string& q) {
+    auto res = search(*db_, {q, 0, 50, false, 1700000000});
+    EXPECT_TRUE(res.ok()) << res.error_text;
+    return res.conversations;
+  };
+  auto inbox = page("in:inbox");
+  ASSERT_EQ(inbox.size(), 2u);
+  EXPECT_EQ(inbox[0].subject, "plan");
+  EXPECT_EQ(inbox[0].messages, 3u);
+  EXPECT_EQ(inbox[0].matched, 2u);
+  EXPECT_TRUE(inbox[0].unread) << "p2 is unread";
+  EXPECT_FALSE(inbox[0].flagged) << "the starred message is in Sent, which in:inbox does not match";
+  EXPECT_NE(inbox[0].snippet.find("second"), std::string::npos) << inbox[0].snippet;
+  EXPECT_EQ(inbox[1].matched, 1u);
+  EXPECT_FALSE(inbox[1].unread);
+  auto all = page("words");
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].matched, 3u);
+  EXPECT_TRUE(all[0].flagged);
+  EXPECT_NE(all[0].snippet.find("third"), std::string::npos) << all[0].snippet;
+  auto starred = page("is:starred");
+  ASSERT_EQ(starred.size(), 1u);
+  EXPECT_EQ(starred[0].matched, 1u);
+  EXPECT_FALSE(starred[0].unread);
+}
+
+TEST_F(IndexTest, PooledReadersSeeEveryCommitAndAReplacedIndex) {
+  const auto dir = (root_ / "index").string();
+  put("INBOX", "Message-ID: <r1@x>\r\n");
+  sync();
+  db_->commit();
+  ReaderPool pool(2, 3);
+  {
+    auto none = pool.open((root_ / "no-such-index").string(), {});
+    EXPECT_FALSE(none);
+  }
+  {
+    auto r = pool.open(dir, {});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->message_count(), 1u);
+  }
+  EXPECT_EQ(pool.idle(), 1u);
+  put("INBOX", "Message-ID: <r2@x>\r\n");
+  sync();
+  db_->commit();
+  {
+    auto r = pool.open(dir, {});
+    EXPECT_EQ(pool.idle(), 0u) << "the idle reader was lent";
+    EXPECT_EQ(r->message_count(), 2u) << "a lent reader is at the newest commit";
+  }
+  db_->compact();  // a new directory takes the index's place
+  put("INBOX", "Message-ID: <r3@x>\r\n");
+  sync();
+  db_->commit();
+  {
+    auto r = pool.open(dir, {});
+    EXPECT_EQ(r->message_count(), 3u);
+    auto found = search(*r, {"rfc822msgid:r3@x", 0, 10, true, 1700000000});
+    EXPECT_EQ(found.messages.size(), 1u) << "written after the compaction, through the same writer";
+    EXPECT_EQ(search(*r, {"in:inbox", 0, 10, true, 1700000000}).messages.size(), 3u);
+  }
+  {
+    auto a = pool.open(dir, {}), b = pool.open(dir, {}), c = pool.open(dir, {});
+    EXPECT_TRUE(a && b && c) << "more leases than idle readers: opened anew";
+  }
+  EXPECT_EQ(pool.idle(), 2u) << "at most 2 idle per account";
 }
 
 TEST_F(IndexTest, FlagRenamesAndMovesKeepIdentityAndLabels) {
