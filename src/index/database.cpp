@@ -3,9 +3,10 @@
 
 #include <algorithm>
 #include <thread>
-#include <filesystem>
-#include <filesystem>
+#include <cstdio>
 #include <cstring>
+#include <ctime>
+#include <filesystem>
 #include <openssl/evp.h>
 #include <set>
 #include <stdexcept>
@@ -96,6 +97,19 @@ std::string exact(std::string_view p, std::string_view value) {
   if (t.size() + value.size() > 240) return t + "#" + sha1_hex(value);
   t += value;
   return t;
+}
+
+std::string month(int64_t unix_time) {
+  const time_t t = static_cast<time_t>(unix_time);
+  struct tm tm {};
+  ::gmtime_r(&t, &tm);
+  return month(tm.tm_year + 1900, tm.tm_mon + 1);
+}
+
+std::string month(int year, int mon) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "%04d%02d", year, mon);
+  return std::string(kMonth) + buf;
 }
 }  // namespace prefix
 
@@ -261,6 +275,10 @@ std::unique_ptr<Database> Database::open_writable(const std::string& dir, const 
     std::filesystem::create_directories(dir, ec);
     if (ec) throw std::runtime_error(dir + ": cannot create: " + ec.message());
     impl->wdb.emplace(path, Xapian::DB_CREATE_OR_OPEN);
+    // Every document this build writes has its month term; a database that
+    // holds none yet (new, or rebuilt) can say so. Committed with the first batch.
+    if (impl->wdb->get_doccount() == 0 && impl->wdb->get_metadata(prefix::kMonthTermsKey).empty())
+      impl->wdb->set_metadata(prefix::kMonthTermsKey, "1");
     impl->dir = dir;
     impl->db = *impl->wdb;
     impl->writable = true;
@@ -477,6 +495,7 @@ bool DocumentBuilder::build(const std::string& maildir, const MessageFile& file,
   doc.add_boolean_term(prefix::exact(prefix::kId, file.base()));
   set_location_terms(doc, file);
   doc.add_value(prefix::kDateSlot, Xapian::sortable_serialise(static_cast<double>(pm.date)));
+  doc.add_boolean_term(prefix::month(pm.date));
   doc.add_value(prefix::kSizeSlot, Xapian::sortable_serialise(static_cast<double>(size)));
 
   StoredMessage m;

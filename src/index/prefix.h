@@ -23,7 +23,10 @@
 //   identity          -                Q (Maildir base name); XDIR (folder/new|cur) for the rescans
 //   ghost parent      -                XGHOST (a Message-ID seen only in references)
 //   identity digest   -                XSUM (Message-ID + body, message.h)
+//   month (UTC)       -                XYM (yyyymm of the date slot) for the page windows (search.cpp),
+//                                      in databases whose metadata kMonthTermsKey is "1"
 #pragma once
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -47,6 +50,10 @@ inline constexpr std::string_view kId = "Q";
 inline constexpr std::string_view kDir = "XDIR";
 inline constexpr std::string_view kGhost = "XGHOST";
 inline constexpr std::string_view kDigest = "XSUM";  // identity digest (message.h): imports' dedupe, labels
+inline constexpr std::string_view kMonth = "XYM";
+// Set on a database created empty by a build that writes kMonth terms: an
+// older index lacks them, and its windows filter by the date slot instead.
+inline constexpr const char* kMonthTermsKey = "month_terms";
 
 // Value slots.
 inline constexpr unsigned kDateSlot = 0;    // sortable_serialise(unix time)
@@ -57,5 +64,10 @@ inline constexpr unsigned kPathSlot = 3;    // the file, relative to the Maildir
 // A boolean term: prefix + value, hashed when Xapian's 245-byte term limit
 // would be passed (a 10,000-character address must not fail the document).
 std::string exact(std::string_view prefix, std::string_view value);
+
+// kMonth + the UTC year and month of `unix_time` ("XYM202612"), or of a
+// year and month (1-12).
+std::string month(int64_t unix_time);
+std::string month(int year, int mon);
 
 }  // namespace mk::index::prefix

@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <vector>
 
 #include "core/strings.h"
 #include "index/database_impl.h"
@@ -266,22 +267,28 @@ SearchResult search(const Database& db, const SearchRequest& req) {
   if (!req.messages) enq.set_collapse_key(prefix::kThreadSlot);
 
   // Newest first without sorting every match: the query runs within the
-  // newest week, then month, quarter, year, ... until the page is full. A
-  // window [lower, ∞) holds exactly the conversations whose newest match is
-  // at or after `lower`, in the same order as the whole archive, so a full
-  // page from a window is the whole archive's page. The Inbox of a large
-  // archive sorts a week of mail instead of all of it (the value filter that
-  // bounds the window only reads the date, it does not sort).
+  // newest weeks, then months, years, ... until the page is full. A window
+  // [lower, ∞) holds exactly the conversations whose newest match is at or
+  // after `lower`, in the same order as the whole archive, so a full page
+  // from a window is the whole archive's page. The Inbox of a large archive
+  // sorts a month of mail instead of all of it.
+  //
+  // Where the index has month terms (prefix::kMonth), a window starts on the
+  // first of a month and is the OR of its months' terms: Xapian walks the
+  // window's postings and skips through the query's, so a window costs what
+  // it holds. An older index filters by the date slot, which reads the date
+  // of every match of the query: a window costs what the query matches.
   static constexpr int64_t kWindowDays[] = {7, 31, 92, 366, 3 * 366, 10 * 366};
+  static constexpr int kWindowMonths[] = {0, 1, 2, 5, 11, 35};  // months before the newest's
+  static constexpr int kMaxMonthTerms = 48;  // wider windows filter by the slot
   static constexpr size_t kWindowMinMatches = 3000;
+  std::vector<Query> windows;  // the filters, narrowest first
   Xapian::MSet mset;
   std::optional<Xapian::ValueCountMatchSpy> spy;
   bool windowed = false;
   // Few matches are sorted at once: windows would only add passes. A count
   // alone (limit 0, the mailbox counts) needs no page, nor this estimate.
-  size_t first_window = std::size(kWindowDays);  // none
   Xapian::doccount estimated = 0;
-  int64_t newest = 0;
   if (req.limit > 0) {
     // Xapian's estimate from the terms' statistics, without a match run (a
     // phrase's estimate is rough; looking at 2,000 matches to refine it cost a
@@ -291,33 +298,57 @@ SearchResult search(const Database& db, const SearchRequest& req) {
     estimate.set_weighting_scheme(Xapian::BoolWeight());
     estimated = estimate.get_mset(0, 0, Xapian::doccount(0)).get_matches_estimated();
     if (estimated > std::max<size_t>(kWindowMinMatches, 20 * (req.offset + req.limit))) {
-      first_window = 0;
       // Anchored at the archive's newest date (an archive whose mail stopped
       // years ago still starts with its newest week), or now if that lies ahead.
       const int64_t now = req.now > 0 ? req.now : static_cast<int64_t>(::time(nullptr));
       const auto upper = x.db.get_value_upper_bound(prefix::kDateSlot);
-      newest = upper.empty() ? now : std::min(now, static_cast<int64_t>(Xapian::sortable_unserialise(upper)));
-      // Each window's pass reads the date of every message, so windows that
-      // cannot fill the page are skipped: at the archive's average rate of
-      // matches a window must be expected to hold twice the page. Mail
-      // denser lately only means a fuller window; sparser, the next one.
+      const int64_t top = upper.empty() ? now : static_cast<int64_t>(Xapian::sortable_unserialise(upper));
+      const int64_t newest = std::min(now, top);
+      // Each window's pass costs, so windows that cannot fill the page are
+      // skipped: at the archive's average rate of matches a window must be
+      // expected to hold twice the page. Mail denser lately only means a
+      // fuller window; sparser, the next one.
       const auto lower_bound = x.db.get_value_lower_bound(prefix::kDateSlot);
       const double oldest = lower_bound.empty() ? double(newest) : Xapian::sortable_unserialise(lower_bound);
       const double span_days = std::max(1.0, (double(newest) - oldest) / 86400.0);
       const double per_day = double(estimated) / span_days;
-      while (first_window < std::size(kWindowDays) &&
-             per_day * double(kWindowDays[first_window]) < 2.0 * double(req.offset + req.limit))
-        ++first_window;
+      auto enough = [&](int64_t lower) {
+        return per_day * double(newest - lower) / 86400.0 >= 2.0 * double(req.offset + req.limit);
+      };
+      auto by_slot = [&](int64_t lower) {
+        return Query(Query::OP_VALUE_GE, prefix::kDateSlot, Xapian::sortable_serialise(static_cast<double>(lower)));
+      };
+      if (x.db.get_metadata(prefix::kMonthTermsKey) == "1") {
+        const time_t nt = static_cast<time_t>(newest), tt = static_cast<time_t>(top);
+        struct tm n {}, t {};
+        ::gmtime_r(&nt, &n);
+        ::gmtime_r(&tt, &t);
+        const int last = (t.tm_year + 1900) * 12 + t.tm_mon;  // the newest month any message has
+        for (int back : kWindowMonths) {
+          const int first = (n.tm_year + 1900) * 12 + n.tm_mon - back;
+          struct tm m {};
+          m.tm_year = first / 12 - 1900;
+          m.tm_mon = first % 12;
+          m.tm_mday = 1;
+          const int64_t lower = static_cast<int64_t>(::timegm(&m));
+          if (!enough(lower)) continue;
+          if (last - first + 1 > kMaxMonthTerms) {
+            windows.push_back(by_slot(lower));
+            continue;
+          }
+          std::vector<Query> months;
+          for (int mo = first; mo <= last; ++mo) months.emplace_back(prefix::month(mo / 12, mo % 12 + 1));
+          windows.push_back(Query(Query::OP_OR, months.begin(), months.end()));
+        }
+      } else {
+        for (int64_t days : kWindowDays)
+          if (enough(newest - days * 86400)) windows.push_back(by_slot(newest - days * 86400));
+      }
     }
   }
-  for (size_t w = first_window;; ++w) {
-    const bool last = w == std::size(kWindowDays);
-    Query wq = q;
-    if (!last) {
-      auto lower = Xapian::sortable_serialise(static_cast<double>(newest - kWindowDays[w] * 86400));
-      wq = Query(Query::OP_FILTER, q, Query(Query::OP_VALUE_GE, prefix::kDateSlot, lower));
-    }
-    enq.set_query(wq);
+  for (size_t w = 0;; ++w) {
+    const bool last = w == windows.size();
+    enq.set_query(last ? q : Query(Query::OP_FILTER, q, windows[w]));
     if (!req.messages) {
       enq.clear_matchspies();
       spy.emplace(prefix::kThreadSlot);
