@@ -149,7 +149,9 @@ Server::Server(std::vector<asio::io_context*> workers, const Settings& settings,
 
 Server::~Server() = default;
 
-void Server::bind() { impl_->listeners.bind(impl_->settings.http.listen, impl_->workers, /*no_delay=*/false); }
+// TCP_NODELAY: a response is written whole; Nagle would hold its last segment
+// for the client's delayed ACK.
+void Server::bind() { impl_->listeners.bind(impl_->settings.http.listen, impl_->workers, /*no_delay=*/true); }
 
 void Server::start() {
   impl_->listeners.listen(impl_->https ? "https" : "http");

@@ -275,10 +275,10 @@ std::unique_ptr<Database> Database::open_writable(const std::string& dir, const 
     std::filesystem::create_directories(dir, ec);
     if (ec) throw std::runtime_error(dir + ": cannot create: " + ec.message());
     impl->wdb.emplace(path, Xapian::DB_CREATE_OR_OPEN);
-    // Every document this build writes has its month term; a database that
-    // holds none yet (new, or rebuilt) can say so. Committed with the first batch.
-    if (impl->wdb->get_doccount() == 0 && impl->wdb->get_metadata(prefix::kMonthTermsKey).empty())
-      impl->wdb->set_metadata(prefix::kMonthTermsKey, "1");
+    // Every document this build writes has the terms of prefix::kFormat; a
+    // database that holds none yet (new, or rebuilt) can say so. Committed with the first batch.
+    if (impl->wdb->get_doccount() == 0 && impl->wdb->get_metadata(prefix::kFormatKey).empty())
+      impl->wdb->set_metadata(prefix::kFormatKey, prefix::kFormat);
     impl->dir = dir;
     impl->db = *impl->wdb;
     impl->writable = true;
@@ -377,6 +377,7 @@ void add_ghost(Xapian::WritableDatabase& db, const std::string& mid, const std::
 void set_location_terms(Xapian::Document& doc, const MessageFile& f) {
   doc.add_boolean_term(folder_term(f.folder));
   for (char c : f.flags()) doc.add_boolean_term(std::string(prefix::kFlag) + static_cast<char>(std::tolower(c)));
+  if (f.flags().find('S') == std::string::npos) doc.add_boolean_term(std::string(prefix::kUnread));
   doc.add_boolean_term(prefix::exact(prefix::kDir, f.dir_key()));
   doc.add_value(prefix::kPathSlot, f.rel_path());
 }

@@ -17,14 +17,15 @@
 //   rfc822msgid:      -                XMID (as written, case kept)
 //   label:            -                XL (lower-cased)
 //   in:               -                XO (folder, lower-cased: inbox, sent, junk, ...)
-//   is:               -                XK (Maildir flag letter: S seen, F flagged, R replied, D draft, T trashed)
+//   is:               -                XK (Maildir flag letter: S seen, F flagged, R replied, D draft, T trashed;
+//                                      XKu: no S, in databases of kFormat 2)
 //   has:attachment    -                XHA
 //   conversation      -                G (16 hex digits), also value kThread
 //   identity          -                Q (Maildir base name); XDIR (folder/new|cur) for the rescans
 //   ghost parent      -                XGHOST (a Message-ID seen only in references)
 //   identity digest   -                XSUM (Message-ID + body, message.h)
 //   month (UTC)       -                XYM (yyyymm of the date slot) for the page windows (search.cpp),
-//                                      in databases whose metadata kMonthTermsKey is "1"
+//                                      in databases of kFormat 2
 #pragma once
 #include <cstdint>
 #include <string>
@@ -51,9 +52,14 @@ inline constexpr std::string_view kDir = "XDIR";
 inline constexpr std::string_view kGhost = "XGHOST";
 inline constexpr std::string_view kDigest = "XSUM";  // identity digest (message.h): imports' dedupe, labels
 inline constexpr std::string_view kMonth = "XYM";
-// Set on a database created empty by a build that writes kMonth terms: an
-// older index lacks them, and its windows filter by the date slot instead.
-inline constexpr const char* kMonthTermsKey = "month_terms";
+inline constexpr std::string_view kUnread = "XKu";
+
+// The metadata key kFormatKey is kFormat on a database created empty by a
+// build that writes every term above: "2" adds kMonth and kUnread. An older
+// index lacks them; its search windows filter by the date slot and is:unread
+// is "not seen".
+inline constexpr const char* kFormatKey = "format";
+inline constexpr const char* kFormat = "2";
 
 // Value slots.
 inline constexpr unsigned kDateSlot = 0;    // sortable_serialise(unix time)

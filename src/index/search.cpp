@@ -21,10 +21,12 @@ using Xapian::Query;
 
 class Compiler {
  public:
-  explicit Compiler(const Database::Impl& x) : x_(x) {
+  explicit Compiler(const Database::Impl& x) : x_(x), current_(x.db.get_metadata(prefix::kFormatKey) == prefix::kFormat) {
     tg_.set_stemming_strategy(Xapian::TermGenerator::STEM_NONE);
     tg_.set_flags(Xapian::TermGenerator::FLAG_CJK_NGRAM);
   }
+
+  bool current_format() const { return current_; }
 
   Query compile(const QueryNode& n) {
     using K = QueryNode::Kind;
@@ -56,6 +58,7 @@ class Compiler {
 
  private:
   const Database::Impl& x_;
+  const bool current_;  // the index has every term of prefix::kFormat
   Xapian::TermGenerator tg_;
 
   static Query bool_term(const std::string& t) { return Query(Query::OP_SCALE_WEIGHT, Query(t), 0); }
@@ -179,7 +182,8 @@ class Compiler {
       }
       case Field::Is:
         if (n.value == "unread")
-          return Query(Query::OP_AND_NOT, Query::MatchAll, bool_term(std::string(kFlag) + "s"));
+          return current_ ? bool_term(std::string(kUnread))
+                          : Query(Query::OP_AND_NOT, Query::MatchAll, bool_term(std::string(kFlag) + "s"));
         return bool_term(std::string(kFlag) + (n.value == "read" ? "s" : "f"));
       case Field::Has:
         return bool_term(std::string(kHasAttachment));
@@ -213,6 +217,69 @@ struct PageSpy : Xapian::MatchSpy {
     if (f && f->flags().find('F') != std::string::npos) it->second->flagged = true;
   }
 };
+
+// The latest date a match can have when the query bounds it (before: or
+// older_than: as one of its AND terms, or on every side of an OR).
+std::optional<int64_t> date_ceiling(const QueryNode& n) {
+  switch (n.kind) {
+    case QueryNode::Kind::Term:
+      if (n.field == Field::Before) return n.number - 1;
+      if (n.field == Field::OlderThan) return n.number;
+      return std::nullopt;
+    case QueryNode::Kind::And: {
+      std::optional<int64_t> out;
+      for (auto& c : n.children)
+        if (auto d = date_ceiling(c)) out = out ? std::min(*out, *d) : *d;
+      return out;
+    }
+    case QueryNode::Kind::Or: {
+      std::optional<int64_t> out;
+      for (auto& c : n.children) {
+        auto d = date_ceiling(c);
+        if (!d) return std::nullopt;
+        out = out ? std::max(*out, *d) : *d;
+      }
+      return out;
+    }
+    default:
+      return std::nullopt;
+  }
+}
+
+// What a query's top-level AND says of every match, so that search() adds
+// only the exclusions that can change its result: one named folder (then
+// Junk and Trash need no excluding), or a term that only a message's
+// document has (then ghosts need none). A count of "in:inbox" is then one
+// term's frequency, not a walk through the whole Inbox.
+struct TopLevel {
+  bool folder = false;
+  bool message = false;
+};
+TopLevel top_level(const QueryNode& n, bool current_format) {
+  TopLevel out;
+  auto look = [&](const QueryNode& t) {
+    if (t.kind != QueryNode::Kind::Term) return;
+    switch (t.field) {
+      case Field::In:
+        if (to_lower(t.value) != "anywhere") out.folder = out.message = true;
+        break;
+      case Field::Is:  // is:unread is "not seen" in an index of an older format
+        if (t.value != "unread" || current_format) out.message = true;
+        break;
+      case Field::MessageId:  // a ghost has its Message-ID
+      case Field::After: case Field::Before: case Field::OlderThan: case Field::NewerThan:
+      case Field::Larger: case Field::Smaller:
+        break;
+      default:  // words, addresses, labels, has:attachment: terms of a message's text and state
+        out.message = true;
+    }
+  };
+  if (n.kind == QueryNode::Kind::And)
+    for (auto& c : n.children) look(c);
+  else
+    look(n);
+  return out;
+}
 
 Query ghost_free(Query q) {
   return Query(Query::OP_AND_NOT, q, Query(std::string(prefix::kGhost)));
@@ -249,8 +316,10 @@ SearchResult search(const Database& db, const SearchRequest& req) {
   }
   auto& x = db.impl();
   Compiler c(x);
-  Query q = ghost_free(c.compile(parsed.root));
-  if (!names_junk_or_trash(parsed.root))
+  const auto top = top_level(parsed.root, c.current_format());
+  Query q = c.compile(parsed.root);
+  if (!top.message) q = ghost_free(q);
+  if (!top.folder && !names_junk_or_trash(parsed.root))
     q = Query(Query::OP_AND_NOT, q,
               Query(Query::OP_OR, Query(prefix::exact(prefix::kFolder, "junk")),
                     Query(prefix::exact(prefix::kFolder, "trash"))));
@@ -261,8 +330,19 @@ SearchResult search(const Database& db, const SearchRequest& req) {
   }
   Xapian::Enquire enq(x.db);
   enq.set_weighting_scheme(Xapian::BoolWeight());
-  enq.set_sort_by_value(prefix::kDateSlot, true);
   const auto all = x.db.get_doccount();
+  if (req.limit == 0 && req.messages) {
+    // A count (the mailbox list): exact, and without the sort, with which
+    // Xapian reads every match's date even for no page. A term's frequency
+    // is exact from the statistics; a conjunction walks its rarest term.
+    enq.set_query(q);
+    auto m = enq.get_mset(0, 0, Xapian::doccount(0));
+    if (m.get_matches_lower_bound() != m.get_matches_upper_bound()) m = enq.get_mset(0, 0, all);
+    out.total = m.get_matches_estimated();
+    out.total_exact = m.get_matches_lower_bound() == m.get_matches_upper_bound();
+    return out;
+  }
+  enq.set_sort_by_value(prefix::kDateSlot, true);
   const Xapian::doccount check = static_cast<Xapian::doccount>(std::min<size_t>(req.offset + req.limit + 1, all));
   if (!req.messages) enq.set_collapse_key(prefix::kThreadSlot);
 
@@ -301,8 +381,11 @@ SearchResult search(const Database& db, const SearchRequest& req) {
       // Anchored at the archive's newest date (an archive whose mail stopped
       // years ago still starts with its newest week), or now if that lies ahead.
       const int64_t now = req.now > 0 ? req.now : static_cast<int64_t>(::time(nullptr));
+      // A query bounded above (older_than:15y) starts at its bound: the newest
+      // windows would hold none of its matches.
       const auto upper = x.db.get_value_upper_bound(prefix::kDateSlot);
-      const int64_t top = upper.empty() ? now : static_cast<int64_t>(Xapian::sortable_unserialise(upper));
+      int64_t top = upper.empty() ? now : static_cast<int64_t>(Xapian::sortable_unserialise(upper));
+      if (auto ceiling = date_ceiling(parsed.root)) top = std::min(top, *ceiling);
       const int64_t newest = std::min(now, top);
       // Each window's pass costs, so windows that cannot fill the page are
       // skipped: at the archive's average rate of matches a window must be
@@ -318,12 +401,12 @@ SearchResult search(const Database& db, const SearchRequest& req) {
       auto by_slot = [&](int64_t lower) {
         return Query(Query::OP_VALUE_GE, prefix::kDateSlot, Xapian::sortable_serialise(static_cast<double>(lower)));
       };
-      if (x.db.get_metadata(prefix::kMonthTermsKey) == "1") {
+      if (x.db.get_metadata(prefix::kFormatKey) == prefix::kFormat) {
         const time_t nt = static_cast<time_t>(newest), tt = static_cast<time_t>(top);
         struct tm n {}, t {};
         ::gmtime_r(&nt, &n);
         ::gmtime_r(&tt, &t);
-        const int last = (t.tm_year + 1900) * 12 + t.tm_mon;  // the newest month any message has
+        const int last = (t.tm_year + 1900) * 12 + t.tm_mon;  // the newest month a match can have
         for (int back : kWindowMonths) {
           const int first = (n.tm_year + 1900) * 12 + n.tm_mon - back;
           struct tm m {};
