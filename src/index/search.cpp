@@ -335,6 +335,13 @@ SearchResult search(const Database& db, const SearchRequest& req) {
     // A count (the mailbox list): exact, and without the sort, with which
     // Xapian reads every match's date even for no page. A term's frequency
     // is exact from the statistics; a conjunction walks its rarest term.
+    if (parsed.root.kind == QueryNode::Kind::All && req.only_ids.empty()) {
+      // All Mail: every document is a ghost or a message in one folder.
+      out.total = all - x.db.get_termfreq(std::string(prefix::kGhost)) -
+                  x.db.get_termfreq(prefix::exact(prefix::kFolder, "junk")) -
+                  x.db.get_termfreq(prefix::exact(prefix::kFolder, "trash"));
+      return out;
+    }
     enq.set_query(q);
     auto m = enq.get_mset(0, 0, Xapian::doccount(0));
     if (m.get_matches_lower_bound() != m.get_matches_upper_bound()) m = enq.get_mset(0, 0, all);
