@@ -9,7 +9,7 @@
   const state = {
     csrf: "", user: "", mailbox: "inbox", query: "", position: 0, limit: 50,
     threads: [], total: 0, cursor: 0, selected: new Set(), open: null, messageCursor: 0,
-    mailboxes: [], undo: null, prefetched: new Map(), gPending: false,
+    mailboxes: [], undo: null, prefetched: new Map(), listStale: false, gPending: false,
   };
 
   async function api(path, options = {}) {
@@ -141,6 +141,7 @@
     state.cursor = Math.min(state.cursor, Math.max(0, state.threads.length - 1));
     state.selected.clear();
     state.prefetched.clear();
+    state.listStale = false;
     drawList();
   }
 
@@ -203,7 +204,9 @@
     const unread = data.emails.filter((e) => !(e.keywords && e.keywords.$seen)).map((e) => e.id);
     if (unread.length) {
       const row = state.threads.find((t) => t.id === id);
-      if (row) { row.keywords = { ...(row.keywords || {}), $seen: true }; drawList(); }
+      // The list is hidden behind the conversation: redrawn when it shows again,
+      // not in the task that paints this conversation.
+      if (row) { row.keywords = { ...(row.keywords || {}), $seen: true }; state.listStale = true; }
       api("modify", { method: "POST", body: { emailIds: unread, seen: true } })
         .then(() => loadMailboxes()).catch(() => {});
     }
@@ -289,6 +292,7 @@
   function closeThread() {
     state.open = null;
     $("conversation").hidden = true;
+    if (state.listStale) { state.listStale = false; drawList(); }
     $("list").hidden = false;
   }
 
