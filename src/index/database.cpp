@@ -376,8 +376,9 @@ void add_ghost(Xapian::WritableDatabase& db, const std::string& mid, const std::
 
 void set_location_terms(Xapian::Document& doc, const MessageFile& f) {
   doc.add_boolean_term(folder_term(f.folder));
-  for (char c : f.flags()) doc.add_boolean_term(std::string(prefix::kFlag) + static_cast<char>(std::tolower(c)));
-  if (f.flags().find('S') == std::string::npos) doc.add_boolean_term(std::string(prefix::kUnread));
+  const std::string flags = f.flags();
+  for (char c : flags) doc.add_boolean_term(std::string(prefix::kFlag) + static_cast<char>(std::tolower(c)));
+  if (flags.find('S') == std::string::npos) doc.add_boolean_term(std::string(prefix::kUnread));
   doc.add_boolean_term(prefix::exact(prefix::kDir, f.dir_key()));
   doc.add_value(prefix::kPathSlot, f.rel_path());
 }

@@ -317,12 +317,11 @@ SearchResult search(const Database& db, const SearchRequest& req) {
   auto& x = db.impl();
   Compiler c(x);
   const auto top = top_level(parsed.root, c.current_format());
+  const std::string junk = prefix::exact(prefix::kFolder, "junk"), trash = prefix::exact(prefix::kFolder, "trash");
   Query q = c.compile(parsed.root);
   if (!top.message) q = ghost_free(q);
   if (!top.folder && !names_junk_or_trash(parsed.root))
-    q = Query(Query::OP_AND_NOT, q,
-              Query(Query::OP_OR, Query(prefix::exact(prefix::kFolder, "junk")),
-                    Query(prefix::exact(prefix::kFolder, "trash"))));
+    q = Query(Query::OP_AND_NOT, q, Query(Query::OP_OR, Query(junk), Query(trash)));
   if (!req.only_ids.empty()) {  // within these messages only (a filter meeting new mail)
     std::vector<Query> ids;
     for (auto& id : req.only_ids) ids.emplace_back(prefix::exact(prefix::kId, id));
@@ -337,9 +336,8 @@ SearchResult search(const Database& db, const SearchRequest& req) {
     // is exact from the statistics; a conjunction walks its rarest term.
     if (parsed.root.kind == QueryNode::Kind::All && req.only_ids.empty()) {
       // All Mail: every document is a ghost or a message in one folder.
-      out.total = all - x.db.get_termfreq(std::string(prefix::kGhost)) -
-                  x.db.get_termfreq(prefix::exact(prefix::kFolder, "junk")) -
-                  x.db.get_termfreq(prefix::exact(prefix::kFolder, "trash"));
+      out.total = all - x.db.get_termfreq(std::string(prefix::kGhost)) - x.db.get_termfreq(junk) -
+                  x.db.get_termfreq(trash);
       return out;
     }
     enq.set_query(q);
@@ -408,7 +406,7 @@ SearchResult search(const Database& db, const SearchRequest& req) {
       auto by_slot = [&](int64_t lower) {
         return Query(Query::OP_VALUE_GE, prefix::kDateSlot, Xapian::sortable_serialise(static_cast<double>(lower)));
       };
-      if (x.db.get_metadata(prefix::kFormatKey) == prefix::kFormat) {
+      if (c.current_format()) {
         const time_t nt = static_cast<time_t>(newest), tt = static_cast<time_t>(top);
         struct tm n {}, t {};
         ::gmtime_r(&nt, &n);
